@@ -1,0 +1,173 @@
+"""The `ivbench` command line. Heavy modules are imported inside commands, so `--help` is instant."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from . import __version__
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, LookupError, FileNotFoundError, ImportError)
+
+
+def _fail(exc: BaseException) -> None:
+    raise click.ClickException(f"{exc}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ivbench")
+def main() -> None:
+    """Benchmark voice-interaction LLMs through multi-turn spoken dialogues.
+
+    \b
+    ivbench eval                  the demo task through the parrot baseline
+    ivbench list                  tasks, systems, metrics and voices
+    ivbench show RUN              a run's manifest and progress
+    """
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+@main.command("eval")
+@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Run configuration YAML; flags given on the command line override it.")
+@click.option("--task", default="demo", show_default=True,
+              help="Task name, task file (.yaml/.jsonl) or name:option=value (e.g. mt-bench:categories=all).")
+@click.option("--system", "systems", multiple=True,
+              help="System to test (repeatable): a name, name:key=value,…, module:Object or ./file.py:Object. "
+                   "Default: parrot.")
+@click.option("--voice", default="piper:joe", show_default=True, help="Voice that speaks the user turns.")
+@click.option("--mode", "modes", multiple=True, type=click.Choice(["s2s", "s2t", "t2s", "t2t"]),
+              help="Modality (repeatable). Default: each system's first declared mode.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory. Default: runs/<task>__<systems>; the same command again resumes it.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N dialogues.")
+@click.option("--warmup", default=1, show_default=True, type=click.IntRange(min=0),
+              help="Turns run before measuring and not recorded.")
+@click.option("--turn-timeout", default=300.0, show_default=True, type=float,
+              help="Seconds a turn may take before it is recorded as timed out (0: no limit).")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where caches live (default $IVBENCH_CACHE_DIR or ~/.cache/ivbench).")
+@click.option("--no-cache", is_flag=True, help="Recompute everything instead of reading caches.")
+@click.option("--fresh", is_flag=True, help="Discard an existing run in --out instead of resuming it.")
+@click.option("--retry-failed", is_flag=True, help="On resume, redo dialogues that have failed turns.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.pass_context
+def eval_command(ctx: click.Context, config_file: Optional[Path], task: str, systems: tuple[str, ...],
+                 voice: str, modes: tuple[str, ...], out: Optional[Path], limit: Optional[int], warmup: int,
+                 turn_timeout: float, device: str, seed: int, cache_dir: Optional[Path], no_cache: bool,
+                 fresh: bool, retry_failed: bool, no_progress: bool) -> None:
+    """Run a task's dialogues through systems and record every turn."""
+    from .config import EvalConfig, load_config_file, system_config
+    from .registry import parse_spec
+    from .runner import run_eval
+    from .table import format_table, summarize
+
+    try:
+        kwargs: dict[str, Any] = load_config_file(config_file) if config_file else {}
+        if _given(ctx, "task") or "task" not in kwargs:
+            kwargs["task"] = parse_spec(task)
+        if systems:
+            kwargs["systems"] = [system_config(s) for s in systems]
+        if _given(ctx, "voice") or "voice" not in kwargs:
+            kwargs["voice"] = parse_spec(voice)
+        if modes:
+            kwargs["modes"] = list(modes)
+        for name, value in (("out", out), ("limit", limit), ("warmup", warmup), ("device", device),
+                            ("seed", seed), ("cache_dir", cache_dir)):
+            if _given(ctx, name) or name not in kwargs:
+                if value is not None:
+                    kwargs[name] = value
+        if _given(ctx, "turn_timeout") or "turn_timeout" not in kwargs:
+            kwargs["turn_timeout"] = turn_timeout
+        if kwargs.get("turn_timeout") is not None and kwargs["turn_timeout"] <= 0:
+            kwargs["turn_timeout"] = None
+        if no_cache:
+            kwargs["use_cache"] = False
+        config = EvalConfig(**kwargs, fresh=fresh, retry_failed=retry_failed)
+        result = run_eval(config, progress=not no_progress, argv=sys.argv)
+    except USER_ERRORS as exc:
+        _fail(exc)
+        return
+    rows = summarize(result.records)
+    click.echo(format_table(rows))
+    failed = sum(row["failed"] for row in rows)
+    click.echo(f"\nrun directory: {result.run_dir}")
+    if failed:
+        click.echo(f"{failed} turns failed; their errors are in {result.run_dir / 'records.jsonl'} "
+                   "(`ivbench show` lists them)")
+
+
+@main.command("list")
+@click.argument("kind", required=False, type=click.Choice(["tasks", "systems", "metrics", "voices"]))
+def list_command(kind: Optional[str]) -> None:
+    """Tasks, systems, metrics and voices, one line each, with where each comes from."""
+    from .registry import KINDS, entries
+
+    for k in [kind] if kind else KINDS:
+        click.echo(f"{k}:")
+        for entry in entries(k):
+            description = f"  {entry.description}" if entry.description else ""
+            click.echo(f"  {entry.name:<20} [{entry.origin}]{description}")
+
+
+@main.command("show")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def show_command(run_dir: Path, as_json: bool) -> None:
+    """A run's manifest and progress."""
+    from .store import RunStore
+    from .table import format_table, summarize
+
+    store = RunStore(run_dir)
+    try:
+        manifest = store.read_manifest()
+        records = store.records()
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(exc)
+        return
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2, sort_keys=True))
+        return
+    config = manifest.get("config", {})
+    task = manifest.get("task", {})
+    git = manifest.get("git") or {}
+    hw = manifest.get("hardware", {})
+    click.echo(f"run:      {run_dir}")
+    click.echo(f"created:  {manifest.get('created')}  (ivbench {manifest.get('ivbench_version')}, "
+               f"git {str(git.get('commit', 'unknown'))[:12]}{' dirty' if git.get('dirty') else ''})")
+    click.echo(f"task:     {config.get('task')}  ({task.get('n_dialogues')} dialogues; {task.get('licence') or 'no licence given'})")
+    click.echo(f"systems:  {', '.join(config.get('systems', []))}")
+    click.echo(f"voice:    {config.get('voice')}   seed: {config.get('seed')}   device: {hw.get('device')}")
+    click.echo(f"hardware: {hw.get('cpu')} × {hw.get('cpu_count')}, {hw.get('memory_gib')} GiB"
+               + "".join(f"; GPU {g['name']} (driver {g['driver']})" for g in hw.get("gpus", [])))
+    total = task.get("n_dialogues") or 0
+    done = store.completed_dialogues()
+    systems_done: dict[str, int] = {}
+    for system, _ in done:
+        systems_done[system] = systems_done.get(system, 0) + 1
+    click.echo("\nprogress:")
+    for system in sorted({r.system for r in records} | set(config.get("systems", []))):
+        click.echo(f"  {system:<24} {systems_done.get(system, 0)}/{total} dialogues")
+    if records:
+        click.echo("\n" + format_table(summarize(records)))
+    failures = [r for r in records if not r.ok]
+    if failures:
+        click.echo(f"\nfailed turns ({len(failures)}):")
+        for r in failures[:20]:
+            click.echo(f"  {r.system} {r.dialogue_id} turn {r.turn_index}: "
+                       f"{r.error.get('type') if r.error else ''}: {(r.error or {}).get('message', '')[:160]}")
+        if len(failures) > 20:
+            click.echo(f"  … and {len(failures) - 20} more")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

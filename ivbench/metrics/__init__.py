@@ -1,0 +1,1 @@
+"""Metrics: turn records into numbers. Each declares what it needs (see `base`)."""

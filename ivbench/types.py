@@ -1,0 +1,170 @@
+"""The data model shared by every phase: dialogues in, reply events out, records on disk."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional, Union
+
+import numpy as np
+
+
+class Mode(str, Enum):
+    """Input→output modality of a turn (the four cross-modal tasks of IntrinsicVoice)."""
+
+    S2S = "s2s"
+    S2T = "s2t"
+    T2S = "t2s"
+    T2T = "t2t"
+
+    @property
+    def speech_in(self) -> bool:
+        return self.value[0] == "s"
+
+    @property
+    def speech_out(self) -> bool:
+        return self.value[-1] == "s"
+
+    @classmethod
+    def parse(cls, value: Union[str, "Mode"]) -> "Mode":
+        try:
+            return cls(str(value.value if isinstance(value, Mode) else value).lower())
+        except ValueError:
+            raise ValueError(
+                f"unknown mode {value!r}: use one of {', '.join(m.value for m in cls)}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Mono float32 samples in [-1, 1] and their sample rate."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.samples) / float(self.sample_rate)
+
+
+@dataclass
+class UserTurn:
+    """One user turn as a task file states it."""
+
+    text: str
+    audio_path: Optional[str] = None  # recorded audio, resolved against the task folder
+    reference: Optional[str] = None  # reference answer, where one exists
+
+
+@dataclass
+class Dialogue:
+    id: str
+    turns: list[UserTurn]
+    category: Optional[str] = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Task:
+    """A named set of dialogues plus how to judge them."""
+
+    name: str
+    dialogues: list[Dialogue]
+    description: str = ""
+    source: str = ""
+    licence: str = ""
+    judge_prompt: Optional[str] = None
+    path: Optional[str] = None  # the task file, when it came from one
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TurnInput:
+    """What the runner hands to `Session.respond`.
+
+    `audio` is set in speech-input modes, `text` always: it is the turn's script, which
+    text-input systems answer and which calibration baselines (parrot) and oracle cascades
+    may read; a speech-input system under test should listen to `audio` instead.
+    """
+
+    mode: Mode
+    text: str
+    audio: Optional[Audio] = None
+    dialogue_id: str = ""
+    turn_index: int = 0
+
+
+@dataclass
+class AudioChunk:
+    """A reply event: speech samples (mono float32 on the CPU) at `sample_rate`."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+
+@dataclass
+class TextDelta:
+    """A reply event: a piece of the reply's text."""
+
+    text: str
+
+
+@dataclass
+class StageMark:
+    """A reply event: a system-internal milestone (e.g. "asr_done", "llm_first_token").
+
+    The runner stamps it with its clock, so cascades can report a stage breakdown.
+    """
+
+    name: str
+
+
+ReplyEvent = Union[AudioChunk, TextDelta, StageMark]
+
+
+class TurnStatus(str, Enum):
+    OK = "ok"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+
+
+@dataclass
+class TurnRecord:
+    """One completed (or failed) turn, as written to records.jsonl."""
+
+    system: str
+    task: str
+    dialogue_id: str
+    turn_index: int
+    n_turns: int
+    mode: str
+    attempt: int
+    status: str
+    user_text: str
+    user_audio: Optional[str]  # path relative to the run directory
+    reference: Optional[str]
+    reply_text: Optional[str]
+    reply_audio: Optional[str]  # path relative to the run directory
+    reply_sample_rate: Optional[int]
+    reply_duration_s: Optional[float]
+    # Latencies in milliseconds from t0 (the complete user turn handed to respond()).
+    first_audio_ms: Optional[float]
+    first_text_ms: Optional[float]
+    end_ms: Optional[float]
+    rtf: Optional[float]
+    events: list[list[Any]]  # [kind, ms since t0, size]: size = samples or characters
+    stages: dict[str, float]  # stage name -> ms since t0
+    error: Optional[dict[str, str]] = None
+    category: Optional[str] = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "TurnRecord":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @property
+    def ok(self) -> bool:
+        return self.status == TurnStatus.OK.value

@@ -1,0 +1,1 @@
+"""Built-in ivbench task files (installed as the package `ivbench_tasks`)."""
