@@ -1,0 +1,23 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Tests never read or write the user's ~/.cache/ivbench."""
+    monkeypatch.setenv("IVBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+def write_task(folder: Path, dialogues: list[list[str]], name: str = "tiny") -> Path:
+    """A task file with the given user turns, one list per dialogue."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"id": f"d{i}", "turns": turns}) for i, turns in enumerate(dialogues)]
+    (folder / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / f"{name}.yaml").write_text(f"name: {name}\ndialogues_file: {name}.jsonl\n")
+    return folder / f"{name}.yaml"

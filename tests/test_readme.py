@@ -1,0 +1,37 @@
+"""The README's promises: its plugin example runs as shown, and its two commands are the ones CI uses."""
+import json
+import re
+import subprocess
+import sys
+
+from conftest import ROOT
+
+README = (ROOT / "README.md").read_text()
+
+
+def _plugin_example() -> str:
+    blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    return next(b for b in blocks if "my_system.py" in b)
+
+
+def test_plugin_example_is_about_twenty_lines_and_runs(tmp_path):
+    code = _plugin_example()
+    assert len([line for line in code.splitlines() if line.strip()]) <= 25
+    (tmp_path / "my_system.py").write_text(code)
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "eval", "--system", "./my_system.py:MySystem",
+         "--limit", "2", "--warmup", "0", "--out", str(out), "--no-progress"],
+        cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert records and all(r["status"] == "ok" and r["mode"] == "s2s" for r in records)
+    assert all(r["reply_text"] == f"You said: {r['user_text']}" for r in records)
+    assert all((out / r["user_audio"]).stat().st_size > 1000 for r in records)  # Piper spoke them
+    assert f"run directory: {out}" in proc.stdout
+
+
+def test_ci_runs_the_readme_test_command():
+    command = re.search(r"```sh\n(python3 -m venv[^\n]*pytest[^\n]*)\n```", README).group(1)
+    test_part = command.split("&&")[-1].strip()
+    assert test_part in (ROOT / ".ci" / "run").read_text()

@@ -1,0 +1,105 @@
+"""Kill a run mid-dialogue (SIGKILL, and Ctrl-C), run the same command again: the records equal
+those of an uninterrupted run, none twice, and the cut dialogue was redone from its first turn."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import ROOT, write_task
+
+SYSTEM = '''
+import time
+import numpy as np
+from ivbench.systems import Session, System
+from ivbench.types import AudioChunk, Mode, TextDelta
+
+
+class Counting(Session):
+    """Replies depend on the session's history, so a dialogue resumed mid-way would show."""
+
+    def __init__(self):
+        self.heard = []
+
+    def respond(self, turn):
+        self.heard.append(turn.text)
+        time.sleep(0.25)
+        yield TextDelta(f"reply {len(self.heard)} after " + " / ".join(self.heard))
+        tone = np.sin(np.arange(8000) * (0.01 * len(self.heard))).astype(np.float32) * 0.3
+        yield AudioChunk(tone, 16000)
+
+
+class CountingSystem(System):
+    modes = (Mode.T2S,)
+
+    def new_session(self):
+        return Counting()
+'''
+
+
+def _command(task: Path, system: Path, out: Path) -> list[str]:
+    return [sys.executable, str(ROOT / "cli.py"), "eval", "--task", str(task),
+            "--system", f"{system}:CountingSystem", "--out", str(out), "--warmup", "0", "--no-progress"]
+
+
+def _records(out: Path) -> list[dict]:
+    path = out / "records.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _essence(records: list[dict]) -> list[tuple]:
+    return sorted((r["system"], r["dialogue_id"], r["turn_index"], r["status"], r["reply_text"],
+                   r["reply_audio"]) for r in records)
+
+
+def _interrupt_then_resume(tmp_path: Path, sig: int) -> tuple[list[dict], list[dict], Path, Path]:
+    task = write_task(tmp_path / "task", [["a1", "a2", "a3"], ["b1", "b2", "b3"], ["c1", "c2"]])
+    system = tmp_path / "counting.py"
+    system.write_text(SYSTEM)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    reference = tmp_path / "uninterrupted"
+    subprocess.run(_command(task, system, reference), check=True, env=env, capture_output=True)
+
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen(_command(task, system, out), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(_records(out)) < 4 and time.monotonic() < deadline:  # dialogue b is under way
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    cut = _records(out)
+    assert 4 <= len(cut) < 8, "the kill should land inside the second dialogue"
+    subprocess.run(_command(task, system, out), check=True, env=env, capture_output=True)
+    return _records(reference), _records(out), reference, out
+
+
+def _check(reference: list[dict], resumed: list[dict], ref_dir: Path, out: Path) -> None:
+    assert len(resumed) == len(reference) == 8
+    keys = [(r["dialogue_id"], r["turn_index"]) for r in resumed]
+    assert len(keys) == len(set(keys)), "a record appears twice"
+    assert _essence(resumed) == _essence(reference)
+    by_key = {(r["dialogue_id"], r["turn_index"]): r for r in resumed}
+    # Redone from its first turn: the last reply of dialogue b heard all three turns of b only.
+    assert by_key[("d1", 2)]["reply_text"] == "reply 3 after b1 / b2 / b3"
+    for r in reference:
+        assert (out / r["reply_audio"]).read_bytes() == (ref_dir / r["reply_audio"]).read_bytes()
+
+
+def test_sigkill_mid_dialogue_then_resume(tmp_path):
+    reference, resumed, ref_dir, out = _interrupt_then_resume(tmp_path, signal.SIGKILL)
+    _check(reference, resumed, ref_dir, out)
+    # The half-done dialogue's records were set aside, not lost.
+    partial = (out / "records.partial.jsonl").read_text().splitlines()
+    assert partial and all(json.loads(line)["dialogue_id"] == "d1" for line in partial)
+    assert {r["attempt"] for r in resumed if r["dialogue_id"] == "d1"} == {2}
+
+
+def test_ctrl_c_mid_dialogue_then_resume(tmp_path):
+    reference, resumed, ref_dir, out = _interrupt_then_resume(tmp_path, signal.SIGINT)
+    _check(reference, resumed, ref_dir, out)
