@@ -122,13 +122,20 @@ def load_config_file(path: Union[str, Path]) -> dict[str, Any]:
         kwargs["systems"] = [system_config(s, f"{path}: 'systems[{i}]'") for i, s in enumerate(systems)]
     if "mode" in data:
         modes = data["mode"]
-        kwargs["modes"] = [modes] if isinstance(modes, str) else list(modes)
+        modes = [modes] if isinstance(modes, str) else modes
+        if not isinstance(modes, list) or not all(isinstance(m, str) for m in modes):
+            raise ConfigError(f"{path}: 'mode' must be a mode or a list of modes (s2s, s2t, t2s, t2t), "
+                              f"got {data['mode']!r}")
+        kwargs["modes"] = list(modes)
     for key, typ in (("limit", int), ("warmup", int), ("seed", int), ("turn_timeout", float)):
         if key in data and data[key] is not None:
             try:
                 kwargs[key] = typ(data[key])
             except (TypeError, ValueError):
                 raise ConfigError(f"{path}: '{key}' must be a number, got {data[key]!r}") from None
+    for key, low in (("limit", 1), ("warmup", 0)):
+        if key in kwargs and kwargs[key] < low:
+            raise ConfigError(f"{path}: '{key}' must be at least {low}, got {kwargs[key]!r}")
     for key in ("out", "cache_dir"):
         if data.get(key):
             kwargs[key] = Path(str(data[key]))  # relative to the working directory, like the flag

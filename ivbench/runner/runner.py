@@ -129,6 +129,7 @@ def run_eval(config: EvalConfig, progress: bool = True, argv: Optional[list[str]
         systems[sc.label] = system
     units = _plan_units(config, systems)
     device = resolve_device(config.device)
+    _check_recorded_audio(dialogues)  # before the run directory is touched (--fresh deletes it)
 
     out = Path(config.out) if config.out else default_out_dir(config)
     store = RunStore(out)
@@ -148,7 +149,6 @@ def run_eval(config: EvalConfig, progress: bool = True, argv: Optional[list[str]
 
     cache = SqliteCache((config.cache_dir or default_cache_dir()) / "tts.sqlite", enabled=config.use_cache)
     user_audio = UserAudioSource(config.voice, cache, device="cpu")
-    _check_recorded_audio(dialogues)
 
     todo = [(u, d) for u in units for d in dialogues if (u.label, d.id) not in done]
     bar = _progress(total=len(units) * len(dialogues), initial=len(units) * len(dialogues) - len(todo),

@@ -46,7 +46,10 @@ def read_jsonl_records(path: Path) -> list[TurnRecord]:
         if not raw.strip():
             continue
         try:
-            records.append(TurnRecord.from_json(json.loads(raw)))
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise TypeError(f"a record is a JSON object, not {type(data).__name__}")
+            records.append(TurnRecord.from_json(data))
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
             is_last = all(not rest.strip() for rest in lines[i:])
             if is_last:
@@ -131,7 +134,10 @@ class RunStore:
         records = self.records()
         by_dialogue = self._by_dialogue(records)
         partial = [r for recs in by_dialogue.values() if not _is_complete(recs) for r in recs]
-        raw_lines = self.records_path.read_bytes().count(b"\n") if self.records_path.exists() else 0
+        # Count a torn (unterminated) last line too, so it is rewritten away before anything is
+        # appended after it.
+        raw = self.records_path.read_bytes() if self.records_path.exists() else b""
+        raw_lines = sum(1 for line in raw.split(b"\n") if line.strip())
         if not partial and raw_lines == len(records):
             return 0
         keep = [r for recs in by_dialogue.values() if _is_complete(recs) for r in recs]

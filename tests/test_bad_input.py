@@ -1,0 +1,412 @@
+"""Bad input gives a clear error (naming the file and line or field, or the dialogue and turn)
+or a recorded failed turn, and never loses what a run has already written."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from click.testing import CliRunner
+
+from conftest import ROOT, write_task
+from ivbench.cli import main
+from ivbench.store.run_store import RECORDS, RunStore, read_jsonl_records
+
+# Systems that misbehave in one way each; `Good` is the control. Written into each test's
+# folder and named as ./systems.py:Class, as a user's plugin would be.
+SYSTEMS = '''
+import time
+
+import numpy as np
+
+from ivbench.systems import Session, System
+from ivbench.types import AudioChunk, Mode, TextDelta
+
+
+class _Session(Session):
+    def __init__(self, owner):
+        self.owner = owner
+
+    def respond(self, turn):
+        self.owner.before_reply(turn)
+        yield TextDelta("reply to " + turn.text)
+        if turn.mode.speech_out:
+            yield AudioChunk(self.owner.audio(), 16000)
+
+
+class Good(System):
+    modes = (Mode.T2T, Mode.T2S, Mode.S2T)
+
+    def new_session(self):
+        return _Session(self)
+
+    def before_reply(self, turn):
+        pass
+
+    def audio(self):
+        return np.full(1600, 0.1, dtype=np.float32)
+
+
+class RaisesOnFirstTurn(Good):
+    def before_reply(self, turn):
+        if turn.dialogue_id == "d0" and turn.turn_index == 0:
+            raise RuntimeError("the model exploded on d0")
+
+
+class Hangs(Good):
+    def before_reply(self, turn):
+        if turn.dialogue_id == "d0" and turn.turn_index == 0:
+            time.sleep(30)
+
+
+class LoadFails(Good):
+    def load(self, device):
+        raise OSError("weights file model.bin not found")
+
+
+class FakeTensor:
+    """What a torch tensor looks like from here: array-ish, but not a numpy array."""
+
+    shape = (1600,)
+    dtype = "torch.float32"
+
+    def __len__(self):
+        return 1600
+
+    def numpy(self):
+        return np.zeros(1600, dtype=np.float32)
+
+
+class YieldsTensor(Good):
+    modes = (Mode.T2S,)
+
+    def audio(self):
+        return FakeTensor()
+
+
+class YieldsNaN(Good):
+    modes = (Mode.T2S,)
+
+    def audio(self):
+        samples = np.full(1600, 0.1, dtype=np.float32)
+        samples[700] = np.nan
+        return samples
+'''
+
+TWO_BY_TWO = [["Hello there.", "How are you?"], ["What time is it?", "Thanks."]]
+
+
+@pytest.fixture
+def here(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "systems.py").write_text(SYSTEMS)
+    return tmp_path
+
+
+def _ivbench(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=True)
+
+
+def _eval(task: Path, system: str, *extra: str, out: str = "run"):
+    return _ivbench("eval", "--task", str(task), "--system", f"./systems.py:{system}", "--warmup", "0",
+                    "--out", out, "--no-progress", *extra)
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / RECORDS).read_text().splitlines() if line.strip()]
+
+
+def _assert_clean_error(result, *fragments: str) -> None:
+    assert result.exit_code != 0, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    assert result.output.startswith("Error: "), result.output
+    for fragment in fragments:
+        assert fragment in result.output, (fragment, result.output)
+
+
+# --- run configuration ----------------------------------------------------------------------
+
+def test_malformed_run_config_yaml(here):
+    (here / "bad.yaml").write_text("task: demo\nsystems: [parrot\nlimit: 2\n")
+    result = _ivbench("eval", "-c", "bad.yaml", "--out", "run", "--no-progress")
+    _assert_clean_error(result, "bad.yaml:3: not valid YAML")
+    assert not (here / "run").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("task: demo\nlimt: 2\n", "bad.yaml: unknown key 'limt'; keys: cache_dir, device, limit"),
+    ("- demo\n- parrot\n", "bad.yaml: a run config is a YAML mapping"),
+    ("limit: two\n", "bad.yaml: 'limit' must be a number, got 'two'"),
+    ("limit: 0\n", "bad.yaml: 'limit' must be at least 1"),
+    ("warmup: -1\n", "bad.yaml: 'warmup' must be at least 0"),
+    ("mode: 5\n", "bad.yaml: 'mode' must be a mode or a list of modes"),
+    ("mode: [s3s]\n", "unknown mode 's3s'"),
+    ("systems: []\n", "bad.yaml: 'systems' must be a non-empty list"),
+    ("systems:\n  - {label: mine}\n", "bad.yaml: 'systems[0]': a system mapping needs 'name'"),
+    ("task: 42\n", "bad.yaml: 'task': give a name"),
+])
+def test_bad_run_config_values(here, text, message):
+    (here / "bad.yaml").write_text(text)
+    result = _ivbench("eval", "-c", "bad.yaml", "--out", "run", "--no-progress")
+    _assert_clean_error(result, message)
+    assert not (here / "run").exists()
+
+
+def test_missing_run_config_file(here):
+    _assert_clean_error(_ivbench("eval", "-c", "nope.yaml", "--no-progress"), "nope.yaml: config file not found")
+
+
+# --- recorded user audio in a task ----------------------------------------------------------
+
+def _write_audio(path: Path, kind: str) -> None:
+    rate = 16000
+    tone = (0.3 * np.sin(np.arange(rate // 4) * 0.07)).astype(np.float32)
+    if kind == "ok":
+        soundfile.write(path, tone, rate, subtype="PCM_16")
+    elif kind == "corrupt":
+        path.write_bytes(np.random.default_rng(0).bytes(4000))
+    elif kind == "empty":
+        soundfile.write(path, np.zeros(0, dtype=np.float32), rate, subtype="PCM_16")
+    elif kind == "nan":
+        tone[1000] = np.nan
+        soundfile.write(path, tone, rate, subtype="FLOAT")
+    elif kind == "stereo":
+        soundfile.write(path, np.stack([tone, tone], axis=1), rate, subtype="PCM_16")
+    else:
+        raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("corrupt", "cannot be read as audio"),
+    ("empty", "audio is empty"),
+    ("nan", "audio contains NaN"),
+    ("stereo", "2 channels; ivbench needs mono audio"),
+])
+def test_bad_recorded_audio(here, kind, message):
+    task_dir = here / "task"
+    task_dir.mkdir()
+    _write_audio(task_dir / "good.wav", "ok")
+    _write_audio(task_dir / "bad.wav", kind)
+    (task_dir / "tiny.jsonl").write_text(
+        json.dumps({"id": "d0", "turns": [{"text": "Hello.", "audio": "good.wav"}]}) + "\n"
+        + json.dumps({"id": "d1", "turns": [{"text": "Hi.", "audio": "good.wav"},
+                                            {"text": "Bye.", "audio": "bad.wav"}]}) + "\n")
+    result = _eval(task_dir / "tiny.jsonl", "Good", "--mode", "s2t")
+    _assert_clean_error(result, "dialogue 'd1' turn 1", str((task_dir / "bad.wav").resolve()), message)
+    assert not (here / "run").exists()  # stopped before the run directory was made
+
+
+def test_good_recorded_audio_is_what_the_system_hears(here):
+    """The control for the cases above: the same task with a good file runs."""
+    task_dir = here / "task"
+    task_dir.mkdir()
+    _write_audio(task_dir / "good.wav", "ok")
+    (task_dir / "tiny.jsonl").write_text(
+        json.dumps({"id": "d0", "turns": [{"text": "Hello.", "audio": "good.wav"}]}) + "\n")
+    result = _eval(task_dir / "tiny.jsonl", "Good", "--mode", "s2t")
+    assert result.exit_code == 0, result.output
+    (record,) = _records(here / "run")
+    assert record["status"] == "ok" and record["reply_text"] == "reply to Hello."
+    original, _ = soundfile.read(task_dir / "good.wav", dtype="float32")
+    heard, rate = soundfile.read(here / "run" / record["user_audio"], dtype="float32")
+    assert rate == 16000 and np.allclose(heard, original, atol=1e-4)
+
+
+def test_missing_recorded_audio_file(here):
+    task_dir = here / "task"
+    task_dir.mkdir()
+    (task_dir / "tiny.jsonl").write_text(
+        json.dumps({"id": "d0", "turns": ["Hello."]}) + "\n"
+        + json.dumps({"id": "d1", "turns": ["Hi.", {"text": "Bye.", "audio": "audio/gone.wav"}]}) + "\n")
+    result = _eval(task_dir / "tiny.jsonl", "Good")
+    _assert_clean_error(result, "tiny.jsonl:2: field 'turns[1].audio'", "gone.wav not found")
+    assert not (here / "run").exists()
+
+
+def test_audio_path_escaping_the_task_folder(here):
+    task_dir = here / "task"
+    task_dir.mkdir()
+    _write_audio(here / "outside.wav", "ok")  # exists, but outside the task's folder
+    (task_dir / "tiny.jsonl").write_text(
+        json.dumps({"id": "d0", "turns": [{"text": "Hello.", "audio": "../outside.wav"}]}) + "\n")
+    result = _eval(task_dir / "tiny.jsonl", "Good", "--mode", "s2t")
+    _assert_clean_error(result, "tiny.jsonl:1: field 'turns[0].audio'", "'../outside.wav' leaves the task's folder")
+    (task_dir / "tiny.jsonl").write_text(
+        json.dumps({"id": "d0", "turns": [{"text": "Hello.", "audio": str(here / "outside.wav")}]}) + "\n")
+    result = _eval(task_dir / "tiny.jsonl", "Good", "--mode", "s2t")
+    _assert_clean_error(result, "leaves the task's folder")
+    assert not (here / "run").exists()
+
+
+# --- systems that fail --------------------------------------------------------------------
+
+def test_respond_raises_on_one_turn(here):
+    task = write_task(here / "task", TWO_BY_TWO)
+    result = _eval(task, "RaisesOnFirstTurn")
+    assert result.exit_code == 0, result.output
+    assert "1 turns failed" in result.output
+    turns = {(r["dialogue_id"], r["turn_index"]): r for r in _records(here / "run")}
+    assert sorted(turns) == [("d0", 0), ("d0", 1), ("d1", 0), ("d1", 1)]
+    failed = turns[("d0", 0)]
+    assert failed["status"] == "failed"
+    assert failed["error"]["type"] == "RuntimeError"
+    assert failed["error"]["message"] == "the model exploded on d0"
+    assert "Traceback" in failed["error"]["traceback"]
+    assert "systems.py" in failed["error"]["traceback"] and "before_reply" in failed["error"]["traceback"]
+    assert failed["reply_text"] is None
+    for key in [("d0", 1), ("d1", 0), ("d1", 1)]:
+        assert turns[key]["status"] == "ok" and turns[key]["error"] is None
+    assert turns[("d0", 1)]["reply_text"] == "reply to How are you?"
+    shown = _ivbench("show", "run")
+    assert shown.exit_code == 0, shown.output
+    assert "failed turns (1):" in shown.output
+    assert "d0 turn 0: RuntimeError: the model exploded on d0" in shown.output
+
+
+def test_hanging_system_times_out(tmp_path):
+    """A turn past --turn-timeout is recorded as a timeout, the rest of its dialogue as skipped,
+    later dialogues run, and the process does not wait for the hung worker to finish."""
+    (tmp_path / "systems.py").write_text(SYSTEMS)
+    task = write_task(tmp_path / "task", [["one", "two", "three"], ["four", "five"]])
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "eval", "--task", str(task), "--system", "./systems.py:Hangs",
+         "--turn-timeout", "1", "--warmup", "0", "--out", "run", "--no-progress", "--device", "cpu"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=25, env=dict(os.environ))
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert elapsed < 12, f"took {elapsed:.1f} s: the run waited for the hung system"
+    turns = {(r["dialogue_id"], r["turn_index"]): r for r in _records(tmp_path / "run")}
+    assert sorted(turns) == [("d0", 0), ("d0", 1), ("d0", 2), ("d1", 0), ("d1", 1)]
+    assert turns[("d0", 0)]["status"] == "timeout"
+    assert turns[("d0", 0)]["error"]["type"] == "TimeoutError"
+    assert "turn timeout of 1 s" in turns[("d0", 0)]["error"]["message"]
+    for index in (1, 2):
+        skipped = turns[("d0", index)]
+        assert skipped["status"] == "failed" and skipped["error"]["type"] == "Skipped"
+        assert "turn 0 of this dialogue timed out" in skipped["error"]["message"]
+    assert turns[("d1", 0)]["status"] == "ok" and turns[("d1", 0)]["reply_text"] == "reply to four"
+    assert turns[("d1", 1)]["status"] == "ok" and turns[("d1", 1)]["reply_text"] == "reply to five"
+    assert "3 turns failed" in done.stdout
+
+
+def test_load_failure_fails_every_turn(here):
+    task = write_task(here / "task", TWO_BY_TWO)
+    result = _eval(task, "LoadFails")
+    assert result.exit_code == 0, result.output
+    assert "failed to load: OSError: weights file model.bin not found" in result.output
+    records = _records(here / "run")
+    assert len(records) == 4
+    for r in records:
+        assert r["status"] == "failed"
+        assert r["error"]["type"] == "OSError"
+        assert r["error"]["message"] == "weights file model.bin not found"
+        assert ", in load\n" in r["error"]["traceback"]
+
+
+@pytest.mark.parametrize("system, message", [
+    ("YieldsTensor", "AudioChunk.samples is a FakeTensor; yield numpy arrays on the CPU"),
+    ("YieldsNaN", "audio contains NaN or infinite samples"),
+])
+def test_invalid_reply_audio(here, system, message):
+    task = write_task(here / "task", [["Hello."], ["Again."]])
+    result = _eval(task, system)
+    assert result.exit_code == 0, result.output
+    records = _records(here / "run")
+    assert [(r["dialogue_id"], r["status"]) for r in records] == [("d0", "failed"), ("d1", "failed")]
+    for r in records:
+        assert r["error"]["type"] == "InvalidReply"
+        assert message in r["error"]["message"]
+        assert f"turn {r['turn_index']}" in r["error"]["message"] and repr(r["dialogue_id"]) in r["error"]["message"]
+        assert r["reply_audio"] is None
+        assert r["reply_text"] == f"reply to {r['user_text']}"  # the text it did give is kept
+
+
+# --- nothing already written is lost --------------------------------------------------------
+
+def test_failed_invocations_leave_an_existing_run_untouched(here):
+    task = write_task(here / "task", TWO_BY_TWO)
+    first = _eval(task, "Good")
+    assert first.exit_code == 0, first.output
+    run = here / "run"
+    snapshot = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert len(_records(run)) == 4
+
+    bad_task_dir = here / "bad-task"
+    bad_task_dir.mkdir()
+    _write_audio(bad_task_dir / "bad.wav", "corrupt")
+    (bad_task_dir / "bad.jsonl").write_text(json.dumps({"id": "x", "turns": [{"text": "a", "audio": "bad.wav"}]}) + "\n")
+    (here / "bad.yaml").write_text("task: demo\nsytems: [parrot]\n")
+    attempts = [
+        ("eval", "--task", str(task), "--system", "parot", "--out", "run", "--no-progress"),
+        ("eval", "--task", str(task), "--system", "parot", "--out", "run", "--fresh", "--no-progress"),
+        ("eval", "-c", "bad.yaml", "--out", "run", "--fresh", "--no-progress"),
+        ("eval", "--task", str(bad_task_dir / "bad.jsonl"), "--system", "./systems.py:Good", "--mode", "s2t",
+         "--out", "run", "--fresh", "--no-progress"),
+        # Another task into the same run directory: refused, not mixed in.
+        ("eval", "--task", "demo", "--system", "./systems.py:Good", "--out", "run", "--no-progress"),
+    ]
+    for args in attempts:
+        result = _ivbench(*args)
+        assert result.exit_code != 0, (args, result.output)
+        assert "Traceback" not in result.output
+        after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+        assert after == snapshot, args
+    assert "holds a run with another 'task'" in result.output
+
+
+# --- the store ------------------------------------------------------------------------------
+
+def _good_lines(here: Path) -> list[bytes]:
+    task = write_task(here / "task", TWO_BY_TWO)
+    assert _eval(task, "Good").exit_code == 0
+    return (here / "run" / RECORDS).read_bytes().splitlines(keepends=True)
+
+
+def test_read_records_tolerates_a_torn_last_line(here):
+    lines = _good_lines(here)
+    path = here / "torn.jsonl"
+    path.write_bytes(b"".join(lines[:3]) + lines[3][:50])
+    with pytest.warns(UserWarning, match=r"torn\.jsonl:4: skipping a torn last line"):
+        records = read_jsonl_records(path)
+    assert [(r.dialogue_id, r.turn_index) for r in records] == [("d0", 0), ("d0", 1), ("d1", 0)]
+    # Trailing blank lines after the torn line do not make it a middle line.
+    path.write_bytes(b"".join(lines[:3]) + lines[3][:50] + b"\n\n")
+    with pytest.warns(UserWarning):
+        assert len(read_jsonl_records(path)) == 3
+
+
+@pytest.mark.parametrize("bad_line", [b'{"system": "x", "dialogue_id": \n', b"[1, 2, 3]\n", b'{"system": "x"}\n'])
+def test_read_records_rejects_a_corrupt_middle_line(here, bad_line):
+    lines = _good_lines(here)
+    path = here / "corrupt.jsonl"
+    path.write_bytes(lines[0] + bad_line + b"".join(lines[1:]))
+    with pytest.raises(ValueError, match=r"corrupt\.jsonl:2: corrupt record"):
+        read_jsonl_records(path)
+
+
+def test_resume_after_a_torn_first_record_of_a_dialogue(here):
+    """kill -9 while the first record of d1 was being written: the torn bytes are dropped on
+    resume, not glued to the next record."""
+    lines = _good_lines(here)
+    records_path = here / "run" / RECORDS
+    records_path.write_bytes(lines[0] + lines[1] + lines[2][:60])
+    task = here / "task" / "tiny.yaml"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = _eval(task, "Good")
+    assert result.exit_code == 0, result.output
+    raw = records_path.read_bytes().splitlines(keepends=True)
+    assert raw[:2] == lines[:2]  # d0 was finished and is kept as it was
+    assert len(raw) == 4 and all(line.endswith(b"\n") for line in raw)
+    records = RunStore(here / "run").records()  # every line parses
+    assert sorted((r.dialogue_id, r.turn_index, r.status) for r in records) == [
+        ("d0", 0, "ok"), ("d0", 1, "ok"), ("d1", 0, "ok"), ("d1", 1, "ok")]

@@ -1,0 +1,246 @@
+"""The command line: help, `list`, `eval -c run.yaml` with flags over the file, `show`, and
+what the manifest of a run records."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import numpy
+import pytest
+from click.testing import CliRunner
+
+from conftest import ROOT, write_task
+from ivbench import __version__
+from ivbench.cli import main
+
+SYSTEM = '''
+from ivbench.systems import Session, System
+from ivbench.types import Mode, TextDelta
+
+
+class Upper(Session):
+    def respond(self, turn):
+        yield TextDelta(turn.text.upper())
+
+
+class Shout(System):
+    modes = (Mode.T2T,)
+
+    def new_session(self):
+        return Upper()
+'''
+
+DIALOGUES = [["Hello there.", "Second turn."], ["How are you?"], ["Third dialogue."]]
+
+
+def _ivbench(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=True)
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def here(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shout.py").write_text(SYSTEM)
+    write_task(tmp_path, DIALOGUES)  # tiny.yaml + tiny.jsonl, dialogues d0, d1, d2
+    return tmp_path
+
+
+# --- help -------------------------------------------------------------------------------------
+
+def test_console_script_help_and_version():
+    script = Path(sys.executable).with_name("ivbench")
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Usage: ivbench" in done.stdout
+    for name in ("eval", "list", "show"):
+        assert re.search(rf"^\s+{name}\s", done.stdout, re.M), done.stdout
+    # `python cli.py` does what `ivbench` does.
+    same = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--version"], capture_output=True, text=True,
+                          timeout=60)
+    assert same.returncode == 0 and same.stdout.strip() == f"ivbench, version {__version__}"
+
+
+def test_every_subcommand_has_help():
+    assert {"eval", "list", "show"} <= set(main.commands)
+    result = _ivbench("--help")
+    assert result.exit_code == 0 and "Usage:" in result.output
+    for name, command in main.commands.items():
+        result = _ivbench(name, "--help")
+        assert result.exit_code == 0, (name, result.output)
+        assert re.search(rf"^Usage: \S+ {name} \[OPTIONS\]", result.output, re.M), result.output
+        for param in command.params:
+            if isinstance(param, click.Option):
+                assert param.opts[-1] in result.output, (name, param.opts)
+
+
+def test_eval_help_lists_its_flags():
+    result = _ivbench("eval", "--help")
+    for flag in ("--config", "--task", "--system", "--voice", "--mode", "--out", "--limit", "--warmup",
+                 "--turn-timeout", "--device", "--seed", "--cache-dir", "--no-cache", "--fresh",
+                 "--retry-failed"):
+        assert flag in result.output, flag
+
+
+# --- list -------------------------------------------------------------------------------------
+
+def test_list_shows_the_four_kinds_with_origins():
+    result = _ivbench("list")
+    assert result.exit_code == 0, result.output
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in result.output.splitlines():
+        if line and not line.startswith(" "):
+            current = line.rstrip(":")
+            sections[current] = []
+        elif line.strip():
+            sections[current].append(line)
+    assert list(sections) == ["tasks", "systems", "metrics", "voices"]
+    entry = re.compile(r"\s+(\S+)\s+\[(built-in|package \S+|file .+|module .+)\].*")
+    names: dict[str, dict[str, str]] = {}
+    for kind, lines in sections.items():
+        assert lines, f"no {kind} listed"
+        for line in lines:
+            match = entry.fullmatch(line)
+            assert match, line
+            names.setdefault(kind, {})[match.group(1)] = match.group(2)
+    assert names["tasks"]["demo"] == "built-in" and names["tasks"]["mt-bench"] == "built-in"
+    assert names["systems"]["parrot"] == "built-in"
+    assert names["metrics"]["latency"] == "built-in"
+    assert names["voices"]["piper"] == "built-in"
+
+    only = _ivbench("list", "voices")
+    assert only.exit_code == 0
+    assert only.output.splitlines()[0] == "voices:" and "tasks:" not in only.output
+    bad = _ivbench("list", "judges")
+    assert bad.exit_code != 0 and "Invalid value" in bad.output
+
+
+# --- eval -c run.yaml, flags override -----------------------------------------------------------
+
+RUN_YAML = """\
+task: ./tiny.yaml
+systems:
+  - {name: ./shout.py:Shout, label: shout}
+limit: 2
+warmup: 0
+seed: 3
+out: runs/from-yaml
+"""
+
+
+def test_eval_from_config_file(here):
+    (here / "run.yaml").write_text(RUN_YAML)
+    result = _ivbench("eval", "-c", "run.yaml", "--no-progress")
+    assert result.exit_code == 0, result.output
+    records = _records(here / "runs" / "from-yaml")
+    assert sorted({r["dialogue_id"] for r in records}) == ["d0", "d1"]  # limit: 2
+    assert {r["system"] for r in records} == {"shout"}
+    assert [(r["dialogue_id"], r["turn_index"], r["reply_text"]) for r in records] == [
+        ("d0", 0, "HELLO THERE."), ("d0", 1, "SECOND TURN."), ("d1", 0, "HOW ARE YOU?")]
+    manifest = json.loads((here / "runs" / "from-yaml" / "manifest.json").read_text())
+    assert manifest["config"]["limit"] == 2 and manifest["config"]["warmup"] == 0
+    assert manifest["seed"] == 3 and manifest["config"]["seed"] == 3
+    assert manifest["config"]["task"] == "./tiny.yaml"
+    assert manifest["config"]["systems"] == ["shout"]
+    assert manifest["task"]["n_dialogues"] == 2 and manifest["task"]["dialogue_ids"] == ["d0", "d1"]
+
+
+def test_flags_override_the_config_file(here):
+    (here / "run.yaml").write_text(RUN_YAML)
+    result = _ivbench("eval", "-c", "run.yaml", "--limit", "1", "--seed", "9", "--out", "runs/flags",
+                      "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert not (here / "runs" / "from-yaml").exists()
+    records = _records(here / "runs" / "flags")
+    assert {r["dialogue_id"] for r in records} == {"d0"}
+    manifest = json.loads((here / "runs" / "flags" / "manifest.json").read_text())
+    assert manifest["config"]["limit"] == 1 and manifest["seed"] == 9
+    assert manifest["config"]["systems"] == ["shout"]  # not given on the command line: from the file
+
+    # --system on the command line replaces the file's systems.
+    result = _ivbench("eval", "-c", "run.yaml", "--system", "./shout.py:Shout", "--out", "runs/other",
+                      "--no-progress")
+    assert result.exit_code == 0, result.output
+    records = _records(here / "runs" / "other")
+    assert {r["system"] for r in records} == {"./shout.py:Shout"}
+    assert sorted({r["dialogue_id"] for r in records}) == ["d0", "d1"]  # limit still from the file
+
+
+def test_same_command_again_resumes_without_duplicates(here):
+    (here / "run.yaml").write_text(RUN_YAML)
+    assert _ivbench("eval", "-c", "run.yaml", "--no-progress").exit_code == 0
+    before = (here / "runs" / "from-yaml" / "records.jsonl").read_bytes()
+    again = _ivbench("eval", "-c", "run.yaml", "--no-progress")
+    assert again.exit_code == 0, again.output
+    assert (here / "runs" / "from-yaml" / "records.jsonl").read_bytes() == before
+    manifest = json.loads((here / "runs" / "from-yaml" / "manifest.json").read_text())
+    assert len(manifest["sessions"]) == 2
+
+
+# --- show and the manifest ----------------------------------------------------------------------
+
+def test_manifest_records_what_the_run_was_made_with(here):
+    (here / "run.yaml").write_text(RUN_YAML)
+    assert _ivbench("eval", "-c", "run.yaml", "--no-progress").exit_code == 0
+    manifest = json.loads((here / "runs" / "from-yaml" / "manifest.json").read_text())
+    assert {"config", "seed", "packages", "hardware", "git", "task", "systems", "created",
+            "ivbench_version", "sessions"} <= set(manifest)
+    assert manifest["ivbench_version"] == __version__
+    assert manifest["packages"]["numpy"] == numpy.__version__
+    hardware = manifest["hardware"]
+    assert isinstance(hardware["cpu"], str) and hardware["cpu"]
+    assert hardware["cpu_count"] == os.cpu_count()
+    assert hardware["device"] in ("cpu", "cuda")
+    git = manifest["git"]
+    assert git is None or (re.fullmatch(r"[0-9a-f]{40}", git["commit"]) and isinstance(git["dirty"], bool))
+    assert manifest["systems"]["shout"]["modes"] == ["t2t"]
+    assert manifest["systems"]["shout"]["untrained"] is False
+    assert manifest["sessions"][0]["device"] == hardware["device"]
+
+
+def test_show_prints_manifest_facts_and_progress(here):
+    (here / "run.yaml").write_text(RUN_YAML.replace("limit: 2", "limit: 3"))
+    assert _ivbench("eval", "-c", "run.yaml", "--no-progress").exit_code == 0
+    run = here / "runs" / "from-yaml"
+    manifest = json.loads((run / "manifest.json").read_text())
+    result = _ivbench("show", str(run))
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert re.search(r"^task:\s+\./tiny\.yaml\s+\(3 dialogues", out, re.M), out
+    assert re.search(r"^systems:\s+shout$", out, re.M), out
+    assert re.search(r"seed: 3\b", out), out
+    git = manifest["git"]
+    assert f"git {git['commit'][:12]}" in out if git else "git unknown" in out
+    hw = manifest["hardware"]
+    assert re.search(rf"^hardware: {re.escape(hw['cpu'])} × {hw['cpu_count']}", out, re.M), out
+    assert re.search(r"^\s+shout\s+3/3 dialogues$", out, re.M), out
+
+    # Drop the last dialogue's record, as if the run had been cut: progress shows it.
+    lines = (run / "records.jsonl").read_bytes().splitlines(keepends=True)
+    assert json.loads(lines[-1])["dialogue_id"] == "d2"
+    (run / "records.jsonl").write_bytes(b"".join(lines[:-1]))
+    result = _ivbench("show", str(run))
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^\s+shout\s+2/3 dialogues$", result.output, re.M), result.output
+
+    as_json = _ivbench("show", str(run), "--json")
+    assert as_json.exit_code == 0 and json.loads(as_json.output) == manifest
+
+
+def test_show_on_a_folder_that_is_not_a_run(here):
+    (here / "empty").mkdir()
+    result = _ivbench("show", "empty")
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert "empty: not a run directory (no manifest.json)" in result.output
+    missing = _ivbench("show", "nowhere")
+    assert missing.exit_code != 0 and "does not exist" in missing.output
