@@ -108,6 +108,10 @@ def hardware(device: str) -> dict[str, Any]:
     return info
 
 
+def _gpu_visible() -> bool:
+    return shutil.which("nvidia-smi") is not None or Path("/dev/nvidia0").exists()
+
+
 def resolve_device(requested: str) -> str:
     """"cpu", "cuda" or "auto" (cuda when torch sees a GPU, else cpu)."""
     requested = requested.lower()
@@ -115,6 +119,8 @@ def resolve_device(requested: str) -> str:
         raise ValueError(f"--device {requested!r}: use cpu, cuda or auto")
     if requested == "cpu":
         return "cpu"
+    if requested == "auto" and "torch" not in sys.modules and not _gpu_visible():
+        return "cpu"  # no NVIDIA device node or tool: skip the seconds-long torch import
     try:
         import torch
 
