@@ -29,6 +29,68 @@ def main() -> None:
     """
 
 
+def scoring_options(command: Any) -> Any:
+    """Options shared by `eval` (which scores after generating) and `score`."""
+    options = [
+        click.option("--metrics", "metrics", default=None, envvar="IVBENCH_METRICS", show_envvar=True,
+                     help="Comma-separated metrics (name or name:key=value; separate those with ';'). "
+                          "Default: latency, first_speech, asr_wer, ref_wer, dnsmos, distillmos, judge, judge_dialogue."),
+        click.option("--judge-model", help="LLM judge model name (OpenAI-compatible endpoint); key from "
+                                           "$OPENAI_API_KEY or --judge-api-key-env."),
+        click.option("--judge-base-url", help="Judge endpoint, e.g. http://127.0.0.1:8000/v1 (vLLM, llama.cpp, Ollama)."),
+        click.option("--judge-api-key-env", default="OPENAI_API_KEY", show_default=True,
+                     help="Environment variable holding the judge's API key."),
+        click.option("--judge-samples", default=1, show_default=True, type=click.IntRange(min=1)),
+        click.option("--judge-temperature", default=0.0, show_default=True, type=float),
+        click.option("--judge-concurrency", default=4, show_default=True, type=click.IntRange(min=1)),
+        click.option("--judge-retries", default=5, show_default=True, type=click.IntRange(min=0)),
+        click.option("--judge-price-in", type=float, help="Judge price per 1M input tokens (for the cost line)."),
+        click.option("--judge-price-out", type=float, help="Judge price per 1M output tokens."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _metric_specs(metrics: Optional[str]) -> Optional[list[Any]]:
+    from .registry import parse_spec
+
+    if metrics is None:
+        return None
+    separator = ";" if ";" in metrics else ","
+    return [parse_spec(m) for m in metrics.split(separator) if m.strip()]
+
+
+def _judge_settings(kwargs: dict[str, Any]) -> Any:
+    if not kwargs.get("judge_model"):
+        return None
+    from .judge import JudgeSettings
+
+    prices = None
+    if kwargs.get("judge_price_in") is not None or kwargs.get("judge_price_out") is not None:
+        prices = (kwargs.get("judge_price_in") or 0.0, kwargs.get("judge_price_out") or 0.0)
+    return JudgeSettings(model=kwargs["judge_model"], base_url=kwargs.get("judge_base_url"),
+                         api_key_env=kwargs["judge_api_key_env"], n=kwargs["judge_samples"],
+                         temperature=kwargs["judge_temperature"], concurrency=kwargs["judge_concurrency"],
+                         retries=kwargs["judge_retries"], prices=prices)
+
+
+def _score_and_print(run_dir: Path, records: Any, kwargs: dict[str, Any], device: str, cache_dir: Optional[Path],
+                     use_cache: bool, progress: bool) -> None:
+    from .scoring import ScoreConfig, score_run
+    from .table import format_table, leaderboard
+
+    config = ScoreConfig(metrics=_metric_specs(kwargs.get("metrics")), judge=_judge_settings(kwargs),
+                         device=device, cache_dir=cache_dir, use_cache=use_cache)
+    outcome = score_run(run_dir, config, progress=progress)
+    import pandas as pd
+
+    summary = pd.read_csv(run_dir / "summary.csv")
+    click.echo(format_table(leaderboard(records, summary, outcome.metrics)))
+    if config.judge is None and any(m.name.startswith("judge") for m in outcome.metrics.values()):
+        click.echo("judge scores are missing: no judge configured (--judge-model, --judge-base-url)")
+
+
 def _given(ctx: click.Context, name: str) -> bool:
     source = ctx.get_parameter_source(name)
     return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
@@ -60,16 +122,18 @@ def _given(ctx: click.Context, name: str) -> bool:
 @click.option("--fresh", is_flag=True, help="Discard an existing run in --out instead of resuming it.")
 @click.option("--retry-failed", is_flag=True, help="On resume, redo dialogues that have failed turns.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-score", is_flag=True, help="Only generate; score later with `ivbench score RUN`.")
+@scoring_options
 @click.pass_context
 def eval_command(ctx: click.Context, config_file: Optional[Path], task: str, systems: tuple[str, ...],
                  voice: str, modes: tuple[str, ...], out: Optional[Path], limit: Optional[int], warmup: int,
                  turn_timeout: float, device: str, seed: int, cache_dir: Optional[Path], no_cache: bool,
-                 fresh: bool, retry_failed: bool, no_progress: bool) -> None:
-    """Run a task's dialogues through systems and record every turn."""
+                 fresh: bool, retry_failed: bool, no_progress: bool, no_score: bool, **scoring: Any) -> None:
+    """Run a task's dialogues through systems, record every turn, then score the run."""
     from .config import EvalConfig, load_config_file, system_config
     from .registry import parse_spec
     from .runner import run_eval
-    from .table import format_table, summarize
+    from .table import format_table, leaderboard
 
     try:
         kwargs: dict[str, Any] = load_config_file(config_file) if config_file else {}
@@ -97,13 +161,63 @@ def eval_command(ctx: click.Context, config_file: Optional[Path], task: str, sys
     except USER_ERRORS as exc:
         _fail(exc)
         return
-    rows = summarize(result.records)
-    click.echo(format_table(rows))
-    failed = sum(row["failed"] for row in rows)
+    if no_score:
+        click.echo(format_table(leaderboard(result.records)))
+    else:
+        from .provenance import resolve_device
+
+        try:
+            _score_and_print(result.run_dir, result.records, scoring, resolve_device(config.device),
+                             config.cache_dir, config.use_cache, not no_progress)
+        except USER_ERRORS as exc:
+            _fail(exc)
+            return
+    failed = sum(1 for r in result.records if not r.ok)
     click.echo(f"\nrun directory: {result.run_dir}")
     if failed:
         click.echo(f"{failed} turns failed; their errors are in {result.run_dir / 'records.jsonl'} "
                    "(`ivbench show` lists them)")
+
+
+@main.command("score")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--no-cache", is_flag=True, help="Recompute every score instead of reading the cache.")
+@click.option("--no-progress", is_flag=True)
+@scoring_options
+def score_command(run_dir: Path, device: str, cache_dir: Optional[Path], no_cache: bool, no_progress: bool,
+                  **scoring: Any) -> None:
+    """(Re)score a run made anywhere: scores.jsonl, summary.csv, pairwise.csv, crossmodal.csv."""
+    from .provenance import resolve_device
+    from .store import RunStore
+
+    try:
+        records = RunStore(run_dir).records()
+        _score_and_print(run_dir, records, scoring, resolve_device(device), cache_dir, not no_cache,
+                         not no_progress)
+    except USER_ERRORS as exc:
+        _fail(exc)
+        return
+    click.echo(f"\nscores: {run_dir / 'scores.jsonl'}\nsummary: {run_dir / 'summary.csv'}")
+
+
+def _show_leaderboard(records: Any, summary: Any) -> list[dict[str, Any]]:
+    from .table import leaderboard
+
+    if summary is None:
+        return leaderboard(records)
+    from .scoring import plan_metrics
+    from .registry import parse_spec
+
+    labels = sorted(set(summary["metric"]))
+    metrics = {}
+    for label in labels:
+        try:
+            metrics.update(dict(plan_metrics([parse_spec(label)])))
+        except Exception:  # a metric plugin not installed here: show the others
+            continue
+    return leaderboard(records, summary, metrics)
 
 
 @main.command("list")
@@ -125,7 +239,7 @@ def list_command(kind: Optional[str]) -> None:
 def show_command(run_dir: Path, as_json: bool) -> None:
     """A run's manifest and progress."""
     from .store import RunStore
-    from .table import format_table, summarize
+    from .table import format_table, leaderboard
 
     store = RunStore(run_dir)
     try:
@@ -158,7 +272,12 @@ def show_command(run_dir: Path, as_json: bool) -> None:
     for system in sorted({r.system for r in records} | set(config.get("systems", []))):
         click.echo(f"  {system:<24} {systems_done.get(system, 0)}/{total} dialogues")
     if records:
-        click.echo("\n" + format_table(summarize(records)))
+        summary = None
+        if (run_dir / "summary.csv").exists():
+            import pandas as pd
+
+            summary = pd.read_csv(run_dir / "summary.csv")
+        click.echo("\n" + format_table(_show_leaderboard(records, summary)))
     failures = [r for r in records if not r.ok]
     if failures:
         click.echo(f"\nfailed turns ({len(failures)}):")

@@ -37,6 +37,24 @@ BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
     "metrics": {
         "latency": ("ivbench.metrics.latency:LatencyMetric",
                     "first packet, first text, end of reply and real-time factor per turn"),
+        "first_speech": ("ivbench.metrics.vad:FirstSpeech",
+                         "first audible speech: first packet + Silero VAD onset inside the reply audio"),
+        "transcript": ("ivbench.metrics.transcript:ReplyTranscript",
+                       "Whisper transcript of the reply's speech (used by asr_wer and the judge)"),
+        "user_transcript": ("ivbench.metrics.transcript:UserTranscript",
+                            "Whisper transcript of the user turn's speech (what the judge reads)"),
+        "asr_wer": ("ivbench.metrics.wer:AsrWer",
+                    "WER/CER of the reply's speech transcript against the reply's own text"),
+        "ref_wer": ("ivbench.metrics.wer:RefWer",
+                    "WER/CER of the reply (transcript or text) against the task's reference answer"),
+        "dnsmos": ("ivbench.metrics.mos.dnsmos:DNSMOS", "DNSMOS P.835 SIG/BAK/OVRL (speechmos, ONNX)"),
+        "distillmos": ("ivbench.metrics.mos.distillmos:DistillMOS", "DistillMOS speech quality (torch)"),
+        "utmos": ("ivbench.metrics.mos.utmos:UTMOS",
+                  "UTMOS22 strong learner; needs checkpoint=/path (weights are not in any registry)"),
+        "judge": ("ivbench.metrics.judge:JudgeScore",
+                  "LLM judge per turn (llama-omni 1-5, content-style, mt-bench 1-10); needs --judge-model"),
+        "judge_dialogue": ("ivbench.metrics.judge:DialogueJudge",
+                           "LLM judge, one 1-5 score for a whole multi-turn dialogue; needs --judge-model"),
     },
     "tasks": {},
 }
@@ -218,6 +236,9 @@ def create(kind: str, spec: Spec) -> Any:
     ref, variant = split_variant(kind, spec.ref)
     entry, factory = resolve(kind, ref)
     options = spec.options if variant is None else {"variant": variant, **spec.options}
+    if not callable(factory):
+        raise RegistryError(f"{kind[:-1]} {spec.ref!r} ({entry.origin}): a {type(factory).__name__} object, "
+                            "not a class or a function that makes one")
     try:
         inspect.signature(factory).bind(**options)
     except TypeError as exc:

@@ -1,12 +1,49 @@
-"""The results table: one row per system, from a run's records (store → table)."""
+"""The results table (pandas): scores → per-system summary with confidence intervals,
+paired tests between systems, cross-modal gaps, and the console leaderboard.
+
+Files written next to scores.jsonl:
+- summary.csv: one row per system × metric × field: n, missing, mean with 95% CI
+  (bootstrap over dialogues), p50, p95; WER metrics add corpus WER (Σerrors / Σreference
+  words) and the per-dialogue mean (mean over turns, then over dialogues, as URO-Bench);
+- pairwise.csv: each pair of systems on the turns both scored: mean difference, paired
+  permutation p-value, effect size (Cohen's d_z);
+- crossmodal.csv: for systems run in several modes, each mode's mean and the text-speech
+  gap (S2T − S2S).
+"""
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import Any, Optional, Sequence
+from itertools import combinations
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
+from .stats import clustered_bootstrap_ci, paired_permutation_test
 from .types import TurnRecord
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .metrics.base import Metric
+    from .scoring import ScoreRow
+
+SUMMARY = "summary.csv"
+PAIRWISE = "pairwise.csv"
+CROSSMODAL = "crossmodal.csv"
+
+# What the console leaderboard shows of each metric: (field, statistic, column title).
+HEADLINE: dict[str, list[tuple[str, str, str]]] = {
+    "judge": [("score", "mean", "judge")],
+    "judge_dialogue": [("score", "mean", "dialogue judge")],
+    "asr_wer": [("wer_corpus", "value", "ASR-WER")],
+    "ref_wer": [("wer_corpus", "value", "ref-WER")],
+    "utmos": [("mos", "mean", "UTMOS")],
+    "dnsmos": [("ovrl", "mean", "DNSMOS")],
+    "distillmos": [("mos", "mean", "DistillMOS")],
+    "latency": [("first_audio_ms", "p50", "1st audio p50 ms"), ("first_audio_ms", "p95", "1st audio p95 ms")],
+    "first_speech": [("first_speech_ms", "p50", "1st speech p50 ms")],
+}
+RTF = ("latency", "rtf", "mean", "RTF")
 
 
 def percentile(values: Sequence[float], q: float) -> Optional[float]:
@@ -14,35 +51,152 @@ def percentile(values: Sequence[float], q: float) -> Optional[float]:
     return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else None
 
 
-def summarize(records: Sequence[TurnRecord]) -> list[dict[str, Any]]:
-    """Per system: turns, failures, first-packet and first-text latency, end of reply, RTF."""
-    by_system: "OrderedDict[str, list[TurnRecord]]" = OrderedDict()
+def base_system(label: str) -> str:
+    """`cascade@s2t` -> `cascade`: the runner suffixes the mode when a system ran in several."""
+    return label.rsplit("@", 1)[0] if "@" in label else label
+
+
+def score_frame(rows: Sequence["ScoreRow"]) -> "pd.DataFrame":
+    """One row per (score row, field): the long form every summary is computed from."""
+    import pandas as pd
+
+    flat = [{"metric": r.metric, "system": r.system, "dialogue_id": r.dialogue_id,
+             "turn_index": r.turn_index, "mode": r.mode, "status": r.result.status,
+             "field": name, "value": value}
+            for r in rows for name, value in r.result.values.items()]
+    columns = ["metric", "system", "dialogue_id", "turn_index", "mode", "status", "field", "value"]
+    frame = pd.DataFrame(flat, columns=columns)
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
+    return frame
+
+
+def _stats_row(values: "pd.DataFrame") -> dict[str, Any]:
+    present = values.dropna(subset=["value"])
+    data = present["value"].to_numpy(dtype=float)
+    groups = [g["value"].to_numpy(dtype=float) for _, g in present.groupby("dialogue_id", sort=True)]
+    low, high = clustered_bootstrap_ci(groups)
+    return {"n": int(data.size), "missing": int(len(values) - data.size),
+            "mean": float(data.mean()) if data.size else None, "ci_low": low, "ci_high": high,
+            "p50": percentile(data, 50), "p95": percentile(data, 95)}
+
+
+def summarize_scores(frame: "pd.DataFrame", metrics: dict[str, "Metric"]) -> "pd.DataFrame":
+    import pandas as pd
+
+    out: list[dict[str, Any]] = []
+    for (system, metric, name), values in frame.groupby(["system", "metric", "field"], sort=True):
+        info = metrics[metric].fields.get(name) if metric in metrics else None
+        out.append({"system": system, "metric": metric, "field": name, **_stats_row(values),
+                    "value": None,
+                    "higher_is_better": None if info is None else info.higher_is_better,
+                    "unit": "" if info is None else info.unit})
+    for (system, metric), values in frame.groupby(["system", "metric"], sort=True):
+        fields = set(values["field"])
+        if {"errors", "ref_words"} <= fields:
+            wide = values.pivot_table(index=["dialogue_id", "turn_index"], columns="field",
+                                      values="value", aggfunc="first").dropna(subset=["errors", "ref_words"])
+            total_words = wide["ref_words"].sum()
+            corpus = float(wide["errors"].sum() / total_words) if total_words > 0 else None
+            per_dialogue = wide.groupby(level="dialogue_id")["wer"].mean() if "wer" in wide else pd.Series(dtype=float)
+            out.append({"system": system, "metric": metric, "field": "wer_corpus", "n": int(len(wide)),
+                        "value": corpus, "higher_is_better": False, "unit": ""})
+            out.append({"system": system, "metric": metric, "field": "wer_dialogue_mean",
+                        "n": int(per_dialogue.size),
+                        "value": float(per_dialogue.mean()) if per_dialogue.size else None,
+                        "higher_is_better": False, "unit": ""})
+    columns = ["system", "metric", "field", "n", "missing", "mean", "ci_low", "ci_high", "p50", "p95",
+               "value", "higher_is_better", "unit"]
+    return pd.DataFrame(out, columns=columns)
+
+
+def pairwise_tests(frame: "pd.DataFrame", metrics: dict[str, "Metric"]) -> "pd.DataFrame":
+    import pandas as pd
+
+    out: list[dict[str, Any]] = []
+    systems = sorted(frame["system"].unique())
+    for (metric, name), values in frame.groupby(["metric", "field"], sort=True):
+        info = metrics[metric].fields.get(name) if metric in metrics else None
+        if info is None or info.higher_is_better is None:
+            continue
+        by_system = {s: g.dropna(subset=["value"]).set_index(["dialogue_id", "turn_index"])["value"]
+                     for s, g in values.groupby("system")}
+        for a, b in combinations(systems, 2):
+            if a not in by_system or b not in by_system:
+                continue
+            joined = pd.concat([by_system[a].rename("a"), by_system[b].rename("b")], axis=1, join="inner")
+            test = paired_permutation_test(joined["a"].to_numpy(), joined["b"].to_numpy())
+            if test is None:
+                continue
+            out.append({"metric": metric, "field": name, "system_a": a, "system_b": b, "n": test.n,
+                        "mean_difference": test.mean_difference, "ci_low": test.ci_low,
+                        "ci_high": test.ci_high, "p_value": test.p_value, "effect_size": test.effect_size,
+                        "higher_is_better": info.higher_is_better})
+    columns = ["metric", "field", "system_a", "system_b", "n", "mean_difference", "ci_low", "ci_high",
+               "p_value", "effect_size", "higher_is_better"]
+    return pd.DataFrame(out, columns=columns)
+
+
+def crossmodal(frame: "pd.DataFrame") -> "pd.DataFrame":
+    """Each mode's mean per base system, and the text-speech gap S2T − S2S."""
+    import pandas as pd
+
+    frame = frame.assign(base=frame["system"].map(base_system))
+    out: list[dict[str, Any]] = []
+    for (base, metric, name), values in frame.groupby(["base", "metric", "field"], sort=True):
+        means = values.dropna(subset=["value"]).groupby("mode")["value"].mean()
+        if len(values["mode"].unique()) < 2:
+            continue
+        row: dict[str, Any] = {"system": base, "metric": metric, "field": name}
+        for mode in ("s2s", "s2t", "t2s", "t2t"):
+            row[mode] = float(means[mode]) if mode in means else None
+        row["gap_s2t_minus_s2s"] = (row["s2t"] - row["s2s"]
+                                    if row["s2t"] is not None and row["s2s"] is not None else None)
+        out.append(row)
+    columns = ["system", "metric", "field", "s2s", "s2t", "t2s", "t2t", "gap_s2t_minus_s2s"]
+    return pd.DataFrame(out, columns=columns)
+
+
+def write_summary(run_dir: Path, records: Sequence[TurnRecord], rows: Sequence["ScoreRow"],
+                  metrics: dict[str, "Metric"], manifest: dict[str, Any]) -> "pd.DataFrame":
+    frame = score_frame(rows)
+    summary = summarize_scores(frame, metrics)
+    summary.to_csv(run_dir / SUMMARY, index=False, float_format="%.6g")
+    pairwise_tests(frame, metrics).to_csv(run_dir / PAIRWISE, index=False, float_format="%.6g")
+    crossmodal(frame).to_csv(run_dir / CROSSMODAL, index=False, float_format="%.6g")
+    return summary
+
+
+def _metric_names(metrics: dict[str, "Metric"]) -> dict[str, str]:
+    return {label: metric.name for label, metric in metrics.items()}
+
+
+def leaderboard(records: Sequence[TurnRecord], summary: Optional["pd.DataFrame"] = None,
+                metrics: Optional[dict[str, "Metric"]] = None) -> list[dict[str, Any]]:
+    """One row per system: turns, failures, and each metric's headline numbers."""
+    systems: list[str] = []
     for r in records:
-        by_system.setdefault(r.system, []).append(r)
+        if r.system not in systems:
+            systems.append(r.system)
+    names = _metric_names(metrics or {})
     rows = []
-    for system, recs in by_system.items():
-        ok = [r for r in recs if r.ok]
-        first_audio = [r.first_audio_ms for r in ok if r.first_audio_ms is not None]
-        first_text = [r.first_text_ms for r in ok if r.first_text_ms is not None]
-        end = [r.end_ms for r in ok if r.end_ms is not None]
-        rtf = [r.rtf for r in ok if r.rtf is not None]
-        rows.append({
-            "system": system,
-            "dialogues": len({r.dialogue_id for r in recs}),
-            "turns": len(recs),
-            "failed": len(recs) - len(ok),
-            "first_audio_p50_ms": percentile(first_audio, 50),
-            "first_audio_p95_ms": percentile(first_audio, 95),
-            "first_text_p50_ms": percentile(first_text, 50),
-            "end_p50_ms": percentile(end, 50),
-            "rtf_mean": float(np.mean(rtf)) if rtf else None,
-        })
+    for system in systems:
+        recs = [r for r in records if r.system == system]
+        row: dict[str, Any] = {"system": system, "turns": len(recs),
+                               "failed": sum(1 for r in recs if not r.ok)}
+        if summary is not None:
+            mine = summary[summary["system"] == system]
+            for label, name in names.items():
+                for field, stat, title in HEADLINE.get(name, []) + ([RTF[1:]] if name == RTF[0] else []):
+                    hit = mine[(mine["metric"] == label) & (mine["field"] == field)]
+                    value = hit.iloc[0][stat] if len(hit) else None
+                    title = title if label == name else f"{title} ({label})"
+                    row[title] = None if value is None or value != value else float(value)
+        else:
+            first_audio = [r.first_audio_ms for r in recs if r.ok and r.first_audio_ms is not None]
+            row["1st audio p50 ms"] = percentile(first_audio, 50)
+            row["1st audio p95 ms"] = percentile(first_audio, 95)
+        rows.append(row)
     return rows
-
-
-COLUMNS = (("system", "system"), ("dialogues", "dialogues"), ("turns", "turns"), ("failed", "failed"),
-           ("first_audio_p50_ms", "1st audio p50 ms"), ("first_audio_p95_ms", "1st audio p95 ms"),
-           ("first_text_p50_ms", "1st text p50 ms"), ("end_p50_ms", "end p50 ms"), ("rtf_mean", "RTF"))
 
 
 def _cell(value: Any) -> str:
@@ -54,9 +208,13 @@ def _cell(value: Any) -> str:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    header = [title for _, title in COLUMNS]
-    body = [[_cell(row.get(key)) for key, _ in COLUMNS] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)]
+    if not rows:
+        return "(no records)"
+    header = list(rows[0].keys())
+    for row in rows[1:]:
+        header += [k for k in row if k not in header]
+    body = [[_cell(row.get(key)) for key in header] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)),
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))

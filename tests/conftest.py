@@ -10,6 +10,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Tests never read or write the user's ~/.cache/ivbench."""
     monkeypatch.setenv("IVBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    # `ivbench eval` scores after generating; tests about the harness score only latency
+    # (no models to load). Tests of scoring choose their metrics explicitly.
+    monkeypatch.setenv("IVBENCH_METRICS", "latency")
 
 
 def write_task(folder: Path, dialogues: list[list[str]], name: str = "tiny") -> Path:

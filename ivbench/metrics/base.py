@@ -1,0 +1,184 @@
+"""The metric interface and its definitions, in the manner of VERSA's metric registry.
+
+Each metric class declares, without importing anything heavy:
+
+- `needs`: what it reads (`Need` values): reply audio, reply text, reference, the ASR
+  transcript of the reply (and of the user turn), a judge;
+- `uses_gpu`: whether it wants a GPU when one is given;
+- `level`: "turn" (one result per record) or "dialogue" (one per dialogue);
+- `fields`: the numbers it reports, each with its direction and unit.
+
+A metric scores a batch of items and returns one `MetricResult` per item. A value that
+cannot be computed is None with a reason (`status` "missing", "not_applicable" or
+"failed"), never 0. Results are cached by `Metric.cache_inputs(item)` and `identity()`.
+"""
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+from ..types import Audio, TurnRecord
+
+
+class Need(str, Enum):
+    REPLY_AUDIO = "reply_audio"
+    REPLY_TEXT = "reply_text"
+    REFERENCE = "reference"
+    TRANSCRIPT = "transcript"  # ASR of the reply's speech
+    USER_TRANSCRIPT = "user_transcript"  # ASR of the user turn's speech
+    JUDGE = "judge"
+
+
+class Status(str, Enum):
+    OK = "ok"
+    MISSING = "missing"  # could not be computed (no judge configured, system turn failed…)
+    NOT_APPLICABLE = "not_applicable"  # the question does not arise (no text output for asr_wer)
+    FAILED = "failed"  # the metric itself failed (unparseable judge reply, model error)
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    higher_is_better: Optional[bool]
+    unit: str = ""
+    description: str = ""
+
+
+@dataclass
+class MetricResult:
+    values: dict[str, Optional[float]]
+    status: str = Status.OK.value
+    reason: Optional[str] = None
+    details: dict[str, Any] = field(default_factory=dict)  # alignments, raw judge replies…
+
+    @classmethod
+    def unavailable(cls, fields: Any, status: Status, reason: str,
+                    details: Optional[dict[str, Any]] = None) -> "MetricResult":
+        return cls({name: None for name in fields}, status.value, reason, details or {})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"values": self.values, "status": self.status, "reason": self.reason,
+                "details": self.details}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "MetricResult":
+        return cls(data["values"], data["status"], data.get("reason"), data.get("details") or {})
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class ScoreItem:
+    """One turn to score: its record, lazily loaded audio, and transcripts once ASR ran."""
+
+    record: TurnRecord
+    run_dir: Path
+    transcript: Optional[str] = None
+    user_transcript: Optional[str] = None
+    _audio_cache: dict[str, Audio] = field(default_factory=dict, repr=False)
+
+    def _audio(self, rel: Optional[str]) -> Optional[Audio]:
+        if rel is None:
+            return None
+        if rel not in self._audio_cache:
+            from ..audio import read_audio
+
+            self._audio_cache[rel] = read_audio(self.run_dir / rel)
+        return self._audio_cache[rel]
+
+    def reply_audio(self) -> Optional[Audio]:
+        return self._audio(self.record.reply_audio)
+
+    def user_audio(self) -> Optional[Audio]:
+        return self._audio(self.record.user_audio)
+
+    def reply_audio_sha256(self) -> Optional[str]:
+        rel = self.record.reply_audio
+        return None if rel is None else _sha256_file(self.run_dir / rel)
+
+    def user_audio_sha256(self) -> Optional[str]:
+        rel = self.record.user_audio
+        return None if rel is None else _sha256_file(self.run_dir / rel)
+
+    @property
+    def key(self) -> tuple[str, str, Optional[int]]:
+        return (self.record.system, self.record.dialogue_id, self.record.turn_index)
+
+
+@dataclass
+class DialogueItem:
+    """A whole dialogue of one system, for dialogue-level metrics (turns in order)."""
+
+    turns: list[ScoreItem]
+
+    @property
+    def key(self) -> tuple[str, str, Optional[int]]:
+        first = self.turns[0].record
+        return (first.system, first.dialogue_id, None)
+
+
+@dataclass
+class ScoringContext:
+    """What the scoring phase lends metrics: the device, shared models and the judge settings."""
+
+    device: str = "cpu"
+    judge: Optional[Any] = None  # ivbench.judge client settings, when a judge is configured
+    shared: dict[str, Any] = field(default_factory=dict)  # models shared between metrics (ASR)
+
+
+class Metric(ABC):
+    name: ClassVar[str] = ""
+    needs: ClassVar[frozenset[Need]] = frozenset()
+    uses_gpu: ClassVar[bool] = False
+    level: ClassVar[str] = "turn"
+    fields: ClassVar[dict[str, FieldInfo]] = {}
+    description: ClassVar[str] = ""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    def load(self, context: ScoringContext) -> None:
+        """Load models once (heavy imports go here)."""
+
+    def identity(self) -> dict[str, Any]:
+        """The model and parameters that determine results (part of every cache key)."""
+        return {"metric": self.name, "options": self.options}
+
+    @abstractmethod
+    def cache_inputs(self, item: Any) -> Optional[dict[str, Any]]:
+        """The exact inputs of this item's result, for the cache key; None: do not cache."""
+
+    @abstractmethod
+    def score(self, items: list[Any]) -> list[MetricResult]:
+        """One result per item, in order. Items are ScoreItem (turn) or DialogueItem (dialogue)."""
+
+    def precheck(self, item: Any) -> Optional[MetricResult]:
+        """A result without computing, when the item lacks what this metric needs."""
+        if isinstance(item, DialogueItem):
+            if all(not t.record.ok for t in item.turns):
+                return MetricResult.unavailable(self.fields, Status.MISSING, "every turn of the dialogue failed")
+            return None
+        record = item.record
+        if not record.ok:
+            return MetricResult.unavailable(self.fields, Status.MISSING,
+                                            f"the system's turn {record.status}: "
+                                            f"{(record.error or {}).get('message', '')[:200]}")
+        if Need.REPLY_AUDIO in self.needs and record.reply_audio is None:
+            return MetricResult.unavailable(self.fields, Status.NOT_APPLICABLE,
+                                            f"no reply audio (mode {record.mode})")
+        if Need.REPLY_TEXT in self.needs and not record.reply_text:
+            return MetricResult.unavailable(self.fields, Status.NOT_APPLICABLE,
+                                            f"no reply text (mode {record.mode})")
+        if Need.REFERENCE in self.needs and not record.reference:
+            return MetricResult.unavailable(self.fields, Status.NOT_APPLICABLE,
+                                            "the task gives no reference answer for this turn")
+        return None

@@ -1,0 +1,254 @@
+"""The scoring phase: store → scorers (batched, cached) → scores.jsonl + summary.csv.
+
+`score_run` reads a run directory made anywhere, runs each requested metric over its
+records (transcripts first when another metric needs them), and rewrites scores.jsonl in
+a fixed order, so re-scoring from the cache reproduces it byte for byte.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+from . import registry
+from .cache import SqliteCache, content_key, default_cache_dir
+from .metrics.base import (DialogueItem, Metric, MetricResult, Need, ScoreItem, ScoringContext,
+                           Status)
+from .registry import Spec, parse_spec
+from .store import RunStore
+from .types import TurnRecord
+
+log = logging.getLogger("ivbench")
+
+SCORES = "scores.jsonl"
+DEFAULT_METRICS = ("latency", "first_speech", "asr_wer", "ref_wer", "dnsmos", "distillmos",
+                   "judge", "judge_dialogue")
+BATCH_SIZE = 16
+
+
+@dataclass
+class ScoreRow:
+    metric: str
+    system: str
+    dialogue_id: str
+    turn_index: Optional[int]
+    mode: str
+    result: MetricResult
+
+    def to_json(self) -> dict[str, Any]:
+        return {"metric": self.metric, "system": self.system, "dialogue_id": self.dialogue_id,
+                "turn_index": self.turn_index, "mode": self.mode, **self.result.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ScoreRow":
+        return cls(data["metric"], data["system"], data["dialogue_id"], data.get("turn_index"),
+                   data.get("mode", ""), MetricResult.from_json(data))
+
+
+@dataclass
+class ScoreConfig:
+    metrics: Optional[list[Spec]] = None  # None: DEFAULT_METRICS
+    judge: Optional[Any] = None  # ivbench.judge.JudgeSettings
+    device: str = "cpu"
+    cache_dir: Optional[Path] = None
+    use_cache: bool = True
+
+
+@dataclass
+class ScoreOutcome:
+    run_dir: Path
+    rows: list[ScoreRow]
+    metrics: dict[str, Metric]
+    notes: list[str] = field(default_factory=list)
+
+
+def _encode(result: MetricResult) -> bytes:
+    return json.dumps(result.to_json(), sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def _decode(blob: bytes) -> MetricResult:
+    return MetricResult.from_json(json.loads(blob))
+
+
+def read_scores(run_dir: Path) -> list[ScoreRow]:
+    path = Path(run_dir) / SCORES
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    rows.append(ScoreRow.from_json(json.loads(line)))
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    raise ValueError(f"{path}:{line_no}: corrupt score line ({exc}); "
+                                     "re-run `ivbench score` to rewrite it") from None
+    return rows
+
+
+def _metric_label(spec: Spec) -> str:
+    return spec.label
+
+
+def _instantiate(spec: Spec) -> Metric:
+    metric = registry.create("metrics", spec)
+    if not isinstance(metric, Metric):
+        raise registry.RegistryError(f"metric {spec.ref!r} made a {type(metric).__name__}, "
+                                     "not an ivbench Metric (subclass ivbench.metrics.base.Metric)")
+    return metric
+
+
+def plan_metrics(specs: Iterable[Spec]) -> list[tuple[str, Metric]]:
+    """Instantiate the metrics, adding the transcript metrics that others need, first."""
+    chosen = [(_metric_label(s), _instantiate(s)) for s in specs]
+    names = {m.name for _, m in chosen}
+    prerequisites: list[tuple[str, Metric]] = []
+    needs = set().union(*(m.needs for _, m in chosen)) if chosen else set()
+    for need, name in ((Need.USER_TRANSCRIPT, "user_transcript"), (Need.TRANSCRIPT, "transcript")):
+        if need in needs and name not in names:
+            spec = parse_spec(name)
+            prerequisites.append((spec.label, _instantiate(spec)))
+    ordered = prerequisites + chosen
+    # Transcript metrics always run before the metrics that read them.
+    ordered.sort(key=lambda lm: 0 if lm[1].name in ("transcript", "user_transcript") else 1)
+    return ordered
+
+
+def _items(records: list[TurnRecord], run_dir: Path) -> list[ScoreItem]:
+    ordered = sorted(records, key=lambda r: (r.system, r.dialogue_id, r.turn_index))
+    return [ScoreItem(record=r, run_dir=run_dir) for r in ordered]
+
+
+def _dialogue_items(items: list[ScoreItem]) -> list[DialogueItem]:
+    grouped: dict[tuple[str, str], list[ScoreItem]] = defaultdict(list)
+    for item in items:
+        grouped[(item.record.system, item.record.dialogue_id)].append(item)
+    return [DialogueItem(turns=sorted(turns, key=lambda t: t.record.turn_index))
+            for _, turns in sorted(grouped.items())]
+
+
+def _missing_transcript(metric: Metric, item: Any, transcripts: dict[str, dict]) -> Optional[MetricResult]:
+    """A metric that reads a transcript gets MISSING when the transcript could not be made.
+    (A transcript that does not apply, e.g. of a text-only reply, is the metric's own business.)"""
+    if not isinstance(item, ScoreItem):
+        return None
+    for need, attr in ((Need.TRANSCRIPT, "transcript"), (Need.USER_TRANSCRIPT, "user_transcript")):
+        if need not in metric.needs or getattr(item, attr) is not None:
+            continue
+        result = transcripts.get(attr, {}).get(item.key)
+        if result is not None and result.status != Status.NOT_APPLICABLE.value:
+            return MetricResult.unavailable(metric.fields, Status.MISSING,
+                                            f"no {attr.replace('_', ' ')}: {result.reason}")
+    return None
+
+
+def _run_metric(label: str, metric: Metric, targets: list[Any], context: ScoringContext,
+                cache: SqliteCache, transcripts: dict[str, dict],
+                progress: Callable[[int], None]) -> dict[Any, MetricResult]:
+    results: dict[Any, MetricResult] = {}
+    try:
+        metric.load(context)
+        identity = metric.identity()
+    except Exception as exc:  # a metric that cannot load is missing, not a crashed run
+        reason = f"{label} could not be loaded: {type(exc).__name__}: {exc}"
+        log.warning(reason)
+        for target in targets:
+            results[target.key] = (metric.precheck(target) or
+                                   MetricResult.unavailable(metric.fields, Status.MISSING, reason))
+        progress(len(targets))
+        return results
+    pending: list[tuple[Any, Optional[str]]] = []
+    for target in targets:
+        early = metric.precheck(target) or _missing_transcript(metric, target, transcripts)
+        if early is not None:
+            results[target.key] = early
+            continue
+        inputs = metric.cache_inputs(target)
+        key = None if inputs is None else content_key("metric", identity, inputs)
+        cached = cache.get(key) if key is not None else None
+        if cached is not None:
+            results[target.key] = _decode(cached)
+        else:
+            pending.append((target, key))
+    progress(len(targets) - len(pending))
+    for start in range(0, len(pending), BATCH_SIZE):
+        batch = pending[start:start + BATCH_SIZE]
+        try:
+            computed = metric.score([t for t, _ in batch])
+        except Exception as exc:
+            reason = f"{label} failed: {type(exc).__name__}: {exc}"
+            log.warning(reason, exc_info=True)
+            computed = [MetricResult.unavailable(metric.fields, Status.FAILED, reason) for _ in batch]
+        if len(computed) != len(batch):
+            raise RuntimeError(f"metric {label} returned {len(computed)} results for {len(batch)} items")
+        for (target, key), result in zip(batch, computed):
+            blob = _encode(result)
+            # Round-trip through JSON, so a fresh result and a cached one are the same bytes.
+            results[target.key] = _decode(blob)
+            if key is not None and result.status in (Status.OK.value, Status.NOT_APPLICABLE.value):
+                cache.put(key, blob)
+        progress(len(batch))
+    return results
+
+
+def score_run(run_dir: Path, config: Optional[ScoreConfig] = None, progress: bool = True,
+              echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> ScoreOutcome:
+    """Score every record of a run and write scores.jsonl and summary.csv."""
+    from tqdm import tqdm
+
+    from .table import write_summary
+
+    config = config or ScoreConfig()
+    run_dir = Path(run_dir)
+    store = RunStore(run_dir)
+    manifest = store.read_manifest()
+    records = store.records()
+    specs = config.metrics if config.metrics is not None else [parse_spec(m) for m in DEFAULT_METRICS]
+    planned = plan_metrics(specs)
+    items = _items(records, run_dir)
+    dialogues = _dialogue_items(items)
+    context = ScoringContext(device=config.device, judge=config.judge)
+    cache = SqliteCache((config.cache_dir or default_cache_dir()) / "scores.sqlite", enabled=config.use_cache)
+    total = sum(len(dialogues) if m.level == "dialogue" else len(items) for _, m in planned)
+    bar = tqdm(total=total, unit="score", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    rows: list[ScoreRow] = []
+    transcripts: dict[str, dict] = {}
+    notes: list[str] = []
+    try:
+        for label, metric in planned:
+            bar.set_postfix_str(label, refresh=False)
+            targets = dialogues if metric.level == "dialogue" else items
+            results = _run_metric(label, metric, targets, context, cache, transcripts, bar.update)
+            if metric.name in ("transcript", "user_transcript"):
+                transcripts[metric.name] = results
+                attr = "transcript" if metric.name == "transcript" else "user_transcript"
+                for item in items:
+                    result = results.get(item.key)
+                    if result is not None and result.status == Status.OK.value:
+                        setattr(item, attr, result.details.get("text"))
+            for target in targets:
+                first = target.record if isinstance(target, ScoreItem) else target.turns[0].record
+                turn_index = target.record.turn_index if isinstance(target, ScoreItem) else None
+                rows.append(ScoreRow(label, first.system, first.dialogue_id, turn_index, first.mode,
+                                     results[target.key]))
+            failed_load = [r for r in results.values() if r.reason and "could not be loaded" in r.reason]
+            if failed_load:
+                notes.append(failed_load[0].reason or "")
+    finally:
+        bar.close()
+        cache.close()
+    rows.sort(key=lambda r: (r.metric, r.system, r.dialogue_id, -1 if r.turn_index is None else r.turn_index))
+    tmp = run_dir / (SCORES + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row.to_json(), sort_keys=True, default=str) + "\n")
+    tmp.replace(run_dir / SCORES)
+    metrics = {label: metric for label, metric in planned}
+    write_summary(run_dir, records, rows, metrics, manifest)
+    for note in notes:
+        echo(f"note: {note}")
+    return ScoreOutcome(run_dir=run_dir, rows=rows, metrics=metrics, notes=notes)
