@@ -341,3 +341,22 @@ def test_bad_option_name_is_a_clear_error(tmp_path, monkeypatch):
                       "--warmup", "0", "--out", "run", "--no-progress")
     _assert_clean_error(result, "'fast' is not key=value")
     assert not (tmp_path / "run").exists()
+
+
+def test_entry_point_metric_is_listed_and_scores(plugin_site, tmp_path):
+    listed = _run_with_plugin(plugin_site, tmp_path, "list", "metrics")
+    assert listed.returncode == 0, listed.stderr
+    assert any(re.fullmatch(r"\s+example-words\s+\[package ivbench-example-plugin\].*", line)
+               for line in listed.stdout.splitlines()), listed.stdout
+
+    (tmp_path / "tiny.jsonl").write_text(
+        json.dumps({"id": "d0", "turns": ["one two three", "four five"]}) + "\n")
+    run = _run_with_plugin(plugin_site, tmp_path, "eval", "--task", "tiny.jsonl", "--system", "example-echo",
+                           "--warmup", "0", "--out", "run", "--no-progress", "--device", "cpu",
+                           "--metrics", "latency,example-words")
+    assert run.returncode == 0, run.stderr
+    scores = [json.loads(line) for line in (tmp_path / "run" / "scores.jsonl").read_text().splitlines()]
+    words = {s["turn_index"]: s["values"]["words"] for s in scores if s["metric"] == "example-words"}
+    assert words == {0: 3.0, 1: 2.0}
+    summary = (tmp_path / "run" / "summary.csv").read_text()
+    assert "example-echo,example-words,words,2,0,2.5," in summary

@@ -51,3 +51,20 @@ class Echo(System):
 
     def new_session(self) -> EchoSession:
         return EchoSession(self.style)
+
+
+from ivbench.metrics.base import FieldInfo, Metric, MetricResult, Need  # noqa: E402
+
+
+class ReplyWords(Metric):
+    """A third-party metric: how many words each reply's text has."""
+
+    name = "example-words"
+    needs = frozenset({Need.REPLY_TEXT})
+    fields = {"words": FieldInfo(None, "words", "words in the reply text")}
+
+    def cache_inputs(self, item):
+        return {"text": item.record.reply_text}
+
+    def score(self, items):
+        return [MetricResult({"words": float(len(item.record.reply_text.split()))}) for item in items]

@@ -1,0 +1,144 @@
+"""The scoring phase: batching, caching (byte-identical re-score), missing values, summaries."""
+import csv
+import json
+
+from conftest import write_task
+
+from ivbench.config import EvalConfig, SystemConfig
+from ivbench.registry import Spec, parse_spec
+from ivbench.runner import run_eval
+from ivbench.scoring import ScoreConfig, score_run
+
+METRICS = '''
+from ivbench.metrics.base import FieldInfo, Metric, MetricResult, Need
+
+CALLS = []
+
+
+class Length(Metric):
+    """Characters of the reply text; counts how often it really computes."""
+    name = "length"
+    needs = frozenset({Need.REPLY_TEXT})
+    fields = {"chars": FieldInfo(True, "chars")}
+
+    def cache_inputs(self, item):
+        return {"text": item.record.reply_text}
+
+    def score(self, items):
+        CALLS.append(len(items))
+        return [MetricResult({"chars": float(len(i.record.reply_text))}) for i in items]
+
+
+class NeedsReference(Length):
+    name = "needs_reference"
+    needs = frozenset({Need.REPLY_TEXT, Need.REFERENCE})
+
+
+class Broken(Length):
+    name = "broken"
+
+    def load(self, context):
+        raise ImportError("this metric needs pip install something-absent")
+'''
+
+SYSTEM = '''
+from ivbench.systems import Session, System
+from ivbench.types import Mode, TextDelta
+
+
+class Doubler(System):
+    modes = (Mode.T2T, Mode.S2T)
+
+    def __init__(self, times=2):
+        super().__init__(times=times)
+        self.times = times
+
+    def new_session(self):
+        times = self.times
+
+        class S(Session):
+            def respond(self, turn):
+                yield TextDelta(" ".join([turn.text] * times))
+        return S()
+'''
+
+
+def _run(tmp_path, modes=("t2t",), systems=((2, "two"), (3, "three"))):
+    task_dir = tmp_path / "task"
+    task_dir.mkdir(exist_ok=True)
+    (task_dir / "t.jsonl").write_text(
+        json.dumps({"id": "a", "turns": [{"text": "hi", "reference": "x"}, "hello there"]}) + "\n"
+        + json.dumps({"id": "b", "turns": ["good morning", "bye"]}) + "\n"
+        + json.dumps({"id": "c", "turns": ["one more"]}) + "\n")
+    (tmp_path / "doubler.py").write_text(SYSTEM)
+    (tmp_path / "metrics.py").write_text(METRICS)
+    config = EvalConfig(task=parse_spec(str(task_dir / "t.jsonl")),
+                        systems=[SystemConfig(Spec(f"{tmp_path}/doubler.py:Doubler", (("times", t),)), label)
+                                 for t, label in systems],
+                        modes=list(modes), out=tmp_path / "run", warmup=0)
+    run_eval(config, progress=False)
+    return tmp_path / "run"
+
+
+def _metrics(tmp_path, *names):
+    return [parse_spec(f"{tmp_path}/metrics.py:{n}") for n in names]
+
+
+def test_rescore_from_cache_is_byte_identical_and_computes_nothing(tmp_path):
+    run = _run(tmp_path)
+    config = ScoreConfig(metrics=_metrics(tmp_path, "Length") + [parse_spec("latency")], cache_dir=tmp_path / "c")
+    outcome = score_run(run, config, progress=False)
+    first = (run / "scores.jsonl").read_bytes()
+    summary = (run / "summary.csv").read_bytes()
+    module = outcome.metrics[f"{tmp_path}/metrics.py:Length"]
+    calls = __import__(type(module).__module__).CALLS
+    assert sum(calls) == 10  # 2 systems × 5 turns, computed once
+    score_run(run, config, progress=False)
+    assert sum(calls) == 10  # all from cache
+    assert (run / "scores.jsonl").read_bytes() == first
+    assert (run / "summary.csv").read_bytes() == summary
+    score_run(run, ScoreConfig(metrics=config.metrics, cache_dir=tmp_path / "c", use_cache=False), progress=False)
+    assert sum(calls) == 20 and (run / "scores.jsonl").read_bytes() == first
+
+
+def test_missing_values_are_missing_with_a_reason_never_zero(tmp_path):
+    run = _run(tmp_path)
+    config = ScoreConfig(metrics=_metrics(tmp_path, "NeedsReference", "Broken"), cache_dir=tmp_path / "c")
+    rows = score_run(run, config, progress=False).rows
+    by = {(r.metric.rsplit(":", 1)[1], r.system, r.dialogue_id, r.turn_index): r.result for r in rows}
+    with_ref = by[("NeedsReference", "two", "a", 0)]
+    assert with_ref.status == "ok" and with_ref.values["chars"] == len("hi hi")
+    no_ref = by[("NeedsReference", "two", "a", 1)]
+    assert no_ref.status == "not_applicable" and no_ref.values["chars"] is None and "reference" in no_ref.reason
+    broken = by[("Broken", "two", "b", 0)]
+    assert broken.status == "missing" and broken.values["chars"] is None
+    assert "something-absent" in broken.reason
+    summary = {(r["system"], r["metric"].rsplit(":", 1)[1], r["field"]): r
+               for r in csv.DictReader(open(run / "summary.csv"))}
+    assert summary[("two", "NeedsReference", "chars")]["n"] == "1"
+    assert summary[("two", "NeedsReference", "chars")]["missing"] == "4"
+    assert summary[("two", "Broken", "chars")]["mean"] == ""  # missing, not 0
+
+
+def test_summary_confidence_intervals_and_pairwise_tests(tmp_path):
+    run = _run(tmp_path)
+    score_run(run, ScoreConfig(metrics=_metrics(tmp_path, "Length"), cache_dir=tmp_path / "c"), progress=False)
+    summary = {(r["system"], r["field"]): r for r in csv.DictReader(open(run / "summary.csv"))}
+    texts = ["hi", "hello there", "good morning", "bye", "one more"]
+    mean_two = sum(len(" ".join([t] * 2)) for t in texts) / 5
+    row = summary[("two", "chars")]
+    assert float(row["mean"]) == mean_two
+    assert float(row["ci_low"]) <= mean_two <= float(row["ci_high"])
+    pairwise = list(csv.DictReader(open(run / "pairwise.csv")))
+    assert len(pairwise) == 1 and pairwise[0]["system_a"] == "three" and pairwise[0]["system_b"] == "two"
+    expected = sum(len(t) + 1 for t in texts) / 5  # the third copy adds len(t) + a space
+    assert float(pairwise[0]["mean_difference"]) == expected and int(pairwise[0]["n"]) == 5
+
+
+def test_crossmodal_gap_for_a_system_run_in_two_modes(tmp_path):
+    run = _run(tmp_path, modes=("s2t", "t2t"), systems=((2, "two"),))
+    score_run(run, ScoreConfig(metrics=_metrics(tmp_path, "Length"), cache_dir=tmp_path / "c"), progress=False)
+    rows = list(csv.DictReader(open(run / "crossmodal.csv")))
+    assert len(rows) == 1 and rows[0]["system"] == "two"
+    assert float(rows[0]["s2t"]) == float(rows[0]["t2t"])  # Doubler answers the script either way
+    assert rows[0]["s2s"] == "" and rows[0]["gap_s2t_minus_s2s"] == ""  # s2s not run: missing, not 0
