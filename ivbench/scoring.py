@@ -90,6 +90,16 @@ def read_scores(run_dir: Path) -> list[ScoreRow]:
     return rows
 
 
+def default_metric_specs(manifest: dict[str, Any]) -> list[Spec]:
+    """DEFAULT_METRICS; the turn judge uses the prompt the task names (e.g. mt-bench)."""
+    judge_prompt = (manifest.get("task") or {}).get("judge_prompt")
+    specs = []
+    for name in DEFAULT_METRICS:
+        extra = {"prompt": judge_prompt} if name == "judge" and judge_prompt else None
+        specs.append(parse_spec(name, extra=extra))
+    return specs
+
+
 def _metric_label(spec: Spec) -> str:
     return spec.label
 
@@ -120,7 +130,12 @@ def plan_metrics(specs: Iterable[Spec]) -> list[tuple[str, Metric]]:
 
 def _items(records: list[TurnRecord], run_dir: Path) -> list[ScoreItem]:
     ordered = sorted(records, key=lambda r: (r.system, r.dialogue_id, r.turn_index))
-    return [ScoreItem(record=r, run_dir=run_dir) for r in ordered]
+    items = [ScoreItem(record=r, run_dir=run_dir) for r in ordered]
+    for before, item in zip(items, items[1:]):
+        a, b = before.record, item.record
+        if (a.system, a.dialogue_id, a.turn_index + 1) == (b.system, b.dialogue_id, b.turn_index):
+            item.previous = before
+    return items
 
 
 def _dialogue_items(items: list[ScoreItem]) -> list[DialogueItem]:
@@ -207,12 +222,14 @@ def score_run(run_dir: Path, config: Optional[ScoreConfig] = None, progress: boo
     store = RunStore(run_dir)
     manifest = store.read_manifest()
     records = store.records()
-    specs = config.metrics if config.metrics is not None else [parse_spec(m) for m in DEFAULT_METRICS]
+    specs = config.metrics if config.metrics is not None else default_metric_specs(manifest)
     planned = plan_metrics(specs)
     items = _items(records, run_dir)
     dialogues = _dialogue_items(items)
-    context = ScoringContext(device=config.device, judge=config.judge)
-    cache = SqliteCache((config.cache_dir or default_cache_dir()) / "scores.sqlite", enabled=config.use_cache)
+    cache_dir = config.cache_dir or default_cache_dir()
+    context = ScoringContext(device=config.device, judge=config.judge,
+                             shared={"cache_dir": cache_dir, "use_cache": config.use_cache})
+    cache = SqliteCache(cache_dir / "scores.sqlite", enabled=config.use_cache)
     total = sum(len(dialogues) if m.level == "dialogue" else len(items) for _, m in planned)
     bar = tqdm(total=total, unit="score", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     rows: list[ScoreRow] = []
@@ -241,6 +258,12 @@ def score_run(run_dir: Path, config: Optional[ScoreConfig] = None, progress: boo
     finally:
         bar.close()
         cache.close()
+        judge_client = context.shared.pop("judge_client", None)
+        if judge_client is not None:
+            manifest["judge"] = {"settings": config.judge.to_json(),
+                                 "usage": judge_client.stats.to_json(config.judge)}
+            store.write_manifest(manifest)
+            judge_client.close()
     rows.sort(key=lambda r: (r.metric, r.system, r.dialogue_id, -1 if r.turn_index is None else r.turn_index))
     tmp = run_dir / (SCORES + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:

@@ -189,7 +189,8 @@ def leaderboard(records: Sequence[TurnRecord], summary: Optional["pd.DataFrame"]
                 for field, stat, title in HEADLINE.get(name, []) + ([RTF[1:]] if name == RTF[0] else []):
                     hit = mine[(mine["metric"] == label) & (mine["field"] == field)]
                     value = hit.iloc[0][stat] if len(hit) else None
-                    title = title if label == name else f"{title} ({label})"
+                    if sum(1 for n in names.values() if n == name) > 1:
+                        title = f"{title} ({label})"  # several configurations of one metric
                     row[title] = None if value is None or value != value else float(value)
         else:
             first_audio = [r.first_audio_ms for r in recs if r.ok and r.first_audio_ms is not None]

@@ -1,0 +1,12 @@
+"""The LLM judge: settings, an OpenAI-compatible client with retries and a cache, and prompts.
+
+`JudgeSettings` says how to reach the judge (the key only from the environment);
+`JudgeClient` sends prompts concurrently through the `openai` package, retries on 429, 5xx,
+timeouts and connection errors with backoff, caches every reply (SQLite) and counts tokens;
+`ivbench.judge.prompts` renders and parses the prompts. The metrics that use them are in
+`ivbench.metrics.judge`. Importing this package imports neither openai nor yaml.
+"""
+from .client import JudgeClient, JudgeReply, JudgeStats, shared_client
+from .settings import JudgeConfigError, JudgeSettings
+
+__all__ = ["JudgeClient", "JudgeConfigError", "JudgeReply", "JudgeSettings", "JudgeStats", "shared_client"]
