@@ -28,6 +28,14 @@ BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
     "systems": {
         "parrot": ("ivbench.systems.parrot:Parrot",
                    "calibration baseline: speaks the user turn's own text back, sentence by sentence"),
+        "cascade": ("ivbench.systems.cascade:Cascade",
+                    "Whisper tiny.en -> SmolLM2-135M-Instruct -> Piper joe, streamed every theta words (offline)"),
+        "cascade-openai": ("ivbench.systems.cascade:CascadeOpenAI",
+                           "Whisper -> an OpenAI-compatible endpoint (streamed) -> Piper; needs llm_model, base_url"),
+        "groupformer": ("ivbench.systems.groupformer.system:GroupFormerSystem",
+                        "IntrinsicVoice GroupFormer: LLM + grouped speech units, direct speech out"),
+        "groupformer-text-first": ("ivbench.systems.groupformer.system:GroupFormerTextFirst",
+                                   "GroupFormer writing its whole text reply before its speech (SpeechGPT style)"),
     },
     "voices": {
         "piper": ("ivbench.voices.piper:PiperVoice", "Piper VITS voice (bundled en_US joe medium)"),

@@ -1,0 +1,328 @@
+"""`groupformer` and `groupformer-text-first`: the IntrinsicVoice reference model as systems.
+
+Importing this module imports neither torch nor transformers; `load()` does.
+
+    ivbench eval --system groupformer:checkpoint=/path/to/ckpt
+    ivbench eval --system groupformer:init=random,size=tiny          # untrained — latency only
+    ivbench eval --system groupformer-text-first:init=random,size=qwen2-7b --device cuda
+
+Options: `checkpoint` (a GroupFormer folder), `init` ("checkpoint" or "random"), `size`
+(random init: tiny, qwen2-0.5b, qwen2-7b), `group_size` (G, random init; a checkpoint has
+its own), `device` (cpu, cuda; default: the run's), `dtype` (auto: bfloat16 on CUDA, float32
+on CPU), `text_first` (write the whole text reply before its speech), `max_groups`,
+`min_groups`, `max_new_tokens`, `min_new_tokens` (reply bounds; random weights never end a
+reply reliably, so random init fixes the lengths at 50 groups and 64 tokens by default),
+`temperature`, `top_k`, `chunk_groups` (vocode every k groups), `lookahead` (units the
+vocoder waits for past a chunk), `context` (units of left context re-vocoded), `fade` (seam
+cross-fade, samples), `seed`, `threads` (torch CPU threads; tiny uses 1), and `hubert`,
+`kmeans`, `vocoder`, `vocoder_config` (paths that override the checkpoint's files).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator, Optional
+
+from ...types import AudioChunk, Mode, ReplyEvent, StageMark, TextDelta, TurnInput
+from ..base import Session, System
+
+SAMPLE_RATE = 16000
+UNTRAINED_LABEL = "untrained — latency only"
+
+
+def _checkpoint_untrained(folder: Optional[str]) -> bool:
+    """A checkpoint saved from random weights says so in its groupformer.json (read without torch)."""
+    import json
+    from pathlib import Path
+
+    from .config import CONFIG_NAME
+
+    try:
+        return bool(json.loads((Path(folder).expanduser() / CONFIG_NAME).read_text()).get("untrained"))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+class GroupFormerSession(Session):
+    def __init__(self, system: "GroupFormerSystem") -> None:
+        from .generation import Decoder
+
+        self.system = system
+        self.model = system.model
+        self.decoder = Decoder(self.model)
+        self.messages: list[Any] = []  # chat.Message; messages[0] is the system message
+        self.last_stats: dict[str, Any] = {}
+
+    def _output_kind(self, mode: Mode) -> str:
+        if not mode.speech_out:
+            return "text"
+        return "text_first" if self.system.text_first else "speech"
+
+    def _user_content(self, turn: TurnInput) -> list[Any]:
+        from .chat import Speech
+
+        if not turn.mode.speech_in:
+            return [turn.text]
+        if turn.audio is None:
+            raise ValueError(f"mode {turn.mode.value}: the turn has no audio")
+        if self.model.speech_tokenizer is None:
+            raise RuntimeError("this GroupFormer checkpoint has no speech tokenizer (hubert + kmeans files); give "
+                               "hubert=slprl/mhubert-base-25hz (or a local copy) and kmeans=…/"
+                               "mhubert_base_25hz_cp_mls_cv_sp_fisher_L11_km500.bin, or use a text-input mode")
+        from ...audio import resample
+
+        audio = resample(turn.audio, SAMPLE_RATE)
+        units = self.model.speech_tokenizer.encode(audio.samples).tolist()
+        return [Speech(tuple(units))]
+
+    def _render(self, kind: str) -> Any:
+        from .chat import Message, render
+
+        model = self.model
+        prompt = Message("system", [model.config.system_prompts[kind]])
+        if not self.messages or self.messages[0].role != "system":
+            self.messages.insert(0, prompt)
+        elif self.messages[0] != prompt:  # the output modality changed mid-dialogue
+            self.messages[0] = prompt
+        limit = getattr(model.llm.config, "max_position_embeddings", None) or 1 << 30
+        budget = self.system.max_groups + self.system.max_new_tokens + 8
+        while True:
+            rendered = render(model.tokenizer, self.messages, model.config.group_size, model.config.pad_unit,
+                              add_generation_prompt=True, special=model.special)
+            if len(rendered.ids) + budget <= limit or len(self.messages) <= 2:
+                return rendered
+            del self.messages[1:3]  # forget the oldest exchange
+
+    def respond(self, turn: TurnInput) -> Iterator[ReplyEvent]:
+        from .chat import Message, Speech
+        from .vocoder import StreamingVocoder
+
+        system, model = self.system, self.model
+        t_start = time.perf_counter()
+        mode = turn.mode
+        kind = self._output_kind(mode)
+        content = self._user_content(turn)
+        if mode.speech_in:
+            yield StageMark("speech_tokenized")
+        self.messages.append(Message("user", content))
+        rendered = self._render(kind)
+        speech_out = mode.speech_out
+        if speech_out and model.vocoder is None:
+            raise RuntimeError("this GroupFormer checkpoint has no vocoder; give vocoder=…/hifigan_lj_mhubert_base_25hz.pt "
+                               "and vocoder_config=…/hifigan_lj_mhubert_base_25hz_config.json (TWIST 25 Hz LJ)")
+        stream = (StreamingVocoder(model.vocoder, system.chunk_groups, system.lookahead, system.context, system.fade)
+                  if speech_out else None)
+        tokens: list[int] = []
+        units: list[int] = []
+        said = ""
+        # time inside the model, by phase: prefill, text, speech (LLM + GroupModel steps)
+        stats: dict[str, Any] = {"groups": 0, "prefill_generate_s": 0.0, "text_generate_s": 0.0,
+                                 "speech_generate_s": 0.0, "vocoder_s": 0.0}
+        events = self.decoder.respond(rendered, speech_out=speech_out, text_out=kind != "speech",
+                                      limits=system.limits(), sampling=system.sampling())
+        phase = "prefill"
+        while True:
+            t0 = time.perf_counter()
+            event = next(events, None)
+            stats[f"{phase}_generate_s"] += time.perf_counter() - t0
+            if event is None:
+                break
+            if event.kind == "token":
+                tokens.append(int(event.value))
+                text = model.tokenizer.decode(tokens, skip_special_tokens=True)
+                if not text.endswith("\ufffd") and len(text) > len(said):
+                    yield TextDelta(text[len(said):])
+                    said = text
+            elif event.kind == "group":
+                group = list(event.value)
+                if not units:
+                    stats["first_group_s"] = time.perf_counter() - t_start
+                    yield StageMark("first_group")
+                units.extend(group)
+                stats["groups"] += 1
+                t0 = time.perf_counter()
+                chunk = stream.push(group)
+                stats["vocoder_s"] += time.perf_counter() - t0
+                if chunk is not None and len(chunk):
+                    if "first_packet_s" not in stats:
+                        stats["first_packet_s"] = time.perf_counter() - t_start
+                    yield AudioChunk(chunk, model.vocoder.sample_rate)
+            elif event.kind == "stage":
+                if event.value == "prefill":
+                    stats["prefill_s"] = time.perf_counter() - t_start
+                    phase = "speech" if kind == "speech" else "text"
+                elif event.value == "text_done":
+                    phase = "speech"
+                yield StageMark(str(event.value))
+        text = model.tokenizer.decode(tokens, skip_special_tokens=True) if tokens else ""
+        if len(text) > len(said):
+            yield TextDelta(text[len(said):])
+        if stream is not None and units:
+            t0 = time.perf_counter()
+            chunk = stream.flush()
+            stats["vocoder_s"] += time.perf_counter() - t0
+            if chunk is not None and len(chunk):
+                stats.setdefault("first_packet_s", time.perf_counter() - t_start)
+                yield AudioChunk(chunk, model.vocoder.sample_rate)
+        reply: list[Any] = []
+        if kind != "speech":
+            reply.append(text)
+        if speech_out:
+            reply.append(Speech(tuple(units)))
+        self.messages.append(Message("assistant", reply))
+        d = self.decoder.stats
+        stats.update(prefill_tokens=d.prefill_tokens, cached_tokens=d.cached_tokens, text_tokens=d.text_tokens,
+                     units=len(units), ended_by=d.ended_by, end_s=time.perf_counter() - t_start)
+        self.last_stats = stats
+
+    def close(self) -> None:
+        self.decoder.reset()
+        self.messages = []
+
+
+class GroupFormerSystem(System):
+    """IntrinsicVoice's GroupFormer: speech groups straight from the LLM (direct), or with
+    `text_first=True` the SpeechGPT-style chain with the same weights."""
+
+    modes = (Mode.S2S, Mode.S2T, Mode.T2S, Mode.T2T)
+    text_first_default = False
+
+    def __init__(self, checkpoint: Optional[str] = None, init: Optional[str] = None, size: str = "tiny",
+                 group_size: int = 5, device: Optional[str] = None, dtype: str = "auto",
+                 text_first: Optional[bool] = None, max_groups: Optional[int] = None,
+                 min_groups: Optional[int] = None, max_new_tokens: Optional[int] = None,
+                 min_new_tokens: Optional[int] = None, temperature: float = 0.0, top_k: int = 0,
+                 chunk_groups: int = 1, lookahead: int = 2, context: int = 8, fade: int = 320, seed: int = 0,
+                 threads: Optional[int] = None, hubert: Optional[str] = None, kmeans: Optional[str] = None,
+                 vocoder: Optional[str] = None, vocoder_config: Optional[str] = None) -> None:
+        text_first = self.text_first_default if text_first is None else bool(text_first)
+        super().__init__(checkpoint=checkpoint, init=init, size=size, group_size=group_size, device=device,
+                         dtype=dtype, text_first=text_first, max_groups=max_groups, min_groups=min_groups,
+                         max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature,
+                         top_k=top_k, chunk_groups=chunk_groups, lookahead=lookahead, context=context, fade=fade,
+                         seed=seed, threads=threads, hubert=hubert, kmeans=kmeans, vocoder=vocoder,
+                         vocoder_config=vocoder_config)
+        init = (init or ("checkpoint" if checkpoint else "")).lower()
+        if init not in ("checkpoint", "random"):
+            raise ValueError("groupformer: give checkpoint=PATH (a GroupFormer folder), or init=random with "
+                             "size=tiny|qwen2-0.5b|qwen2-7b for untrained weights (latency only)")
+        if init == "checkpoint" and not checkpoint:
+            raise ValueError("groupformer: init=checkpoint needs checkpoint=PATH")
+        if init == "random":
+            from .config import SHAPES
+
+            if size not in SHAPES:
+                raise ValueError(f"groupformer: size {size!r}: use one of {', '.join(SHAPES)}")
+        if int(group_size) < 1:
+            raise ValueError("groupformer: group_size must be at least 1")
+        self.init = init
+        self.checkpoint = checkpoint
+        self.size = size
+        self.group_size = int(group_size)
+        self.device = device
+        self.dtype = dtype
+        self.text_first = text_first
+        # Random weights are good for latency only: reports never show their content scores.
+        self.untrained = init == "random" or (init == "checkpoint" and _checkpoint_untrained(checkpoint))
+        random = init == "random"
+        per_minute = 60 * 25 // self.group_size
+        self.max_groups = int(max_groups if max_groups is not None else (50 if random else per_minute))
+        self.min_groups = int(min_groups if min_groups is not None else (self.max_groups if random else 0))
+        self.max_new_tokens = int(max_new_tokens if max_new_tokens is not None else (64 if random else 512))
+        self.min_new_tokens = int(min_new_tokens if min_new_tokens is not None
+                                  else (self.max_new_tokens if random else 0))
+        self.temperature = float(temperature)
+        self.top_k = int(top_k)
+        self.chunk_groups = int(chunk_groups)
+        self.lookahead = int(lookahead)
+        self.context = int(context)
+        self.fade = int(fade)
+        self.seed = int(seed)
+        self.threads = threads if threads is not None else (1 if random and size == "tiny" else None)
+        self.paths = dict(hubert=hubert, kmeans=kmeans, vocoder=vocoder, vocoder_config=vocoder_config)
+        self.model: Any = None
+        self._threads_before: Optional[int] = None
+
+    def limits(self) -> Any:
+        from .generation import Limits
+
+        return Limits(max_groups=self.max_groups, min_groups=self.min_groups,
+                      max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens)
+
+    def sampling(self) -> Any:
+        from .generation import Sampling
+
+        return Sampling(temperature=self.temperature, top_k=self.top_k)
+
+    def load(self, device: str) -> None:
+        try:
+            import torch
+        except ImportError:
+            raise ImportError("the groupformer system needs torch and transformers: "
+                              "pip install 'ivbench[groupformer]'") from None
+        from .model import GroupFormer
+
+        device = self.device or device or "cpu"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"groupformer: device {device!r} but torch sees no CUDA GPU")
+        if self.threads and device == "cpu":
+            self._threads_before = torch.get_num_threads()  # given back in close(): the setting is global
+            torch.set_num_threads(int(self.threads))
+        if self.init == "random":
+            self.model = GroupFormer.random(self.size, group_size=self.group_size, seed=self.seed, device=device,
+                                            dtype=self.dtype)
+        else:
+            self.model = GroupFormer.from_pretrained(self.checkpoint, device=device, dtype=self.dtype,
+                                                     **self.paths)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """First-call costs (kernels, allocator) stay out of the first measured turn."""
+        import numpy as np
+
+        from .chat import Message, Speech, render
+        from .generation import Decoder, Limits, Sampling
+        from .vocoder import StreamingVocoder
+
+        model = self.model
+        if model.speech_tokenizer is not None:
+            model.speech_tokenizer.encode(np.zeros(SAMPLE_RATE, dtype=np.float32))
+        messages = [Message("system", [model.config.system_prompts["speech"]]),
+                    Message("user", [Speech(tuple(range(2 * model.config.group_size)))])]
+        rendered = render(model.tokenizer, messages, model.config.group_size, model.config.pad_unit,
+                          add_generation_prompt=True, special=model.special)
+        decoder = Decoder(model)
+        limits = Limits(max_groups=2, min_groups=2, max_new_tokens=2, min_new_tokens=2)
+        units = [u for e in decoder.respond(rendered, speech_out=True, text_out=True, limits=limits,
+                                            sampling=Sampling()) if e.kind == "group" for u in e.value]
+        if model.vocoder is not None:
+            stream = StreamingVocoder(model.vocoder, self.chunk_groups, self.lookahead, self.context, self.fade)
+            stream.push(units or [0] * model.config.group_size)
+            stream.flush()
+
+    def new_session(self) -> GroupFormerSession:
+        if self.model is None:
+            raise RuntimeError("groupformer: load() first")
+        return GroupFormerSession(self)
+
+    def close(self) -> None:
+        self.model = None
+        if self._threads_before is not None:
+            import torch
+
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["text_first"] = self.text_first
+        if self.untrained:
+            info["label"] = UNTRAINED_LABEL
+        if self.model is not None:
+            info["model"] = self.model.describe()
+        return info
+
+
+class GroupFormerTextFirst(GroupFormerSystem):
+    """The SpeechGPT-style baseline: the whole text reply first, then its speech (same weights)."""
+
+    text_first_default = True

@@ -1,0 +1,278 @@
+"""Unit HiFi-GAN (speech-resynthesis family) and its streaming wrapper.
+
+The generator: unit embedding → conv_pre → [leaky ReLU → transposed conv upsampling →
+mean of multi-receptive-field residual blocks] × stages → conv_post → tanh. Parameter names
+follow the released checkpoints (`dict`, `conv_pre`, `ups.i`, `resblocks.j.convs1/convs2`,
+`conv_post`, `dur_predictor.*`), whose `generator` state dict holds weight-normed tensors
+(`weight_g`/`weight_v`); those are folded into plain weights at load time, as inference does.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LRELU_SLOPE = 0.1
+
+
+def _padding(kernel: int, dilation: int = 1) -> int:
+    return (kernel * dilation - dilation) // 2
+
+
+class ResBlock1(nn.Module):
+    """Pairs of (dilated conv, conv) with a residual connection around each pair."""
+
+    def __init__(self, channels: int, kernel: int, dilations: list[int]) -> None:
+        super().__init__()
+        self.convs1 = nn.ModuleList(
+            nn.Conv1d(channels, channels, kernel, 1, dilation=d, padding=_padding(kernel, d))
+            for d in dilations)
+        self.convs2 = nn.ModuleList(
+            nn.Conv1d(channels, channels, kernel, 1, dilation=1, padding=_padding(kernel))
+            for _ in dilations)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for first, second in zip(self.convs1, self.convs2):
+            y = first(F.leaky_relu(x, LRELU_SLOPE))
+            y = second(F.leaky_relu(y, LRELU_SLOPE))
+            x = x + y
+        return x
+
+
+class ResBlock2(nn.Module):
+    """One dilated conv per residual step (HiFi-GAN V3)."""
+
+    def __init__(self, channels: int, kernel: int, dilations: list[int]) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(
+            nn.Conv1d(channels, channels, kernel, 1, dilation=d, padding=_padding(kernel, d))
+            for d in dilations)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = x + conv(F.leaky_relu(x, LRELU_SLOPE))
+        return x
+
+
+class DurationPredictor(nn.Module):
+    """Present in the TWIST vocoder checkpoint; only used for de-duplicated units."""
+
+    def __init__(self, in_dim: int, hidden: int, kernel: int, dropout: float) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv1d(in_dim, hidden, kernel, padding=(kernel - 1) // 2), nn.ReLU())
+        self.ln1 = nn.LayerNorm(hidden)
+        self.conv2 = nn.Sequential(nn.Conv1d(hidden, hidden, kernel, padding=1), nn.ReLU())
+        self.ln2 = nn.LayerNorm(hidden)
+        self.proj = nn.Linear(hidden, 1)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T) log-durations
+        x = self.conv1(x.transpose(1, 2)).transpose(1, 2)
+        x = F.dropout(self.ln1(x), self.dropout, self.training)
+        x = self.conv2(x.transpose(1, 2)).transpose(1, 2)
+        x = F.dropout(self.ln2(x), self.dropout, self.training)
+        return self.proj(x).squeeze(-1)
+
+
+class UnitHiFiGAN(nn.Module):
+    """The code (unit) HiFi-GAN generator for one speaker, no F0 conditioning."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        for key in ("f0", "multispkr", "embedder_params", "multistyle"):
+            if cfg.get(key):
+                raise NotImplementedError(f"vocoder config sets {key!r}: only single-speaker unit vocoders "
+                                          "without F0 (such as the TWIST LJ one) are supported")
+        self.cfg = dict(cfg)
+        rates, kernels = cfg["upsample_rates"], cfg["upsample_kernel_sizes"]
+        for u, k in zip(rates, kernels):
+            if (k - u) % 2:
+                raise ValueError(f"vocoder upsampling kernel {k} and rate {u}: k - u must be even")
+        self.hop = int(np.prod(rates))
+        channels = cfg["upsample_initial_channel"]
+        self.dict = nn.Embedding(cfg["num_embeddings"], cfg["embedding_dim"])
+        self.conv_pre = nn.Conv1d(cfg.get("model_in_dim", cfg["embedding_dim"]), channels, 7, 1, padding=3)
+        self.ups = nn.ModuleList(
+            nn.ConvTranspose1d(channels // 2 ** i, channels // 2 ** (i + 1), k, u, padding=(k - u) // 2)
+            for i, (u, k) in enumerate(zip(rates, kernels)))
+        block = ResBlock2 if str(cfg.get("resblock", "1")) == "2" else ResBlock1
+        self.num_kernels = len(cfg["resblock_kernel_sizes"])
+        self.resblocks = nn.ModuleList(
+            block(channels // 2 ** (i + 1), k, d)
+            for i in range(len(rates))
+            for k, d in zip(cfg["resblock_kernel_sizes"], cfg["resblock_dilation_sizes"]))
+        self.conv_post = nn.Conv1d(channels // 2 ** len(rates), 1, 7, 1, padding=3)
+        params = cfg.get("dur_predictor_params")
+        self.dur_predictor = (DurationPredictor(params["encoder_embed_dim"], params["var_pred_hidden_dim"],
+                                                params["var_pred_kernel_size"], params["var_pred_dropout"])
+                              if params else None)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.cfg.get("sampling_rate", 16000))
+
+    def forward(self, units: torch.Tensor) -> torch.Tensor:
+        """(B, T) unit ids → (B, T · hop) samples in [-1, 1]."""
+        x = self.conv_pre(self.dict(units).transpose(1, 2))
+        for i, up in enumerate(self.ups):
+            x = up(F.leaky_relu(x, LRELU_SLOPE))
+            y = self.resblocks[i * self.num_kernels](x)
+            for j in range(1, self.num_kernels):
+                y = y + self.resblocks[i * self.num_kernels + j](x)
+            x = y / self.num_kernels
+        # The released generators use leaky ReLU's default slope (0.01) before conv_post.
+        x = self.conv_post(F.leaky_relu(x))
+        return torch.tanh(x).squeeze(1)
+
+    def receptive_field(self) -> int:
+        """Units on each side that can change a unit's samples (an upper bound): the look-ahead
+        and left context at which streamed chunks equal the whole-utterance output."""
+        reach = 3.0  # conv_pre, kernel 7, at the unit rate
+        rate = 1
+        for i, (u, k) in enumerate(zip(self.cfg["upsample_rates"], self.cfg["upsample_kernel_sizes"])):
+            reach += (k / u + 1) / rate  # transposed conv, in units
+            rate *= u
+            branch = 0.0
+            for j in range(self.num_kernels):
+                block = self.resblocks[i * self.num_kernels + j]
+                convs = list(getattr(block, "convs1", [])) + list(getattr(block, "convs2", [])) + list(
+                    getattr(block, "convs", []))
+                branch = max(branch, sum(c.dilation[0] * (c.kernel_size[0] - 1) / 2 for c in convs))
+            reach += branch / rate
+        reach += 3 / rate  # conv_post
+        return int(np.ceil(reach))
+
+    @torch.inference_mode()
+    def synthesize(self, units: Union[torch.Tensor, list[int], np.ndarray]) -> torch.Tensor:
+        """One utterance of units → samples (1-D tensor on the vocoder's device)."""
+        device = self.dict.weight.device
+        units = torch.as_tensor(units, dtype=torch.long, device=device).reshape(1, -1)
+        units = units.clamp(0, self.dict.num_embeddings - 1)
+        return self(units)[0]
+
+    def save(self, checkpoint: Union[str, Path], config: Union[str, Path]) -> None:
+        """Write the released format: torch {"generator": state_dict} and a config JSON."""
+        Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        Path(config).parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().float() for k, v in self.state_dict().items()}
+        torch.save({"generator": state}, str(checkpoint))
+        Path(config).write_text(json.dumps(self.cfg, indent=2) + "\n")
+
+
+def fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`x.weight_g`/`x.weight_v` (torch weight_norm, dim 0) → `x.weight`; also the newer
+    `x.parametrizations.weight.original0/1` form."""
+    out: dict[str, torch.Tensor] = {}
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for name, tensor in state.items():
+        if name.endswith(".weight_g") or name.endswith(".weight_v"):
+            pairs.setdefault(name[: -len(".weight_g")], {})[name[-1]] = tensor
+        elif ".parametrizations.weight.original" in name:
+            base, _, which = name.partition(".parametrizations.weight.original")
+            pairs.setdefault(base, {})["g" if which == "0" else "v"] = tensor
+        else:
+            out[name] = tensor
+    for base, gv in pairs.items():
+        if set(gv) != {"g", "v"}:
+            raise ValueError(f"vocoder checkpoint: {base} has only part of a weight-norm pair")
+        g, v = gv["g"].float(), gv["v"].float()
+        norm = v.flatten(1).norm(dim=1).reshape((-1,) + (1,) * (v.dim() - 1))
+        out[base + ".weight"] = v * (g / norm)
+    return out
+
+
+def load_vocoder(checkpoint: Union[str, Path], config: Union[str, Path]) -> UnitHiFiGAN:
+    """A released unit HiFi-GAN: `checkpoint` (torch, with a "generator" state dict; or a
+    safetensors file) and its config JSON."""
+    checkpoint, config = Path(checkpoint), Path(config)
+    for path in (checkpoint, config):
+        if not path.is_file():
+            raise FileNotFoundError(f"vocoder file {path} not found")
+    cfg = json.loads(config.read_text())
+    model = UnitHiFiGAN(cfg)
+    if checkpoint.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(checkpoint))
+    else:
+        state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+        if "generator" in state:
+            state = state["generator"]
+    state = fold_weight_norm(state)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # The duration predictor is unused here (units are not de-duplicated): tolerate its absence
+    # from either the checkpoint or the config.
+    missing = [k for k in missing if not k.startswith("dur_predictor.")]
+    unexpected = [k for k in unexpected if not k.startswith("dur_predictor.")]
+    if missing or unexpected:
+        raise ValueError(f"vocoder checkpoint {checkpoint} does not fit config {config}: "
+                         f"missing {missing[:5]}, unexpected {list(unexpected)[:5]}")
+    return model.eval()
+
+
+def random_vocoder(cfg: dict[str, Any], seed: int = 0) -> UnitHiFiGAN:
+    """Random weights (torch's default initialisation, which keeps the signal varying)."""
+    torch.manual_seed(seed)
+    return UnitHiFiGAN(cfg).eval()
+
+
+class StreamingVocoder:
+    """Vocode a growing unit stream in chunks: every `chunk_groups` pushes, synthesise the
+    units that have `lookahead` units after them, re-using `context` units of left context,
+    and cross-fade each seam over `fade` samples (taken from the look-ahead region).
+
+    The joined chunks equal the whole-utterance output away from the seams (up to the
+    vocoder's receptive field beyond the context and look-ahead).
+    """
+
+    def __init__(self, vocoder: UnitHiFiGAN, chunk_groups: int = 1, lookahead: int = 2,
+                 context: int = 8, fade: int = 320) -> None:
+        self.vocoder = vocoder
+        self.hop = vocoder.hop
+        self.chunk_groups = max(1, int(chunk_groups))
+        self.lookahead = max(0, int(lookahead))
+        self.context = max(0, int(context))
+        self.fade = min(max(0, int(fade)), self.lookahead * self.hop)
+        self.units: list[int] = []
+        self.done_units = 0  # audio up to this unit has been emitted (the fade tail is held)
+        self.tail: Optional[np.ndarray] = None
+        self.pushes = 0
+        ramp = np.linspace(0.0, 1.0, self.fade + 2, dtype=np.float32)[1:-1]
+        self._ramp_in = 0.5 - 0.5 * np.cos(np.pi * ramp)  # raised cosine
+
+    def _synth(self, start: int) -> np.ndarray:
+        audio = self.vocoder.synthesize(self.units[start:])
+        return audio.float().cpu().numpy()
+
+    def _emit(self, end: int, final: bool) -> Optional[np.ndarray]:
+        if end <= self.done_units:
+            return None
+        start = max(0, self.done_units - self.context)
+        audio = self._synth(start)
+        offset = (self.done_units - start) * self.hop
+        stop = (end - start) * self.hop
+        chunk = audio[offset:stop].copy()
+        if self.tail is not None and len(self.tail):
+            n = min(len(self.tail), len(chunk))
+            ramp = self._ramp_in[:n]
+            chunk[:n] = self.tail[:n] * (1.0 - ramp) + chunk[:n] * ramp
+        self.tail = None if final or self.fade == 0 else audio[stop:stop + self.fade].copy()
+        self.done_units = end
+        return chunk
+
+    def push(self, units: list[int]) -> Optional[np.ndarray]:
+        """Add one group's units; returns a chunk of samples when one is due."""
+        self.units.extend(int(u) for u in units)
+        self.pushes += 1
+        if self.pushes % self.chunk_groups:
+            return None
+        return self._emit(len(self.units) - self.lookahead, final=False)
+
+    def flush(self) -> Optional[np.ndarray]:
+        """The rest of the utterance."""
+        return self._emit(len(self.units), final=True)

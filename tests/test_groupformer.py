@@ -1,0 +1,529 @@
+"""GroupFormer (IntrinsicVoice reference model) on tiny CPU configurations: shapes through every
+part, the speech tokenizer and vocoder loaders on random checkpoints written in the released
+formats, the streaming vocoder, memorisation through training (the forward, loss and
+generation paths agree), save/load round trip, sessions and `ivbench eval`."""
+import json
+import math
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from conftest import ROOT  # noqa: E402
+
+from ivbench.systems.groupformer.chat import Message, Speech, render, to_groups  # noqa: E402
+from ivbench.systems.groupformer.config import SHAPES  # noqa: E402
+
+G = 5
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and lose much on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from ivbench.systems.groupformer.model import GroupFormer
+
+    return GroupFormer.random("tiny", group_size=G, seed=0)
+
+
+# ---- import hygiene and options -------------------------------------------------------------
+
+def test_system_module_imports_without_torch():
+    code = ("import sys\n"
+            "from ivbench import registry\n"
+            "s = registry.create('systems', registry.parse_spec('groupformer:init=random,size=tiny'))\n"
+            "t = registry.create('systems', registry.parse_spec('groupformer-text-first:init=random'))\n"
+            "assert s.untrained and t.untrained and t.text_first and not s.text_first\n"
+            "assert s.max_groups == 50 and s.min_groups == 50\n"
+            "bad = [m for m in ('torch', 'transformers', 'tokenizers') if m in sys.modules]\n"
+            "assert not bad, bad\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_system_options_are_checked():
+    from ivbench.systems.groupformer.system import GroupFormerSystem
+
+    with pytest.raises(ValueError, match="checkpoint=PATH"):
+        GroupFormerSystem()
+    with pytest.raises(ValueError, match="size"):
+        GroupFormerSystem(init="random", size="huge")
+    trained = GroupFormerSystem(checkpoint="/nowhere")
+    assert not trained.untrained and trained.min_groups == 0 and trained.max_groups == 300
+    assert GroupFormerSystem.untrained is False  # the class attribute is untouched
+
+
+# ---- shapes ---------------------------------------------------------------------------------
+
+def test_shapes_through_every_part(tiny):
+    cfg, hidden = tiny.config, tiny.llm.config.hidden_size
+    groups = torch.randint(0, cfg.n_units + 1, (7, G))
+    assert tiny.adaptor(groups).shape == (7, hidden)
+    assert tiny.group_model(torch.randn(7, hidden)).shape == (7, G, cfg.n_units + 1)
+
+    messages = [Message("system", ["Reply in speech."]), Message("user", [Speech(tuple(range(12)))])]
+    rendered = render(tiny.tokenizer, messages, G, cfg.pad_unit, add_generation_prompt=True)
+    assert rendered.groups == to_groups(range(12), G, cfg.pad_unit)  # 12 units: 3 groups, last padded
+    assert rendered.groups[-1] == (10, 11, cfg.pad_unit, cfg.pad_unit, cfg.pad_unit)
+    assert rendered.ids.count(tiny.special.speech) == 3
+    ids = torch.tensor([rendered.ids])
+    embeds = tiny.embed(ids, torch.tensor(rendered.groups))
+    mask = ids[0] == tiny.special.speech
+    assert torch.allclose(embeds[0, mask], tiny.adaptor(torch.tensor(rendered.groups)), atol=1e-6)
+    assert torch.equal(embeds[0, ~mask], tiny.llm.get_input_embeddings()(ids)[0, ~mask])
+    states = tiny(ids, torch.tensor(rendered.groups))
+    assert states.shape == (1, len(rendered.ids), hidden)
+    full = tiny.token_logits(states)
+    pair = tiny.token_logits(states, [tiny.special.speech, tiny.special.eosp])
+    assert torch.allclose(pair, full[..., [tiny.special.speech, tiny.special.eosp]], atol=1e-5)
+
+    samples = np.random.default_rng(0).standard_normal(16000 * 2).astype(np.float32) * 0.1
+    units = tiny.speech_tokenizer.encode(samples)
+    assert units.dtype == torch.long and abs(len(units) - 50) <= 1  # 25 units per second
+    audio = tiny.vocoder.synthesize(units)
+    assert audio.shape == (len(units) * 640,)  # 640 samples per unit at 16 kHz
+
+
+# ---- speech tokenizer: HuBERT folder + k-means files in the released formats ----------------
+
+def _tiny_hubert(tmp_path):
+    from transformers import HubertConfig, HubertModel
+
+    torch.manual_seed(0)
+    model = HubertModel(HubertConfig(**SHAPES["tiny"]["hubert"])).eval()
+    model.save_pretrained(str(tmp_path / "hubert"))
+    return model
+
+
+def test_speech_tokenizer_loads_hubert_and_every_kmeans_format(tmp_path, monkeypatch):
+    import joblib
+
+    from ivbench.systems.groupformer.speech_tokenizer import load_kmeans, load_speech_tokenizer
+
+    hubert = _tiny_hubert(tmp_path)
+    dim = hubert.config.hidden_size
+    centroids = np.random.default_rng(1).standard_normal((500, dim)).astype(np.float32)
+    np.save(tmp_path / "km.npy", centroids)
+    centroids.tofile(tmp_path / "km.raw")
+
+    # The km500 file is a joblib pickle of scikit-learn's MiniBatchKMeans. Write one with a
+    # stand-in class under the same module path; it is read back without that class.
+    fake = types.ModuleType("sklearn.cluster._kmeans")
+
+    MiniBatchKMeans = type("MiniBatchKMeans", (), {"__module__": "sklearn.cluster._kmeans"})
+    fake.MiniBatchKMeans = MiniBatchKMeans
+    for name in ("sklearn", "sklearn.cluster"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "sklearn.cluster._kmeans", fake)
+    km = MiniBatchKMeans()
+    km.__dict__.update(n_clusters=500, cluster_centers_=centroids, _n_threads=1, _sklearn_version="0.24.2",
+                       labels_=np.zeros(10, dtype=np.int32), inertia_=1.0)
+    joblib.dump(km, tmp_path / "km500.bin")
+    for name in ("sklearn", "sklearn.cluster", "sklearn.cluster._kmeans"):
+        monkeypatch.delitem(sys.modules, name)
+
+    for name in ("km.npy", "km.raw", "km500.bin"):
+        assert np.array_equal(load_kmeans(tmp_path / name, dim=dim), centroids), name
+
+    # A pickle that would run code is refused.
+    (tmp_path / "evil.bin").write_bytes(b"\x80\x04cos\nsystem\n(S'true'\ntR.")
+    with pytest.raises(Exception, match="refusing"):
+        load_kmeans(tmp_path / "evil.bin", dim=dim)
+
+    tokenizer = load_speech_tokenizer(tmp_path / "hubert", tmp_path / "km500.bin", layer=2)
+    samples = np.random.default_rng(2).standard_normal(16000 * 3).astype(np.float32) * 0.1
+    units = tokenizer.encode(samples)
+    assert abs(len(units) - 75) <= 1 and int(units.max()) < 500
+    # Nearest centroid of the layer's features, computed independently.
+    with torch.no_grad():
+        feats = hubert(torch.from_numpy(samples)[None], output_hidden_states=True).hidden_states[2][0]
+    assert torch.equal(units, torch.cdist(feats, torch.from_numpy(centroids)).argmin(-1))
+
+
+def test_kmeans_from_real_scikit_learn_pickle(tmp_path):
+    pytest.importorskip("sklearn")
+    import joblib
+    from sklearn.cluster import MiniBatchKMeans
+
+    from ivbench.systems.groupformer.speech_tokenizer import load_kmeans
+
+    data = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+    km = MiniBatchKMeans(n_clusters=20, n_init=1, random_state=0).fit(data)
+    joblib.dump(km, tmp_path / "km.bin")
+    assert np.allclose(load_kmeans(tmp_path / "km.bin", dim=8), km.cluster_centers_)
+
+
+def test_mhubert_25hz_shape():
+    from ivbench.systems.groupformer.config import HUBERT_25HZ_CONV
+
+    samples = 16000 * 5
+    for kernel, stride in zip(HUBERT_25HZ_CONV["conv_kernel"], HUBERT_25HZ_CONV["conv_stride"]):
+        samples = (samples - kernel) // stride + 1
+    assert samples == 124  # 5 s → 124 frames at 25 Hz (the conv stack's edges take one)
+
+
+# ---- vocoder ---------------------------------------------------------------------------------
+
+def _weight_normed(vocoder):
+    """Weight-norm every conv as the released generator checkpoints store them."""
+    import warnings
+
+    from torch.nn.utils import weight_norm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.nn.utils.weight_norm is deprecated; the files use it
+        for module in list(vocoder.modules()):
+            if isinstance(module, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)) and not any(
+                    module is m for m in vocoder.dur_predictor.modules()):
+                weight_norm(module)
+    return vocoder
+
+
+def test_vocoder_loads_released_format(tmp_path):
+    from ivbench.systems.groupformer.vocoder import UnitHiFiGAN, load_vocoder
+
+    cfg = SHAPES["tiny"]["vocoder"]
+    torch.manual_seed(0)
+    reference = _weight_normed(UnitHiFiGAN(cfg)).eval()
+    state = reference.state_dict()
+    for key in ("dict.weight", "conv_pre.weight_g", "conv_pre.weight_v", "ups.0.weight_v",
+                "resblocks.0.convs1.2.weight_g", "resblocks.4.convs2.0.bias", "conv_post.weight_v",
+                "dur_predictor.conv1.0.weight", "dur_predictor.ln1.weight", "dur_predictor.proj.weight"):
+        assert key in state, key
+    torch.save({"generator": state}, tmp_path / "g_00500000")
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    loaded = load_vocoder(tmp_path / "g_00500000", tmp_path / "config.json")
+    units = torch.randint(0, 500, (1, 30))
+    with torch.no_grad():
+        expected = reference(units)
+    got = loaded(units)
+    assert got.shape == (1, 30 * 640)
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_twist_vocoder_shapes():
+    from ivbench.systems.groupformer.config import VOCODER_25HZ
+    from ivbench.systems.groupformer.vocoder import UnitHiFiGAN
+
+    model = UnitHiFiGAN(VOCODER_25HZ)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert model.hop == 640
+    assert shapes["dict.weight"] == (500, 128)
+    assert shapes["conv_pre.weight"] == (512, 128, 7)
+    assert shapes["ups.0.weight"] == (512, 256, 11)  # ConvTranspose1d: (in, out, kernel)
+    assert shapes["ups.4.weight"] == (32, 16, 4)
+    assert shapes["resblocks.2.convs1.0.weight"] == (256, 256, 11)
+    assert shapes["conv_post.weight"] == (1, 16, 7)
+    assert len(model.resblocks) == 15
+
+
+def _signal_vocoder():
+    """The tiny vocoder with variance-keeping weights, so its output varies like speech."""
+    from ivbench.systems.groupformer.vocoder import random_vocoder
+
+    vocoder = random_vocoder(SHAPES["tiny"]["vocoder"], seed=3)
+    with torch.no_grad():
+        for m in vocoder.modules():
+            if isinstance(m, torch.nn.Conv1d):
+                m.weight.normal_(0, 1 / math.sqrt(m.weight.shape[1] * m.weight.shape[2]))
+            elif isinstance(m, torch.nn.ConvTranspose1d):
+                m.weight.normal_(0, 1 / math.sqrt(m.weight.shape[0] * m.weight.shape[2] / m.stride[0]))
+    return vocoder
+
+
+def _stream(vocoder, units, group, **kw):
+    from ivbench.systems.groupformer.vocoder import StreamingVocoder
+
+    stream = StreamingVocoder(vocoder, **kw)
+    chunks = [c for s in range(0, len(units), group) for c in [stream.push(units[s:s + group])] if c is not None]
+    last = stream.flush()
+    return chunks + ([last] if last is not None else [])
+
+
+def test_streaming_vocoder_matches_whole_utterance():
+    vocoder = _signal_vocoder()
+    units = np.random.default_rng(0).integers(0, 500, 83).tolist()
+    whole = vocoder.synthesize(units).numpy()
+    scale = whole.std()
+    assert scale > 0.05
+    rf = vocoder.receptive_field()
+
+    # Look-ahead and context covering the receptive field: equal everywhere, seams included.
+    chunks = _stream(vocoder, units, G, chunk_groups=1, lookahead=rf, context=rf, fade=320)
+    joined = np.concatenate(chunks)
+    assert len(joined) == len(units) * 640
+    assert np.abs(joined - whole).max() < 1e-4 * scale
+
+    # A look-ahead of a few units: equal away from the seams, smooth across them.
+    la, context, fade = 2, 8, 320
+    chunks = _stream(vocoder, units, G, chunk_groups=4, lookahead=la, context=context, fade=fade)
+    joined = np.concatenate(chunks)
+    assert len(joined) == len(whole) and len(chunks) == 5  # 17 groups: 4 chunks of 4, then the rest
+    assert len(chunks[0]) == (4 * G - la) * 640  # the first chunk waits only for its look-ahead
+    away = np.ones(len(whole), bool)
+    for seam in np.cumsum([len(c) for c in chunks])[:-1]:
+        away[max(0, seam - (rf - la) * 640): seam + max(rf - context, 0) * 640 + fade] = False
+    assert away.sum() > 0.3 * len(whole)
+    assert np.abs(joined - whole)[away].max() < 1e-4 * scale
+    # No click at the seams: sample-to-sample steps there are no larger than elsewhere.
+    steps = np.abs(np.diff(joined))
+    assert steps.max() <= np.abs(np.diff(whole)).max() * 1.5
+
+
+# ---- training: the four tasks and the text-first chain, memorised ---------------------------
+
+def _dialogues():
+    from ivbench.systems.groupformer.training import Exchange
+
+    rng = np.random.default_rng(7)
+    units = lambda n: rng.integers(0, 500, n).tolist()  # noqa: E731
+    return [
+        [Exchange("hello there", units(16), "hi, how are you?", units(22))],
+        [Exchange("what time is it", units(14), "noon.", units(18)),
+         Exchange("thanks", units(9), "any time.", units(15))],
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    from ivbench.systems.groupformer.model import GroupFormer
+    from ivbench.systems.groupformer.training import all_conversations, train
+
+    model = GroupFormer.random("tiny", group_size=G, seed=1)
+    dialogues = _dialogues()
+    conversations = [c for d in dialogues for c in all_conversations(d, model.config.system_prompts)]
+    assert len(conversations) == 12  # 2 dialogues × (4 tasks + 2 text-first)
+    history = train(model, conversations, steps=200, lr=3e-3, seed=0)
+    return model, dialogues, history
+
+
+def _generate(model, messages, *, speech_out, text_out, decoder=None):
+    from ivbench.systems.groupformer.generation import Decoder, Limits, Sampling
+
+    decoder = decoder or Decoder(model)
+    rendered = render(model.tokenizer, messages, G, model.config.pad_unit, add_generation_prompt=True)
+    tokens, units = [], []
+    for event in decoder.respond(rendered, speech_out=speech_out, text_out=text_out,
+                                 limits=Limits(max_groups=12, max_new_tokens=40), sampling=Sampling()):
+        if event.kind == "token":
+            tokens.append(event.value)
+        elif event.kind == "group":
+            units.extend(event.value)
+    return model.tokenizer.decode(tokens, skip_special_tokens=True), units, decoder
+
+
+def test_training_drives_the_loss_down(trained):
+    _, _, history = trained
+    first = np.mean([h["loss"] for h in history[:5]])
+    last = np.mean([h["loss"] for h in history[-5:]])
+    assert last < 0.02 * first and last < 0.15, (first, last)
+    assert history[-1]["group"] < 0.1 and history[-1]["text"] < 0.1
+
+
+@pytest.mark.parametrize("task,text_first", [("s2s", False), ("s2s", True), ("t2s", False), ("t2s", True),
+                                             ("s2t", False), ("t2t", False)])
+def test_generation_reproduces_memorised_replies(trained, task, text_first):
+    from ivbench.systems.groupformer.training import conversation
+
+    model, dialogues, _ = trained
+    speech_out = task.endswith("s")
+    for dialogue in dialogues:
+        full = conversation(dialogue, task, model.config.system_prompts, text_first=text_first)
+        decoder = None
+        for turn, exchange in enumerate(dialogue):
+            prompt = full[: 2 + 2 * turn]  # system, (user, assistant)*, user
+            text, units, decoder = _generate(model, prompt, speech_out=speech_out,
+                                             text_out=text_first or not speech_out, decoder=decoder)
+            if speech_out:
+                assert units == list(exchange.reply_units), (task, text_first, turn)
+            if text_first or not speech_out:
+                assert text == exchange.reply_text, (task, text_first, turn)
+            else:
+                assert text == ""
+            if turn:  # the earlier turns came from the KV cache
+                assert decoder.stats.cached_tokens > 0
+
+
+def test_cached_generation_agrees_with_full_forward(trained):
+    """Hidden states from the step-by-step KV-cached path equal one full forward pass."""
+    from ivbench.systems.groupformer.generation import Decoder
+    from ivbench.systems.groupformer.training import conversation
+
+    model, dialogues, _ = trained
+    messages = conversation(dialogues[1], "s2s", model.config.system_prompts)
+    rendered = render(model.tokenizer, messages, G, model.config.pad_unit)
+    with torch.no_grad():
+        full = model(torch.tensor([rendered.ids]), torch.tensor(rendered.groups))[0]
+    decoder = Decoder(model)
+    cut = len(rendered.ids) // 2
+    prefix_groups = rendered.groups[: rendered.ids[:cut].count(model.special.speech)]
+    from ivbench.systems.groupformer.chat import Rendered
+
+    hidden = decoder.prefill(Rendered(rendered.ids[:cut], prefix_groups))
+    assert torch.allclose(hidden[0], full[cut - 1], atol=1e-4)
+    it = iter(rendered.groups[len(prefix_groups):])
+    for p in range(cut, len(rendered.ids)):
+        token = rendered.ids[p]
+        hidden = decoder.feed_group(next(it)) if token == model.special.speech else decoder.feed_token(token)
+        assert torch.allclose(hidden[0], full[p], atol=1e-4), p
+
+    # A dialogue that departs from the cached one mid-way: the cache is cut back to the common
+    # prefix and the rest recomputed, giving what a fresh pass gives.
+    changed = conversation(dialogues[1], "t2s", model.config.system_prompts)
+    changed[3].content = ["a different text reply"]
+    other = render(model.tokenizer, changed, G, model.config.pad_unit)
+    hidden = decoder.prefill(other)
+    assert 0 < decoder.stats.cached_tokens < len(other.ids) - 1
+    assert decoder.cache.get_seq_length() == len(decoder.cached) == len(other.ids)
+    with torch.no_grad():
+        fresh = model(torch.tensor([other.ids]), torch.tensor(other.groups))[0, -1]
+    assert torch.allclose(hidden[0], fresh, atol=1e-4)
+
+
+def test_save_and_load_give_identical_outputs(trained, tmp_path):
+    from ivbench.systems.groupformer.model import GroupFormer
+    from ivbench.systems.groupformer.training import conversation
+
+    model, dialogues, _ = trained
+    model.save_pretrained(tmp_path / "ckpt")
+    for name in ("groupformer.json", "heads.safetensors", "llm/config.json", "llm/model.safetensors",
+                 "llm/tokenizer.json", "hubert/config.json", "kmeans.npy", "vocoder/generator.pt",
+                 "vocoder/config.json"):
+        assert (tmp_path / "ckpt" / name).is_file(), name
+    loaded = GroupFormer.from_pretrained(tmp_path / "ckpt")
+    messages = conversation(dialogues[0], "s2s", model.config.system_prompts)
+    rendered = render(model.tokenizer, messages, G, model.config.pad_unit)
+    assert render(loaded.tokenizer, messages, G, loaded.config.pad_unit).ids == rendered.ids
+    args = (torch.tensor([rendered.ids]), torch.tensor(rendered.groups))
+    with torch.no_grad():
+        h1, h2 = model(*args), loaded(*args)
+        assert torch.equal(h1, h2)
+        assert torch.equal(model.unit_logits(h1[0]), loaded.unit_logits(h2[0]))
+        assert torch.equal(model.token_logits(h1), loaded.token_logits(h2))
+    samples = np.random.default_rng(3).standard_normal(16000).astype(np.float32) * 0.1
+    assert torch.equal(model.speech_tokenizer.encode(samples), loaded.speech_tokenizer.encode(samples))
+    units = list(range(0, 500, 37))
+    assert torch.equal(model.vocoder.synthesize(units), loaded.vocoder.synthesize(units))
+    prompt = messages[:2]
+    assert _generate(model, prompt, speech_out=True, text_out=True)[:2] == \
+        _generate(loaded, prompt, speech_out=True, text_out=True)[:2]
+    assert loaded.config.untrained and loaded.config.shape == "tiny"
+
+    # The speech tokenizer and vocoder files may be given from elsewhere, in the released formats.
+    import copy
+
+    released = _weight_normed(copy.deepcopy(model.vocoder))
+    torch.save({"generator": released.state_dict()}, tmp_path / "hifigan.pt")
+    (tmp_path / "hifigan.json").write_text(json.dumps(model.vocoder.cfg))
+    np.save(tmp_path / "km.npy", model.speech_tokenizer.centroids.numpy())
+    other = GroupFormer.from_pretrained(tmp_path / "ckpt", kmeans=str(tmp_path / "km.npy"),
+                                        vocoder=str(tmp_path / "hifigan.pt"), vocoder_config=str(tmp_path / "hifigan.json"))
+    assert torch.allclose(other.vocoder.synthesize(units), model.vocoder.synthesize(units), atol=1e-5)
+    with pytest.raises(FileNotFoundError):
+        GroupFormer.from_pretrained(tmp_path / "ckpt", vocoder=str(tmp_path / "missing.pt"))
+
+    # The same folder as a system: a text turn gets the memorised spoken reply, streamed.
+    from ivbench.systems.groupformer.system import GroupFormerSystem
+
+    system = GroupFormerSystem(checkpoint=str(tmp_path / "ckpt"))
+    assert system.untrained  # saved from random initial weights, whatever it learnt since
+    system.load("cpu")
+    for dialogue in dialogues:
+        session = system.new_session()
+        for index, exchange in enumerate(dialogue):
+            out = _events(session, _turn("t2s", text=exchange.user_text, index=index))
+            assert session.last_stats["ended_by"] in ("end unit", "eosp")
+            assert sum(len(a) for a in out["audio"]) == len(exchange.reply_units) * 640
+            assert session.messages[-1].content == [Speech(tuple(exchange.reply_units))]
+        assert [m.role for m in session.messages] == ["system"] + ["user", "assistant"] * len(dialogue)
+
+
+# ---- sessions and the runner -----------------------------------------------------------------
+
+def _turn(mode, text="hello", seconds=1.5, index=0):
+    from ivbench.types import Audio, Mode, TurnInput
+
+    mode = Mode.parse(mode)
+    audio = None
+    if mode.speech_in:
+        t = np.arange(int(22050 * seconds)) / 22050
+        audio = Audio((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 22050)
+    return TurnInput(mode=mode, text=text, audio=audio, turn_index=index)
+
+
+def _events(session, turn):
+    from ivbench.types import AudioChunk, StageMark, TextDelta
+
+    out = {"audio": [], "text": "", "stages": []}
+    for event in session.respond(turn):
+        if isinstance(event, AudioChunk):
+            assert event.sample_rate == 16000 and event.samples.dtype == np.float32
+            assert isinstance(event.samples, np.ndarray)
+            out["audio"].append(event.samples)
+        elif isinstance(event, TextDelta):
+            out["text"] += event.text
+        elif isinstance(event, StageMark):
+            out["stages"].append(event.name)
+    return out
+
+
+def test_sessions_in_every_mode_and_text_first():
+    from ivbench.systems.groupformer.system import GroupFormerSystem, GroupFormerTextFirst
+
+    direct = GroupFormerSystem(init="random", size="tiny", max_groups=6, max_new_tokens=5)
+    direct.load("cpu")
+    session = direct.new_session()
+    first = _events(session, _turn("s2s"))
+    assert first["text"] == "" and "first_group" in first["stages"] and "speech_tokenized" in first["stages"]
+    assert sum(len(a) for a in first["audio"]) == 6 * G * 640
+    assert len(first["audio"]) > 1  # streamed, not one block
+    roles = [m.role for m in session.messages]
+    assert roles == ["system", "user", "assistant"]
+    assert abs(len(session.messages[1].content[0].units) - 1.5 * 25) <= 1  # the user's speech, 25 units/s
+    second = _events(session, _turn("s2s", index=1))
+    assert sum(len(a) for a in second["audio"]) == 6 * G * 640
+    assert session.last_stats["cached_tokens"] > 0  # the first turn stayed in the KV cache
+    assert session.last_stats["groups"] == 6
+    for mode in ("s2t", "t2t"):
+        out = _events(direct.new_session(), _turn(mode))
+        assert out["audio"] == [] and len(out["text"]) > 0
+    out = _events(direct.new_session(), _turn("t2s"))
+    assert sum(len(a) for a in out["audio"]) == 6 * G * 640
+
+    chain = GroupFormerTextFirst(init="random", size="tiny", max_groups=6, max_new_tokens=5)
+    chain.load("cpu")
+    session = chain.new_session()
+    out = _events(session, _turn("s2s"))
+    assert out["stages"].index("text_done") < out["stages"].index("first_group")
+    assert session.last_stats["text_tokens"] == 5 and len(out["text"]) > 0
+    assert sum(len(a) for a in out["audio"]) == 6 * G * 640
+    assert chain.describe()["label"] == "untrained — latency only"
+
+
+def test_ivbench_eval_runs_the_demo_task(tmp_path):
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "eval", "--system", "groupformer:init=random,size=tiny",
+         "--limit", "2", "--out", str(out), "--no-progress", "--no-score"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert records and all(r["status"] == "ok" for r in records)
+    assert all(r["mode"] == "s2s" and r["first_audio_ms"] > 0 for r in records)
+    assert all(abs(r["reply_duration_s"] - 50 * G * 0.04) < 1e-6 for r in records)  # max_groups=50
+    assert all("first_group" in r["stages"] for r in records)
+    manifest = json.loads((out / "manifest.json").read_text())
+    system = manifest["systems"]["groupformer:init=random,size=tiny"]
+    assert system["untrained"] is True and system["label"] == "untrained — latency only"
