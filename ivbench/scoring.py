@@ -27,6 +27,8 @@ log = logging.getLogger("ivbench")
 SCORES = "scores.jsonl"
 DEFAULT_METRICS = ("latency", "first_speech", "asr_wer", "ref_wer", "dnsmos", "distillmos",
                    "judge", "judge_dialogue")
+# Left out of the defaults on a CPU: DistillMOS takes about a minute per audio minute there.
+GPU_ONLY_DEFAULTS = ("distillmos",)
 BATCH_SIZE = 16
 
 
@@ -90,11 +92,14 @@ def read_scores(run_dir: Path) -> list[ScoreRow]:
     return rows
 
 
-def default_metric_specs(manifest: dict[str, Any]) -> list[Spec]:
-    """DEFAULT_METRICS; the turn judge uses the prompt the task names (e.g. mt-bench)."""
+def default_metric_specs(manifest: dict[str, Any], device: str = "cpu") -> list[Spec]:
+    """DEFAULT_METRICS (without the GPU-only ones on a CPU); the turn judge uses the prompt
+    the task names (e.g. mt-bench)."""
     judge_prompt = (manifest.get("task") or {}).get("judge_prompt")
     specs = []
     for name in DEFAULT_METRICS:
+        if device != "cuda" and name in GPU_ONLY_DEFAULTS:
+            continue
         extra = {"prompt": judge_prompt} if name == "judge" and judge_prompt else None
         specs.append(parse_spec(name, extra=extra))
     return specs
@@ -222,7 +227,7 @@ def score_run(run_dir: Path, config: Optional[ScoreConfig] = None, progress: boo
     store = RunStore(run_dir)
     manifest = store.read_manifest()
     records = store.records()
-    specs = config.metrics if config.metrics is not None else default_metric_specs(manifest)
+    specs = config.metrics if config.metrics is not None else default_metric_specs(manifest, config.device)
     planned = plan_metrics(specs)
     items = _items(records, run_dir)
     dialogues = _dialogue_items(items)

@@ -1,0 +1,1 @@
+"""MOS speech-quality metrics: DNSMOS, DistillMOS, UTMOS."""

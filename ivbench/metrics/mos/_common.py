@@ -1,0 +1,63 @@
+"""Pieces the MOS metrics share: import errors that name the extra, 16 kHz audio, digests."""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from ..base import MetricResult, ScoreItem, Status
+
+SAMPLE_RATE = 16000  # every MOS model here listens at 16 kHz
+INSTALL = "pip install 'ivbench[scoring]'"
+
+
+def require(module: str, metric: str, dist: Optional[str] = None, hint: str = INSTALL) -> Any:
+    """Import `module` or raise an ImportError that says what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"the {metric} metric needs the {dist or module!r} package ({exc}); install it with `{hint}`"
+        ) from None
+
+
+def version(dist: str) -> Optional[str]:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def reply_16k(item: ScoreItem) -> np.ndarray:
+    """The reply's samples at 16 kHz, mono float32, clipped to [-1, 1] (resampling can overshoot)."""
+    from ...audio import resample
+
+    audio = item.reply_audio()
+    if audio is None:  # precheck rules this out; a direct caller gets a clear message
+        raise ValueError("the record has no reply audio")
+    samples = resample(audio, SAMPLE_RATE).samples
+    return np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False)
+
+
+def score_each(items: Sequence[ScoreItem], fields: Any,
+               fn: Callable[[ScoreItem], MetricResult]) -> list[MetricResult]:
+    """Score items one by one; an error in one item fails that item only, with its reason."""
+    results = []
+    for item in items:
+        try:
+            results.append(fn(item))
+        except Exception as exc:  # a bad file or a model error must not lose the other turns
+            results.append(MetricResult.unavailable(fields, Status.FAILED, f"{type(exc).__name__}: {exc}"))
+    return results

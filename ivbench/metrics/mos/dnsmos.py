@@ -1,0 +1,88 @@
+"""DNSMOS P.835 (SIG, BAK, OVRL) and P.808 of the reply's speech, from speechmos' ONNX models.
+
+Options:
+
+- `backend`: "fast" (default) computes speechmos' numbers with the windows of a clip sharing
+  their work (see `_dnsmos_engine`; needs onnx); "speechmos" calls `speechmos.dnsmos.run`
+  as it is (needs librosa).
+- `personalized`: the personalised DNSMOS model (speechmos' "dnsmos_personalized"), which
+  does not penalise interfering talkers as noise.
+- `threads`: onnxruntime intra-op threads (0: its default, one per core).
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Optional
+
+from ..base import FieldInfo, Metric, MetricResult, Need, ScoreItem, ScoringContext
+from ._common import SAMPLE_RATE, reply_16k, require, score_each, sha256_file, version
+
+BACKENDS = ("fast", "speechmos")
+
+
+class DNSMOS(Metric):
+    name = "dnsmos"
+    description = "DNSMOS P.835 SIG/BAK/OVRL and P.808 MOS of the reply's speech (speechmos ONNX models)"
+    needs = frozenset({Need.REPLY_AUDIO})
+    uses_gpu = False
+    fields = {
+        "sig": FieldInfo(True, "MOS 1-5", "P.835 speech signal quality"),
+        "bak": FieldInfo(True, "MOS 1-5", "P.835 background noise (higher: less intrusive)"),
+        "ovrl": FieldInfo(True, "MOS 1-5", "P.835 overall quality"),
+        "p808": FieldInfo(True, "MOS 1-5", "P.808 overall quality (DNSMOS P.808 model)"),
+    }
+
+    def __init__(self, backend: str = "fast", personalized: bool = False, threads: int = 0,
+                 **options: Any) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"dnsmos backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        # threads changes the speed, not the numbers: it stays out of the identity.
+        super().__init__(backend=backend, personalized=bool(personalized), **options)
+        self.backend = backend
+        self.personalized = bool(personalized)
+        self.threads = int(threads)
+        self._engine: Any = None
+        self._identity: Optional[dict[str, Any]] = None
+        self._lock = threading.Lock()
+
+    def load(self, context: Optional[ScoringContext] = None) -> None:
+        with self._lock:
+            if self._engine is not None:
+                return
+            require("onnxruntime", self.name)
+            require("speechmos", self.name)
+            if self.backend == "speechmos":
+                require("librosa", self.name, hint="pip install librosa")
+                from ._dnsmos_engine import speechmos_scores
+
+                self._engine = lambda samples: speechmos_scores(samples, self.personalized)
+            else:
+                require("onnx", self.name)
+                from ._dnsmos_engine import FastDNSMOS
+
+                self._engine = FastDNSMOS(self.personalized, threads=self.threads)
+
+    def identity(self) -> dict[str, Any]:
+        if self._identity is None:
+            require("speechmos", self.name)
+            from ._dnsmos_engine import model_paths
+
+            primary, p808 = model_paths(self.personalized)
+            self._identity = {
+                **super().identity(),
+                "speechmos": version("speechmos"),
+                "models": {f"{p.parent.name}/{p.name}": sha256_file(p)[:16] for p in (primary, p808)},
+                "sample_rate": SAMPLE_RATE,
+            }
+        return self._identity
+
+    def cache_inputs(self, item: ScoreItem) -> Optional[dict[str, Any]]:
+        return {"audio": item.reply_audio_sha256()}
+
+    def _score_one(self, item: ScoreItem) -> MetricResult:
+        out = self._engine(reply_16k(item))
+        return MetricResult({k: out[k] for k in self.fields}, details={"windows": out["windows"]})
+
+    def score(self, items: list[ScoreItem]) -> list[MetricResult]:
+        self.load()
+        return score_each(items, self.fields, self._score_one)

@@ -1,0 +1,296 @@
+"""MOS metrics on real models: DNSMOS (speechmos' ONNX files), DistillMOS (the package's weights)
+and UTMOS (its architecture, loaded from a random checkpoint written in the released layout)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pytest
+
+from ivbench import registry
+from ivbench.audio import write_wav
+from ivbench.metrics.base import ScoreItem, ScoringContext, Status
+from ivbench.types import Audio, TurnRecord
+
+pytestmark = pytest.mark.slow
+
+TEXT = "The weather today is sunny with a light breeze, and it should stay warm until the evening."
+
+
+def make_record(reply_audio: Optional[str], *, name: str = "d0", mode: str = "t2s",
+                status: str = "ok") -> TurnRecord:
+    return TurnRecord(
+        system="sys", task="mos", dialogue_id=name, turn_index=0, n_turns=1, mode=mode, attempt=1,
+        status=status, user_text="How is the weather?", user_audio=None, reference=None,
+        reply_text=TEXT, reply_audio=reply_audio, reply_sample_rate=None, reply_duration_s=None,
+        first_audio_ms=None, first_text_ms=None, end_ms=None, rtf=None, events=[], stages={},
+        error={"message": "boom"} if status != "ok" else None)
+
+
+def with_noise(audio: Audio, snr_db: float, seed: int = 0) -> Audio:
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal(len(audio.samples)).astype(np.float32)
+    power = float(np.mean(audio.samples ** 2))
+    noise *= np.sqrt(power / 10 ** (snr_db / 10) / np.mean(noise ** 2))
+    return Audio((audio.samples + noise).astype(np.float32), audio.sample_rate)
+
+
+def join(*parts: Audio, gap_s: float = 0.3) -> Audio:
+    rate = parts[0].sample_rate
+    gap = np.zeros(int(gap_s * rate), dtype=np.float32)
+    chunks = [c for p in parts for c in (p.samples, gap)][:-1]
+    return Audio(np.concatenate(chunks), rate)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A run-directory-like folder: Piper speech, the same with noise, and longer clips."""
+    from ivbench.voices.piper import PiperVoice
+
+    speech = PiperVoice().speak(TEXT)  # about 4.4 s at 22.05 kHz
+    noisy = with_noise(speech, snr_db=5)
+    folder = tmp_path_factory.mktemp("run")
+    clips = {
+        "clean": speech,
+        "noisy": noisy,
+        "short": Audio(speech.samples[:3 * speech.sample_rate], speech.sample_rate),  # 3 s -> 12 s
+        "one_window": join(speech, speech, gap_s=0.6),  # 9.4 s: a single 9 s window
+        "two_windows": join(speech, noisy, gap_s=2.5),  # 11.3 s: windows 0 and 1
+        "long": join(*([speech, noisy] * 3), speech, gap_s=0.6),  # 34.4 s: windows 0..6 and 24
+        "eight_s": Audio(np.tile(speech.samples, 2)[:8 * speech.sample_rate],
+                         speech.sample_rate),  # 8 s: two DistillMOS crops
+        "tiny": Audio(speech.samples[:speech.sample_rate], speech.sample_rate),  # 1 s, for UTMOS
+        "tiny_noisy": Audio(noisy.samples[:speech.sample_rate], speech.sample_rate),
+    }
+    for name, audio in clips.items():
+        write_wav(folder / "audio" / f"{name}.wav", audio)
+    (folder / "audio" / "broken.wav").write_bytes(b"RIFF not really a wav file")
+    return folder
+
+
+def item(run_dir: Path, name: str) -> ScoreItem:
+    return ScoreItem(make_record(f"audio/{name}.wav", name=name), run_dir)
+
+
+# --------------------------------------------------------------------------- DNSMOS
+def test_dnsmos_scores_clean_speech_above_noisy(run_dir):
+    from ivbench.metrics.mos.dnsmos import DNSMOS
+
+    metric = DNSMOS()
+    metric.load(ScoringContext())
+    clean, noisy, broken = metric.score([item(run_dir, "clean"), item(run_dir, "noisy"),
+                                         item(run_dir, "broken")])
+    assert clean.status == noisy.status == Status.OK.value
+    for result in (clean, noisy):
+        assert set(result.values) == {"sig", "bak", "ovrl", "p808"}
+        assert all(1.0 <= v <= 5.0 for v in result.values.values()), result.values
+    # Clean TTS speech is good; white noise at 5 dB SNR is heard as noise.
+    assert clean.values["ovrl"] > 2.8 and clean.values["bak"] > 3.5
+    assert clean.values["bak"] > noisy.values["bak"] + 1.0
+    assert clean.values["ovrl"] > noisy.values["ovrl"] + 0.5
+    assert clean.values["sig"] > noisy.values["sig"]
+    assert clean.values["p808"] > noisy.values["p808"]
+    assert broken.status == Status.FAILED.value and "broken.wav" in broken.reason
+    assert broken.values == {"sig": None, "bak": None, "ovrl": None, "p808": None}
+
+    assert metric.cache_inputs(item(run_dir, "clean")) == {"audio": item(run_dir, "clean").reply_audio_sha256()}
+    ident = metric.identity()
+    assert ident["speechmos"] and len(ident["models"]) == 2
+
+
+def test_dnsmos_fast_path_equals_speechmos(run_dir):
+    """The shared-window computation gives speechmos' own numbers: a short clip that speechmos
+    repeats to 12 s (three windows), a single window, and two windows of the personalised model."""
+    pytest.importorskip("librosa")  # speechmos' own feature code needs it
+    from ivbench.metrics.mos.dnsmos import DNSMOS
+
+    for personalized, names in ((False, ["short", "one_window"]), (True, ["two_windows"])):
+        fast = DNSMOS(personalized=personalized).score([item(run_dir, n) for n in names])
+        reference = DNSMOS(personalized=personalized, backend="speechmos").score([item(run_dir, n) for n in names])
+        for name, got, want in zip(names, fast, reference):
+            assert got.status == want.status == Status.OK.value
+            assert got.details["windows"] == want.details["windows"]
+            for field in ("sig", "bak", "ovrl", "p808"):
+                assert got.values[field] == pytest.approx(want.values[field], abs=1e-5), (name, field)
+        assert [r.details["windows"] for r in fast] == ([3, 1] if not personalized else [2])
+
+
+def test_dnsmos_shared_windows_across_a_gap_equal_the_network_per_window(run_dir):
+    """A long clip: speechmos keeps windows 0..6 and 24 (its float end index drops 7..23), so
+    the shared computation runs twice; every window equals the whole network run on it."""
+    from ivbench.metrics.mos._common import reply_16k
+    from ivbench.metrics.mos._dnsmos_engine import WINDOW_SAMPLES, FastDNSMOS, prepare
+
+    audio, starts = prepare(reply_16k(item(run_dir, "long")))
+    assert [s // 16000 for s in starts] == [0, 1, 2, 3, 4, 5, 6, 24]
+    engine = FastDNSMOS(chunk_frames=400, window_batch=2)  # several chunks and batches per run
+    picked = [0, 16000, 24 * 16000]
+    got = engine._primary(audio, [s // 160 for s in picked])
+    name = engine.full.get_inputs()[0].name
+    want = np.concatenate([engine.full.run(None, {name: audio[s:s + WINDOW_SAMPLES][None]})[0] for s in picked])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_dnsmos_mel_filters_match_librosa():
+    librosa = pytest.importorskip("librosa")
+    from ivbench.metrics.mos._dnsmos_engine import mel_filterbank
+
+    np.testing.assert_allclose(mel_filterbank(), librosa.filters.mel(sr=16000, n_fft=321, n_mels=120),
+                               atol=1e-7)
+
+
+# --------------------------------------------------------------------------- DistillMOS
+def test_distillmos_scores_clean_speech_above_noisy_and_batches_exactly(run_dir):
+    import torch
+
+    from ivbench.metrics.mos.distillmos import DistillMOS, _import_distillmos_sqa
+    from ivbench.metrics.mos._common import reply_16k
+
+    metric = DistillMOS(batch_size=4)
+    metric.load(ScoringContext(device="cpu"))
+    clean, noisy, longer = metric.score([item(run_dir, "clean"), item(run_dir, "noisy"),
+                                         item(run_dir, "eight_s")])
+    assert clean.status == noisy.status == longer.status == Status.OK.value
+    assert all(1.0 <= r.values["mos"] <= 5.0 for r in (clean, noisy, longer))
+    assert clean.values["mos"] > 3.5
+    assert clean.values["mos"] > noisy.values["mos"] + 0.5
+    assert (clean.details["crops"], longer.details["crops"]) == (1, 2)
+    assert metric.identity()["weights"]
+
+    # The package's own forward, one clip at a time, gives the same numbers.
+    sqa = _import_distillmos_sqa()
+    own = sqa.ConvTransformerSQAModel(load_weights=False).eval()
+    own.load_state_dict(torch.load(sqa.DEFAULT_WEIGHTS_CHKPT, map_location="cpu", weights_only=True)["model"])
+    with torch.inference_mode():
+        want = own(torch.from_numpy(reply_16k(item(run_dir, "eight_s")))[None]).item()
+    assert longer.values["mos"] == pytest.approx(want, abs=1e-5)
+    lent = sys.modules.get("torchaudio")  # the stand-in is lent for distillmos' import only
+    assert lent is None or "stand-in" not in (lent.__doc__ or "")
+
+
+# --------------------------------------------------------------------------- UTMOS
+def released_layout() -> dict[str, tuple[int, ...]]:
+    """Parameter names and shapes of utmos22_strong_step7459_v1.pt, written out independently
+    of the module: wav2vec 2.0 base (fairseq names), embeddings, BLSTM, projection."""
+    layout: dict[str, tuple[int, ...]] = {}
+    w = "wav2vec2."
+    for i, (k, n_in) in enumerate([(10, 1)] + [(3, 512)] * 4 + [(2, 512)] * 2):
+        layout[f"{w}feature_extractor.conv_layers.{i}.0.weight"] = (512, n_in, k)
+    layout[f"{w}feature_extractor.conv_layers.0.2.weight"] = (512,)
+    layout[f"{w}feature_extractor.conv_layers.0.2.bias"] = (512,)
+    layout.update({f"{w}layer_norm.weight": (512,), f"{w}layer_norm.bias": (512,),
+                   f"{w}post_extract_proj.weight": (768, 512), f"{w}post_extract_proj.bias": (768,),
+                   f"{w}mask_emb": (768,),
+                   f"{w}encoder.pos_conv.0.weight_g": (1, 1, 128),
+                   f"{w}encoder.pos_conv.0.weight_v": (768, 48, 128),
+                   f"{w}encoder.pos_conv.0.bias": (768,),
+                   f"{w}encoder.layer_norm.weight": (768,), f"{w}encoder.layer_norm.bias": (768,)})
+    for i in range(12):
+        p = f"{w}encoder.layers.{i}."
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            layout[f"{p}self_attn.{proj}.weight"] = (768, 768)
+            layout[f"{p}self_attn.{proj}.bias"] = (768,)
+        layout.update({f"{p}fc1.weight": (3072, 768), f"{p}fc1.bias": (3072,),
+                       f"{p}fc2.weight": (768, 3072), f"{p}fc2.bias": (768,)})
+        for norm in ("self_attn_layer_norm", "final_layer_norm"):
+            layout[f"{p}{norm}.weight"] = (768,)
+            layout[f"{p}{norm}.bias"] = (768,)
+    layout.update({"domain_emb": (1, 128), "judge_emb": (1, 128)})
+    for suffix in ("", "_reverse"):
+        layout.update({f"blstm.weight_ih_l0{suffix}": (2048, 1024), f"blstm.weight_hh_l0{suffix}": (2048, 512),
+                       f"blstm.bias_ih_l0{suffix}": (2048,), f"blstm.bias_hh_l0{suffix}": (2048,)})
+    layout.update({"projection.0.weight": (2048, 1024), "projection.0.bias": (2048,),
+                   "projection.2.weight": (1, 2048), "projection.2.bias": (1,)})
+    return layout
+
+
+@pytest.fixture(scope="module")
+def utmos_checkpoints(tmp_path_factory):
+    """A random checkpoint in the released layout, and a copy lacking one key."""
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(0)
+    state = {}
+    for key, shape in released_layout().items():
+        value = torch.randn(shape, generator=gen) * 0.05
+        if "norm" in key and key.endswith(".weight") or key.endswith("conv_layers.0.2.weight") \
+                or key.endswith("weight_g"):
+            value += 1.0
+        state[key] = value
+    folder = tmp_path_factory.mktemp("utmos")
+    good = folder / "utmos22_strong_step7459_v1.pt"
+    torch.save(state, good)
+    del state["wav2vec2.encoder.layers.3.fc1.weight"]
+    bad = folder / "missing_key.pt"
+    torch.save(state, bad)
+    return good, bad
+
+
+def test_utmos_module_matches_the_released_layout():
+    pytest.importorskip("torch")
+    from ivbench.metrics.mos._utmos_model import UTMOS22Strong
+
+    got = {k: tuple(v.shape) for k, v in UTMOS22Strong().state_dict().items()}
+    assert got == released_layout()
+
+
+def test_utmos_random_checkpoint_loads_strictly_and_scores_a_batch(run_dir, utmos_checkpoints):
+    from ivbench.metrics.mos.utmos import UTMOS
+
+    good, _ = utmos_checkpoints
+    metric = registry.create("metrics", registry.parse_spec(f"utmos:checkpoint={good},batch_size=2"))
+    assert isinstance(metric, UTMOS)
+    metric.load(ScoringContext(device="cpu"))
+    scores = metric.predict(np.random.default_rng(0).standard_normal((3, 8000)).astype(np.float32) * 0.1)
+    assert scores.shape == (3,) and np.all(np.isfinite(scores))
+
+    # Two clips of one length share a batch; a broken file fails alone.
+    results = metric.score([item(run_dir, "tiny"), item(run_dir, "tiny_noisy"), item(run_dir, "broken")])
+    assert [r.status for r in results] == ["ok", "ok", "failed"]
+    assert all(np.isfinite(r.values["mos"]) for r in results[:2])
+    assert metric.identity()["checkpoint_sha256"] and "checkpoint" not in metric.identity()["options"]
+
+
+def test_utmos_checkpoint_errors(utmos_checkpoints, tmp_path, monkeypatch):
+    from ivbench.metrics.mos.utmos import FILE_NAME, RELEASE_URL, UTMOS
+
+    _, bad = utmos_checkpoints
+    with pytest.raises(ValueError, match=r"missing.*wav2vec2\.encoder\.layers\.3\.fc1\.weight"):
+        UTMOS(checkpoint=str(bad)).load()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty torch.hub cache
+    with pytest.raises(FileNotFoundError) as err:
+        UTMOS().load()
+    assert FILE_NAME in str(err.value) and RELEASE_URL in str(err.value) and "checkpoint=" in str(err.value)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        UTMOS(checkpoint=str(tmp_path / "nowhere.pt")).load()
+
+
+# --------------------------------------------------------------------------- all three
+@pytest.mark.parametrize("name", ["dnsmos", "distillmos", "utmos"])
+def test_precheck_without_reply_audio_is_not_applicable(name, tmp_path):
+    metric = registry.create("metrics", registry.parse_spec(name))
+    text_only = ScoreItem(make_record(None, mode="t2t"), tmp_path)
+    result = metric.precheck(text_only)
+    assert result is not None and result.status == Status.NOT_APPLICABLE.value
+    assert set(result.values) == set(metric.fields) and all(v is None for v in result.values.values())
+    failed = metric.precheck(ScoreItem(make_record("audio/x.wav", status="failed"), tmp_path))
+    assert failed is not None and failed.status == Status.MISSING.value
+    assert metric.precheck(ScoreItem(make_record("audio/x.wav"), tmp_path)) is None
+
+
+def test_importing_the_metrics_loads_no_model_library():
+    code = ("import sys, ivbench.metrics.mos.dnsmos, ivbench.metrics.mos.distillmos, ivbench.metrics.mos.utmos; "
+            "heavy = {'torch', 'onnx', 'onnxruntime', 'speechmos', 'librosa', 'distillmos'} & set(sys.modules); "
+            "print(sorted(heavy)); sys.exit(1 if heavy else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_missing_package_names_the_extra(monkeypatch):
+    from ivbench.metrics.mos.dnsmos import DNSMOS
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"ivbench\[scoring\]"):
+        DNSMOS().load()
