@@ -3,7 +3,7 @@
 Shared by the WER metric and the cascade's ASR stage; importing this package imports no
 model code (that happens in `WhisperASR.load()`).
 """
-from .normalize import normalize_english, wer, word_errors
-from .whisper import WhisperASR
+from .normalize import normalize_english, normalizer_identity, wer, word_errors
+from .whisper import Transcript, WhisperASR
 
-__all__ = ["WhisperASR", "normalize_english", "wer", "word_errors"]
+__all__ = ["Transcript", "WhisperASR", "normalize_english", "normalizer_identity", "wer", "word_errors"]

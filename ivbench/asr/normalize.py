@@ -1,42 +1,69 @@
 """English text normalisation for WER, and WER itself (jiwer on normalised words).
 
-`normalize_english` is deliberately small and predictable: lower case, a few unambiguous
-contractions expanded, punctuation removed, spaces collapsed. Numbers are left as written
-(no spelling out either way), so "3" and "three" differ on purpose: a voice that reads
-digits differently from its text is a real mismatch.
+`normalize_english` is Whisper's English text normaliser, the one the Whisper paper and the
+LLaMA-Omni evaluation compute WER on: lower case, bracketed and parenthesised text dropped,
+fillers ("uh", "um") dropped, contractions expanded ("don't" -> "do not", "it's" -> "it is"),
+spelled numbers and currencies written as digits ("twenty-five dollars" -> "$25"), British
+spellings made American, punctuation removed. openai-whisper's own copy is used when
+openai-whisper is installed, otherwise the `whisper-normalizer` package's (the same rules);
+`normalizer_identity()` says which, for cache keys and manifests.
+
+Two steps are ivbench's own: before Whisper's rules, typographic apostrophes (’ ‘ ʼ `) become
+ASCII ones, so "don’t" in a model's text and "don't" in a transcript normalise alike; after
+them, a token without a letter or digit (Whisper's rules leave "..." as ".") is dropped.
 """
 from __future__ import annotations
 
-import re
-import unicodedata
+import importlib.metadata
+import threading
+from typing import Any, Callable, Optional
 
-# Unambiguous contractions only ("'s" and "'d" have several expansions and are left alone).
-_CONTRACTIONS = [
-    (re.compile(r"\bwon't\b"), "will not"),
-    (re.compile(r"\bcan't\b"), "can not"),
-    (re.compile(r"\bcannot\b"), "can not"),
-    (re.compile(r"\bshan't\b"), "shall not"),
-    (re.compile(r"\bain't\b"), "is not"),
-    (re.compile(r"n't\b"), " not"),
-    (re.compile(r"'re\b"), " are"),
-    (re.compile(r"'ve\b"), " have"),
-    (re.compile(r"'ll\b"), " will"),
-    (re.compile(r"\bi'm\b"), "i am"),
-]
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
-_NOT_WORD = re.compile(r"[^\w']+|_")  # anything but letters, digits and apostrophes
-_EDGE_APOSTROPHES = re.compile(r"(?<!\w)'|'(?!\w)")
+
+_lock = threading.Lock()
+_normalizer: Optional[Callable[[str], str]] = None
+_source: Optional[str] = None
+
+
+def _load() -> Callable[[str], str]:
+    global _normalizer, _source
+    with _lock:
+        if _normalizer is not None:
+            return _normalizer
+        try:  # openai-whisper's own (imports torch; only where openai-whisper is installed)
+            from whisper.normalizers import EnglishTextNormalizer
+
+            _normalizer, _source = EnglishTextNormalizer(), "openai-whisper"
+        except ImportError:
+            try:
+                from whisper_normalizer.english import EnglishTextNormalizer
+            except ImportError:
+                raise ImportError(
+                    "WER needs Whisper's English text normaliser: `pip install whisper-normalizer` "
+                    "(one of ivbench's own dependencies)"
+                ) from None
+            _normalizer, _source = EnglishTextNormalizer(), "whisper-normalizer"
+        return _normalizer
+
+
+def normalizer_identity() -> dict[str, Any]:
+    """Which normaliser (and version) WER is computed with."""
+    _load()
+    try:
+        version = importlib.metadata.version(_source or "")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    return {"normalizer": f"{_source}:EnglishTextNormalizer", "version": version,
+            "ivbench_steps": ["typographic apostrophes -> ascii", "drop tokens without letters or digits"]}
 
 
 def normalize_english(text: str) -> str:
-    """Lower-cased words separated by single spaces, without punctuation."""
-    text = unicodedata.normalize("NFKC", text or "").translate(_APOSTROPHES).lower()
-    for pattern, replacement in _CONTRACTIONS:
-        text = pattern.sub(replacement, text)
-    text = _NOT_WORD.sub(" ", text)  # hyphens, dots, commas… become word breaks
-    text = _EDGE_APOSTROPHES.sub(" ", text)  # quotes, not apostrophes inside a word
-    text = text.replace("'", "")  # "it's" -> "its", the same on both sides
-    return " ".join(text.split())
+    """Lower-cased words separated by single spaces, normalised by Whisper's English rules."""
+    if not text:
+        return ""
+    normalizer = _load()
+    words = normalizer(text.translate(_APOSTROPHES)).split()
+    return " ".join(w for w in words if any(c.isalnum() for c in w))
 
 
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:

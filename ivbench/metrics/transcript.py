@@ -1,0 +1,144 @@
+"""Whisper transcripts of the reply's speech and of the user turn's speech.
+
+They report no numbers: the transcript is `details["text"]` (with `details["words"]`, each
+[word, start s, end s], and `details["language"]`). The scoring runner runs them before the
+metrics that need `Need.TRANSCRIPT` / `Need.USER_TRANSCRIPT` and copies the text into
+`item.transcript` / `item.user_transcript`.
+
+Options (all metrics that share them share one loaded model through `ScoringContext.shared`):
+`backend` ("faster-whisper" or "openai-whisper"), `model` (None: the bundled tiny.en),
+`compute_type` (None: int8 on the CPU, float16 on a GPU), `language` ("en"; None detects it,
+which makes audios go one by one on multilingual models), `beam_size` (1: greedy),
+`batch_size` (the most audios packed into one Whisper window; 1: one by one).
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Optional
+
+from ..types import Audio
+from .base import Metric, MetricResult, Need, ScoreItem, ScoringContext, Status
+
+
+class _WhisperTranscript(Metric):
+    uses_gpu = True
+    fields: ClassVar[dict] = {}
+    _which: ClassVar[str] = ""  # "reply" or "user"
+
+    def __init__(self, backend: str = "faster-whisper", model: Optional[str] = None,
+                 compute_type: Optional[str] = None, language: Optional[str] = "en",
+                 beam_size: int = 1, batch_size: int = 8) -> None:
+        super().__init__(backend=backend, model=model, compute_type=compute_type,
+                         language=language, beam_size=beam_size, batch_size=batch_size)
+        from ..asr.whisper import BACKENDS
+
+        if backend not in BACKENDS:  # fail at construction, before any scoring work
+            raise ValueError(f"{self.name}: unknown whisper backend {backend!r}: use one of "
+                             f"{', '.join(BACKENDS)}")
+        self.asr: Any = None
+
+    def load(self, context: ScoringContext) -> None:
+        from ..asr.whisper import WhisperASR
+
+        device = context.device or "cpu"
+        o = self.options
+        compute_type = o["compute_type"] or ("float16" if device.startswith("cuda") else "int8")
+        key = ("whisper", o["backend"], o["model"], device, compute_type, o["language"],
+               o["beam_size"], o["batch_size"])
+        asr = context.shared.get(key)
+        if asr is None:
+            asr = WhisperASR(backend=o["backend"], model=o["model"], device=device,
+                             compute_type=compute_type, language=o["language"],
+                             beam_size=o["beam_size"], batch_size=o["batch_size"])
+            asr.load()
+            context.shared[key] = asr
+        self.asr = asr
+
+    def _ensure_loaded(self) -> None:
+        if self.asr is None:
+            self.load(ScoringContext())
+
+    def identity(self) -> dict[str, Any]:
+        self._ensure_loaded()
+        return {"metric": self.name, "asr": self.asr.identity()}
+
+    def _audio(self, item: ScoreItem) -> Optional[Audio]:
+        raise NotImplementedError
+
+    def _sha256(self, item: ScoreItem) -> Optional[str]:
+        raise NotImplementedError
+
+    def _absent(self, item: ScoreItem) -> MetricResult:
+        raise NotImplementedError
+
+    def cache_inputs(self, item: ScoreItem) -> Optional[dict[str, Any]]:
+        sha = self._sha256(item)
+        return None if sha is None else {"audio_sha256": sha}
+
+    def score(self, items: list[ScoreItem]) -> list[MetricResult]:
+        results: list[Optional[MetricResult]] = [None] * len(items)
+        todo: list[int] = []
+        audios: list[Audio] = []
+        for i, item in enumerate(items):
+            try:
+                audio = self._audio(item)
+            except Exception as exc:  # an unreadable file fails this item, not the batch
+                results[i] = MetricResult.unavailable(self.fields, Status.FAILED,
+                                                      f"cannot read the {self._which} audio: {exc}")
+                continue
+            if audio is None:
+                results[i] = self._absent(item)
+            else:
+                todo.append(i)
+                audios.append(audio)
+        if todo:
+            self._ensure_loaded()
+            for i, transcript in zip(todo, self.asr.transcribe_batch(audios)):
+                results[i] = MetricResult({}, Status.OK.value, None, transcript.to_json())
+        return [r for r in results if r is not None]
+
+
+class ReplyTranscript(_WhisperTranscript):
+    """Whisper transcript of the reply's speech (what asr_wer, ref_wer and the judge read)."""
+
+    name = "transcript"
+    description = "Whisper transcript of the reply's speech (used by asr_wer and the judge)"
+    needs = frozenset({Need.REPLY_AUDIO})
+    _which = "reply"
+
+    def _audio(self, item: ScoreItem) -> Optional[Audio]:
+        return item.reply_audio()
+
+    def _sha256(self, item: ScoreItem) -> Optional[str]:
+        return item.reply_audio_sha256()
+
+    def _absent(self, item: ScoreItem) -> MetricResult:
+        return MetricResult.unavailable(self.fields, Status.NOT_APPLICABLE,
+                                        f"no reply audio (mode {item.record.mode})")
+
+
+class UserTranscript(_WhisperTranscript):
+    """Whisper transcript of the user turn's speech (what a judge reads as the question).
+
+    Not applicable to text-input turns, which have no user audio. It does not depend on the
+    system's reply, so a turn the system failed is still transcribed.
+    """
+
+    name = "user_transcript"
+    description = "Whisper transcript of the user turn's speech (what the judge reads)"
+    needs: ClassVar[frozenset[Need]] = frozenset()
+    _which = "user"
+
+    def precheck(self, item: Any) -> Optional[MetricResult]:
+        if item.record.user_audio is None:
+            return self._absent(item)
+        return None
+
+    def _audio(self, item: ScoreItem) -> Optional[Audio]:
+        return item.user_audio()
+
+    def _sha256(self, item: ScoreItem) -> Optional[str]:
+        return item.user_audio_sha256()
+
+    def _absent(self, item: ScoreItem) -> MetricResult:
+        return MetricResult.unavailable(self.fields, Status.NOT_APPLICABLE,
+                                        f"the user turn had no audio (mode {item.record.mode})")
