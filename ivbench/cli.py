@@ -26,6 +26,7 @@ def main() -> None:
     ivbench eval                  the demo task through the parrot baseline
     ivbench list                  tasks, systems, metrics and voices
     ivbench show RUN              a run's manifest and progress
+    ivbench report RUN…           one HTML report comparing runs
     """
 
 
@@ -34,7 +35,8 @@ def scoring_options(command: Any) -> Any:
     options = [
         click.option("--metrics", "metrics", default=None, envvar="IVBENCH_METRICS", show_envvar=True,
                      help="Comma-separated metrics (name or name:key=value; separate those with ';'). "
-                          "Default: latency, first_speech, asr_wer, ref_wer, dnsmos, distillmos, judge, judge_dialogue."),
+                          "Default: latency, first_speech, asr_wer, ref_wer, dnsmos, judge, judge_dialogue, "
+                          "and distillmos on a GPU."),
         click.option("--judge-model", help="LLM judge model name (OpenAI-compatible endpoint); key from "
                                            "$OPENAI_API_KEY or --judge-api-key-env."),
         click.option("--judge-base-url", help="Judge endpoint, e.g. http://127.0.0.1:8000/v1 (vLLM, llama.cpp, Ollama)."),
@@ -174,9 +176,50 @@ def eval_command(ctx: click.Context, config_file: Optional[Path], task: str, sys
             return
     failed = sum(1 for r in result.records if not r.ok)
     click.echo(f"\nrun directory: {result.run_dir}")
+    _eval_report(result.run_dir, config.cache_dir, config.use_cache)
     if failed:
         click.echo(f"{failed} turns failed; their errors are in {result.run_dir / 'records.jsonl'} "
                    "(`ivbench show` lists them)")
+
+
+def _eval_report(run_dir: Path, cache_dir: Optional[Path], use_cache: bool) -> None:
+    """The report at the end of `eval`; the run is complete without it, so a failure only warns."""
+    from .report import describe, write_report
+
+    try:
+        path = write_report([run_dir], run_dir / "report.html", cache_dir=cache_dir, use_cache=use_cache)
+    except Exception as exc:  # noqa: BLE001 - the run and its scores are saved either way
+        click.echo(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
+                   f"try `ivbench report {run_dir}`", err=True)
+        return
+    click.echo(f"report: {describe(path)}")
+
+
+@main.command("report")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the report. Default: reports/<run names>.<format>.")
+@click.option("--format", "fmt", default="html", show_default=True, type=click.Choice(["html", "md", "csv"]),
+              help="html: the full page; md and csv: the leaderboard, for papers and spreadsheets.")
+@click.option("--audio", default="embed", show_default=True, type=click.Choice(["embed", "link", "none"]),
+              help="embed: compressed (Ogg/Opus) inside the page; link: to the runs' WAV files.")
+@click.option("--title", help="Page title. Default: the run names.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where encoded audio is cached (default $IVBENCH_CACHE_DIR or ~/.cache/ivbench).")
+@click.option("--no-cache", is_flag=True, help="Encode the audio again instead of reading the cache.")
+def report_command(runs: tuple[Path, ...], out: Optional[Path], fmt: str, audio: str, title: Optional[str],
+                   cache_dir: Optional[Path], no_cache: bool) -> None:
+    """One comparison report of one or more runs: leaderboard with CIs and paired tests, plots,
+    and every dialogue with its audio, as one self-contained HTML file (or Markdown, CSV)."""
+    from .report import describe, write_report
+
+    try:
+        path = write_report(list(runs), out, fmt=fmt, audio=audio, title=title, cache_dir=cache_dir,
+                            use_cache=not no_cache)
+    except USER_ERRORS as exc:
+        _fail(exc)
+        return
+    click.echo(f"report: {describe(path)}")
 
 
 @main.command("score")

@@ -1,0 +1,194 @@
+"""What a report shows, read from one or more run directories and combined.
+
+Several runs (other systems, other versions of one system) combine into one set of
+records and score rows. A system label that occurs in more than one run gets the run's
+name appended, so nothing is merged by accident. Summaries, paired tests and cross-modal
+gaps are recomputed over the combined scores with the functions that write summary.csv,
+so a single run's report shows exactly the numbers of its summary.csv.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from ..metrics.base import FieldInfo
+from ..store import RunStore
+from ..types import TurnRecord
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..scoring import ScoreRow
+
+TRANSCRIPT_METRICS = ("transcript", "user_transcript")
+
+
+@dataclass
+class Run:
+    path: Path
+    name: str
+    manifest: dict[str, Any]
+    records: list[TurnRecord]
+    rows: list["ScoreRow"]
+    labels: dict[str, str] = field(default_factory=dict)  # system label in the run -> in the report
+    derived_latency: bool = False  # latency read off the records (the run was not scored)
+
+
+@dataclass
+class ReportData:
+    runs: list[Run]
+    records: list[TurnRecord]
+    rows: list["ScoreRow"]
+    systems: list[str]
+    metrics: dict[str, Any]  # metric label -> object with .name and .fields (FieldInfo)
+    frame: "pd.DataFrame"
+    summary: "pd.DataFrame"
+    pairwise: "pd.DataFrame"
+    crossmodal: "pd.DataFrame"
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(dict.fromkeys(r.task for r in self.records))
+
+    def metric_name(self, label: str) -> str:
+        return self.metrics[label].name if label in self.metrics else label.split(":", 1)[0]
+
+
+def _run_names(paths: list[Path]) -> list[str]:
+    names = [p.resolve().name or str(p) for p in paths]
+    counts = Counter(names)
+    seen: Counter[str] = Counter()
+    out = []
+    for name in names:
+        seen[name] += 1
+        out.append(name if counts[name] == 1 else f"{name}#{seen[name]}")
+    return out
+
+
+def _latency_rows(records: list[TurnRecord], run_dir: Path) -> list["ScoreRow"]:
+    """Latency per turn straight from the records, for a run that was never scored."""
+    from ..metrics.base import ScoreItem
+    from ..metrics.latency import LatencyMetric
+    from ..scoring import ScoreRow
+
+    metric = LatencyMetric()
+    rows = []
+    for record in records:
+        item = ScoreItem(record=record, run_dir=run_dir)
+        result = metric.precheck(item) or metric.score([item])[0]
+        rows.append(ScoreRow("latency", record.system, record.dialogue_id, record.turn_index, record.mode, result))
+    return rows
+
+
+def load_run(path: Path, name: str) -> Run:
+    from ..scoring import read_scores
+
+    store = RunStore(path)
+    manifest = store.read_manifest()
+    records = store.records()
+    rows = read_scores(path)
+    derived = False
+    if records and not any(r.metric == "latency" for r in rows):
+        rows = rows + _latency_rows(records, path)
+        derived = True
+    return Run(path=Path(path), name=name, manifest=manifest, records=records, rows=rows,
+               derived_latency=derived)
+
+
+def _field_info_from_summary(run: Run) -> dict[str, dict[str, FieldInfo]]:
+    """Direction and unit of each metric's fields as the run's summary.csv recorded them."""
+    import csv
+
+    path = run.path / "summary.csv"
+    out: dict[str, dict[str, FieldInfo]] = defaultdict(dict)
+    if not path.exists():
+        return out
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            hib = {"True": True, "False": False}.get(row.get("higher_is_better") or "")
+            out[row["metric"]][row["field"]] = FieldInfo(hib, row.get("unit") or "")
+    return out
+
+
+def _metric_objects(labels: list[str], runs: list[Run]) -> dict[str, Any]:
+    """Each metric label's field definitions: from the installed metric where it is one,
+    else from the summaries the runs wrote (a plugin that is not installed here)."""
+    from ..registry import parse_spec
+    from ..scoring import plan_metrics
+
+    recorded: dict[str, dict[str, FieldInfo]] = defaultdict(dict)
+    for run in runs:
+        for label, fields in _field_info_from_summary(run).items():
+            recorded[label].update(fields)
+    out: dict[str, Any] = {}
+    for label in labels:
+        spec = None
+        try:
+            spec = parse_spec(label)
+        except Exception:
+            pass
+        # Only registered names: a report never imports code from a file path it was handed.
+        if spec is not None and "/" not in spec.ref and not spec.ref.endswith(".py"):
+            try:
+                out[label] = dict(plan_metrics([spec]))[label]
+                continue
+            except Exception:
+                pass
+        out[label] = SimpleNamespace(name=spec.ref if spec else label, fields=dict(recorded.get(label, {})))
+    return out
+
+
+def load_report_data(paths: list[Path]) -> ReportData:
+    from ..table import crossmodal, pairwise_tests, score_frame, summarize_scores
+
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ValueError("report: name at least one run directory")
+    runs = [load_run(p, name) for p, name in zip(paths, _run_names(paths))]
+    owners: dict[str, list[str]] = defaultdict(list)
+    for run in runs:
+        for system in dict.fromkeys(r.system for r in run.records):
+            owners[system].append(run.name)
+    systems: list[str] = []
+    records: list[TurnRecord] = []
+    rows: list[ScoreRow] = []
+    for run in runs:
+        for system in dict.fromkeys([r.system for r in run.records] + [r.system for r in run.rows]):
+            label = system if len(owners.get(system, [])) <= 1 else f"{system} [{run.name}]"
+            run.labels[system] = label
+            if label not in systems:
+                systems.append(label)
+        records += [dataclasses.replace(r, system=run.labels[r.system]) for r in run.records]
+        rows += [dataclasses.replace(r, system=run.labels[r.system]) for r in run.rows]
+    labels = list(dict.fromkeys(r.metric for r in rows))
+    metrics = _metric_objects(labels, runs)
+    frame = score_frame(rows)
+    return ReportData(runs=runs, records=records, rows=rows, systems=systems, metrics=metrics,
+                      frame=frame, summary=summarize_scores(frame, metrics),
+                      pairwise=pairwise_tests(frame, metrics), crossmodal=crossmodal(frame))
+
+
+def judge_models(data: ReportData) -> list[str]:
+    """The judge models named by the manifests or by the judge results themselves."""
+    found: list[str] = []
+    for run in data.runs:
+        judge = run.manifest.get("judge")
+        if isinstance(judge, dict) and judge.get("model"):
+            found.append(str(judge["model"]))
+    for row in data.rows:
+        model = row.result.details.get("judge_model") if isinstance(row.result.details, dict) else None
+        if model:
+            found.append(str(model))
+    return list(dict.fromkeys(found))
+
+
+def details_text(details: dict[str, Any], limit: int = 1500) -> str:
+    """A metric's details, one "key: JSON value" line each, cut at `limit` characters."""
+    text = "\n".join(f"{key}: {json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)}"
+                     for key, value in sorted(details.items()))
+    return text if len(text) <= limit else text[:limit] + f"\n… ({len(text) - limit} more characters)"

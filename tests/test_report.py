@@ -1,0 +1,312 @@
+"""The comparison report: numbers, missing values, escaping, formats and the CLI.
+
+`make_runs` builds two real run directories (the runner, a scripted system, eSpeak user
+turns) and adds judge, ASR-WER and DNSMOS results with known values, so every number the
+report shows can be checked. tests/test_report_browser.py opens the same report in Chromium.
+"""
+import csv
+import html
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import write_task
+
+from ivbench.cli import main
+from ivbench.config import EvalConfig, SystemConfig
+from ivbench.registry import Spec, parse_spec
+from ivbench.runner import run_eval
+from ivbench.scoring import ScoreConfig, score_run
+
+XSS_TEXT = "<script>window.__pwned = 1</script>"
+XSS_IMG = '<img src=x onerror="window.__pwned = 2">'
+XSS_JUDGE = "Score: 4\n</script><script>window.__pwned = 3</script>"
+ERROR = "<b>boom</b> & </script>"
+
+SYSTEM = '''
+import numpy as np
+
+from ivbench.systems import Session, System
+from ivbench.types import AudioChunk, Mode, StageMark, TextDelta
+
+REPLIES = {0: %r, 1: %r}
+
+
+class Scripted(System):
+    """Replies with a fixed text and a short tone; fails where told to."""
+    modes = (Mode.S2S,)
+
+    def __init__(self, fail_on=None, tone=440.0):
+        super().__init__(fail_on=fail_on, tone=tone)
+        self.fail_on, self.tone = fail_on, tone
+
+    def new_session(self):
+        system = self
+
+        class S(Session):
+            def respond(self, turn):
+                if f"{turn.dialogue_id}#{turn.turn_index}" == system.fail_on:
+                    raise RuntimeError(%r)
+                yield StageMark("asr_done")
+                yield TextDelta(REPLIES.get(turn.turn_index, "It is noon.") if turn.dialogue_id != "plain"
+                                else "It is noon.")
+                t = np.arange(int(16000 * (0.5 + 0.1 * turn.turn_index))) / 16000.0
+                yield AudioChunk((0.3 * np.sin(2 * np.pi * system.tone * t)).astype(np.float32), 16000)
+        return S()
+''' % (XSS_TEXT, XSS_IMG, ERROR)
+
+ODD_ID = 'd"<i>1'
+DIALOGUES = [[ODD_ID, ["Say <b>hi</b> & \"bye\"", "</script><script>window.__pwned = 5</script> again?"]],
+             ["plain", ["What time is it?"]]]
+
+
+def _alignment(ref, hyp, ops):
+    return [{"op": op, "ref": r.split(), "hyp": h.split()} for op, r, h in ops]
+
+
+def _row(metric, system, dialogue_id, turn_index, values, status="ok", reason=None, details=None):
+    return {"metric": metric, "system": system, "dialogue_id": dialogue_id, "turn_index": turn_index,
+            "mode": "s2s", "values": values, "status": status, "reason": reason, "details": details or {}}
+
+
+def _known_scores(system, failed_turn):
+    """Judge, ASR-WER and DNSMOS results with known values (what the metrics would have written)."""
+    rows = []
+    judge = {(ODD_ID, 0): 4.0, ("plain", 0): 5.0} if system == "alpha" else {}
+    wer = ({(ODD_ID, 0): (2, 4), ("plain", 0): (0, 4)} if system == "alpha"
+           else {(ODD_ID, 0): (1, 4), (ODD_ID, 1): (0, 4), ("plain", 0): (0, 4)})
+    for dialogue_id, turn in ((ODD_ID, 0), (ODD_ID, 1), ("plain", 0)):
+        failed = (dialogue_id, turn) == failed_turn
+        if failed:
+            why = f"the system's turn failed: RuntimeError: {ERROR}"
+            rows.append(_row("judge", system, dialogue_id, turn, {"score": None}, "missing", why))
+            rows.append(_row("asr_wer", system, dialogue_id, turn,
+                             {"wer": None, "cer": None, "errors": None, "ref_words": None}, "missing", why))
+            rows.append(_row("dnsmos", system, dialogue_id, turn, {"ovrl": None}, "missing", why))
+            continue
+        if system == "alpha":
+            rows.append(_row("judge", system, dialogue_id, turn, {"score": judge[(dialogue_id, turn)]},
+                             details={"raw_replies": [XSS_JUDGE], "judge_model": "fake-judge"}))
+        else:
+            rows.append(_row("judge", system, dialogue_id, turn, {"score": None}, "missing",
+                             "no judge configured (--judge-model)"))
+        errors, words = wer[(dialogue_id, turn)]
+        ops = ([("equal", "it", "it"), ("substitute", "is", "was"), ("delete", "noon", ""),
+                ("insert", "", "<script>x</script>"), ("equal", "today", "today")] if errors == 2 else
+               [("equal", "it is", "it is"), ("substitute", "noon", "moon"), ("equal", "today", "today")]
+               if errors == 1 else [("equal", "it is noon today", "it is noon today")])
+        rows.append(_row("asr_wer", system, dialogue_id, turn,
+                         {"wer": errors / words, "cer": errors / 16, "errors": float(errors), "ref_words": float(words)},
+                         details={"alignment": _alignment("", "", ops)}))
+        rows.append(_row("dnsmos", system, dialogue_id, turn, {"ovrl": 3.0 + 0.5 * turn if system == "alpha" else 2.0}))
+    return rows
+
+
+def make_runs(root: Path, known_scores: bool = True) -> tuple[Path, Path]:
+    """run1: systems alpha (fails on d"<i>1 turn 2) and beta; run2: alpha again, latency only."""
+    task = write_task(root / "task", [turns for _, turns in DIALOGUES], name="tiny<b>")
+    lines = [json.dumps({"id": i, "category": "<i>cat</i>", "turns": turns}) for i, turns in DIALOGUES]
+    (root / "task" / "tiny<b>.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "scripted.py").write_text(SYSTEM)
+    system = f"{root}/scripted.py:Scripted"
+    runs = []
+    for name, systems in (("run1", [("alpha", f"{ODD_ID}#1", 440.0), ("beta", None, 660.0)]),
+                          ("run2", [("alpha", f"{ODD_ID}#1", 550.0)])):
+        config = EvalConfig(task=parse_spec(str(task)), voice=parse_spec("espeak"), warmup=0, out=root / name,
+                            systems=[SystemConfig(Spec(system, (("fail_on", fail), ("tone", tone))), label)
+                                     for label, fail, tone in systems])
+        run_eval(config, progress=False)
+        score_run(root / name, ScoreConfig(metrics=[parse_spec("latency")]), progress=False)
+        runs.append(root / name)
+    if known_scores:
+        rows = [json.loads(line) for line in (runs[0] / "scores.jsonl").read_text().splitlines()]
+        rows += _known_scores("alpha", (ODD_ID, 1)) + _known_scores("beta", None)
+        (runs[0] / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return runs[0], runs[1]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return make_runs(tmp_path_factory.mktemp("report"))
+
+
+def _cells(html_text: str, system: str) -> list[str]:
+    """The leaderboard cells of one system's row, as text."""
+    row = re.search(r'<tr data-system="%s">(.*?)</tr>' % re.escape(html.escape(system)), html_text, flags=re.S)
+    assert row, system
+    return [re.sub(r"<[^>]+>", " ", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), flags=re.S)]
+
+
+def test_leaderboard_numbers_best_and_missing_cells(runs):
+    from ivbench.report.data import load_report_data
+    from ivbench.report.leaderboard import build_leaderboard
+
+    data = load_report_data(list(runs))
+    assert data.systems == ["alpha [run1]", "beta", "alpha [run2]"]  # one label, two runs: both named
+    board = build_leaderboard(data)
+    titles = {c.title: c for c in board.columns}
+    judge, wer = titles["judge"], titles["ASR-WER"]
+    a, b, a2 = (board.rows[s] for s in data.systems)
+    assert a[judge.key].value == pytest.approx(4.5)
+    assert a[judge.key].missing == 1 and "failed" in a[judge.key].note and "1 of 3" in a[judge.key].note
+    assert b[judge.key].value is None and "no judge configured" in b[judge.key].note
+    assert a2[judge.key].value is None and "not run" in a2[judge.key].note
+    assert a[wer.key].value == pytest.approx(2 / 8) and b[wer.key].value == pytest.approx(1 / 12)
+    assert b[wer.key].best and not a[wer.key].best  # lower WER is better
+    assert a["failed"].value == 1 and b["failed"].value == 0 and a2["failed"].value == 1
+    assert a["turns"].value == 3
+    dnsmos = titles["DNSMOS"]
+    assert a[dnsmos.key].value == pytest.approx(3.0) and a[dnsmos.key].best
+    latency = titles["1st audio p50 ms"]
+    assert all(board.rows[s][latency.key].value > 0 for s in data.systems)
+    assert any("Not scored" in n for n in board.notes)
+
+
+def test_html_escapes_everything_from_runs(runs, tmp_path):
+    from ivbench.report import write_report
+
+    page = write_report(list(runs), tmp_path / "r.html").read_text()
+    # Exactly one script element (ours); every hostile string appears only escaped.
+    assert len(re.findall(r"<script", page, flags=re.I)) == 1
+    assert "onerror=" not in page.replace("onerror=&quot;", "")
+    for raw in (XSS_TEXT, XSS_IMG, "<b>boom</b>", "<b>hi</b>", "<i>cat</i>", ODD_ID, "tiny<b>"):
+        assert raw not in page
+    assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in page
+    assert "&lt;img src=x onerror=&quot;window.__pwned = 2&quot;&gt;" in page
+    assert 'data-task="tiny&lt;b&gt;"' in page
+    csp = html.unescape(re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page).group(1))
+    assert "script-src 'sha256-" in csp and "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+
+
+def test_html_renders_transcript_differences_and_judge_replies(runs, tmp_path):
+    from ivbench.report import write_report
+
+    page = write_report(list(runs), tmp_path / "r.html").read_text()
+    assert "<del>is</del> <ins>was</ins>" in page
+    assert '<del title="deletion: “noon” not said">noon</del>' in page
+    assert "<ins title=\"insertion: “&lt;script&gt;x&lt;/script&gt;” said, not written\">" in page
+    assert "Score: 4\n&lt;/script&gt;&lt;script&gt;window.__pwned = 3&lt;/script&gt;" in page
+    assert "fake-judge" in page  # the judge model in the header
+    # 9 turns, 2 of them failed without audio; each user turn once (the same speech in both runs)
+    assert page.count("<audio ") == 9 - 2 + 3
+    assert 'src="data:audio/ogg;base64,' in page
+    for title in ("Quality against latency", "Latency distributions", "Every metric", "Quality by turn index",
+                  "Stage breakdown"):
+        assert title in page
+    assert page.count("<svg") == 5
+    assert re.search(r"stages: asr_done \d", page)
+
+
+def test_a_missing_audio_file_is_marked_and_the_rest_renders(runs, tmp_path):
+    import shutil
+
+    from ivbench.report import write_report
+
+    copy = tmp_path / "run1"
+    shutil.copytree(runs[0], copy)
+    gone = next((copy / "audio" / "beta").rglob("*.wav"))
+    gone.unlink()
+    page = write_report([copy], tmp_path / "r.html").read_text()
+    assert page.count("reply audio: audio file not readable") == 1
+    assert page.count('src="data:audio/ogg;base64,') == 5 - 1 + 3
+
+
+def test_audio_link_and_none(runs, tmp_path):
+    from ivbench.report import write_report
+
+    out = tmp_path / "sub" / "r.html"
+    page = write_report(list(runs), out, audio="link").read_text()
+    srcs = re.findall(r'<audio [^>]*src="([^"]+)"', page)
+    assert srcs and all(not s.startswith("data:") for s in srcs)
+    assert all((out.parent / s).is_file() for s in srcs if "%" not in s)
+    assert "<audio " not in write_report(list(runs), out, audio="none").read_text()
+    with pytest.raises(ValueError):
+        write_report(list(runs), out, audio="loud")
+
+
+@pytest.mark.parametrize("seconds", [2.0, 0.3])  # 0.3 s: the whole stream in one Ogg page
+def test_embedded_audio_is_opus_that_decodes_to_the_same_duration(tmp_path, seconds):
+    import av
+    import numpy as np
+
+    from ivbench.audio import write_wav
+    from ivbench.report.audio import BITRATE, encode_opus
+    from ivbench.types import Audio
+
+    t = np.arange(int(22050 * seconds)) / 22050
+    write_wav(tmp_path / "a.wav", Audio((0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), 22050))
+    blob = encode_opus(tmp_path / "a.wav")
+    assert blob[:4] == b"OggS" and b"OpusHead" in blob[:64]
+    with av.open(io.BytesIO(blob)) as container:
+        assert container.streams.audio[0].codec_context.name == "opus"
+        decoded = sum(frame.samples for frame in container.decode(audio=0)) / 48000
+    assert abs(decoded - seconds) < 0.03
+    assert len(blob) < seconds * BITRATE / 8 * 1.3 + 300  # about the target bitrate, plus the headers
+
+
+def test_markdown_and_csv(runs, tmp_path):
+    from ivbench.report import write_report
+
+    md = write_report(list(runs), tmp_path / "r.md", fmt="md").read_text()
+    assert "| alpha \\[run1\\] |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| beta "))
+    assert "**8.3\\%**" in row and "n/a[^" in row
+    assert "no judge configured" in md
+    table = list(csv.DictReader(io.StringIO(write_report(list(runs), tmp_path / "r.csv", fmt="csv").read_text())))
+    assert [r["system"] for r in table] == ["alpha [run1]", "beta", "alpha [run2]"]
+    assert float(table[0]["judge"]) == pytest.approx(4.5) and table[1]["judge"] == ""
+    assert "no judge configured" in table[1]["judge missing"]
+    assert float(table[1]["ASR-WER"]) == pytest.approx(1 / 12, rel=1e-4)
+
+
+def test_csv_defuses_formulas(tmp_path):
+    from ivbench.report.render_text import _defuse, md_escape
+
+    assert _defuse("=HYPERLINK(1)") == "'=HYPERLINK(1)" and _defuse("alpha") == "alpha" and _defuse(1.5) == 1.5
+    assert md_escape("a|b <i>") == "a\\|b &lt;i&gt;"
+
+
+def test_report_command_and_default_path(runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["report", str(runs[0]), str(runs[1])])
+    assert result.exit_code == 0, result.output
+    out = Path("reports") / "run1__run2.html"
+    assert f"report: {out}" in result.output and out.stat().st_size > 10000
+    result = CliRunner().invoke(main, ["report", str(runs[0]), "--format", "md", "-o", "x/y.md"])
+    assert result.exit_code == 0 and Path("x/y.md").read_text().startswith("# ivbench report: run1")
+    result = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert result.exit_code != 0 and "not a run directory" in result.output
+
+
+def test_eval_writes_the_report_and_prints_its_path(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    task = write_task(tmp_path / "t", [["Hello there."], ["One more.", "And again."]])
+    (tmp_path / "scripted.py").write_text(SYSTEM)
+    start = time.perf_counter()
+    result = CliRunner().invoke(main, ["eval", "--task", str(task), "--system", "./scripted.py:Scripted",
+                                       "--voice", "espeak", "--warmup", "0", "--out", "run", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert f"report: {Path('run') / 'report.html'}" in result.output
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert page.count('<tr data-system="./scripted.py:Scripted">') == 1 and "1st audio p50 ms" in page
+    assert time.perf_counter() - start < 60
+
+
+def test_unscored_run_reads_latency_off_the_records(tmp_path):
+    from ivbench.report import write_report
+    from ivbench.report.data import load_report_data
+
+    task = write_task(tmp_path / "t", [["Hello."]])
+    (tmp_path / "scripted.py").write_text(SYSTEM)
+    config = EvalConfig(task=parse_spec(str(task)), voice=parse_spec("espeak"), warmup=0, out=tmp_path / "run",
+                        systems=[SystemConfig(Spec(f"{tmp_path}/scripted.py:Scripted"), "s")])
+    run_eval(config, progress=False)
+    data = load_report_data([tmp_path / "run"])
+    assert data.runs[0].derived_latency and {r.metric for r in data.rows} == {"latency"}
+    page = write_report([tmp_path / "run"], tmp_path / "r.html", audio="none").read_text()
+    assert "read off the records" in page
