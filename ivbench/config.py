@@ -22,7 +22,7 @@ from typing import Any, Optional, Union
 from .registry import Spec, parse_spec
 
 DEFAULT_TASK = "demo"
-DEFAULT_SYSTEMS = ("parrot",)
+DEFAULT_SYSTEMS = ("parrot", "cascade")
 DEFAULT_VOICE = "piper:joe"
 
 CONFIG_KEYS = {"task", "systems", "voice", "mode", "out", "limit", "warmup", "turn_timeout",

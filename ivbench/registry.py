@@ -100,7 +100,11 @@ class Spec:
 
 
 def parse_spec(text: str, extra: Optional[dict[str, Any]] = None) -> Spec:
-    """``name``, ``name:k=v,…``, ``mod:Obj``, ``./file.py:Obj:k=v``."""
+    """``name``, ``name:k=v,…``, ``mod:Obj``, ``./file.py:Obj:k=v``.
+
+    Options start at the first ``:``-separated part that holds ``=``; from there on, values may
+    contain ``:`` (``voice=piper:joe``, ``base_url=http://h:8000/v1``); ``,`` separates options.
+    """
     import yaml
 
     text = text.strip()
@@ -108,15 +112,17 @@ def parse_spec(text: str, extra: Optional[dict[str, Any]] = None) -> Spec:
         raise RegistryError("empty plugin name")
     parts = text.split(":")
     kwargs: dict[str, Any] = {}
-    if len(parts) > 1 and "=" in parts[-1]:
-        for item in parts[-1].split(","):
+    first_option = next((i for i, part in enumerate(parts) if i > 0 and "=" in part), None)
+    if first_option is not None:
+        options = ":".join(parts[first_option:])
+        for item in options.split(","):
             if not item.strip():
                 continue
             key, sep, value = item.partition("=")
             if not sep or not key.strip():
                 raise RegistryError(f"{text!r}: option {item!r} is not key=value")
             kwargs[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        parts = parts[:-1]
+        parts = parts[:first_option]
     kwargs.update(extra or {})
     return Spec(":".join(parts), tuple(sorted(kwargs.items())))
 

