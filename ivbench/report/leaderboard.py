@@ -106,8 +106,8 @@ def _columns(data: ReportData) -> list[Column]:
             if field_name in TEST_FIELD:
                 hib = False
             unit = info.unit if info is not None else ""
-            if name in HEADLINE and label != name:
-                title = f"{title} ({label})"
+            if name in HEADLINE and sum(1 for other in labels if data.metric_name(other) == name) > 1:
+                title = f"{title} ({label})"  # several configurations of one metric
             description = (info.description if info is not None and info.description else f"{label} {field_name}")
             columns.append(Column(key=f"{label}|{field_name}|{stat}", title=title, metric=label,
                                   field=field_name, stat=stat, higher_is_better=hib, unit=unit,

@@ -126,7 +126,8 @@ def _axis_title(col: Column) -> str:
 def tradeoff(data: ReportData, board: Leaderboard) -> Optional[Plot]:
     """Each quality number against first-packet latency, one point per system."""
     quality = [c for c in board.columns if c.metric and data.metric_name(c.metric) not in LATENCY
-               and c.stat in ("mean", "value") and c.higher_is_better is not None][:4]
+               and c.stat in ("mean", "value") and c.higher_is_better is not None
+               and any(board.rows[s][c.key].value is not None for s in data.systems)][:4]
     latency = [(s, _summary(data, "latency", "first_audio_ms", s)) for s in data.systems]
     latency = [(s, row) for s, row in latency if row and _finite(row.get("p50")) is not None]
     if not quality or not latency:

@@ -197,7 +197,9 @@ class TransformersLLM(LLM):
     def _load_weights(self, source: str, gguf_file: Optional[str], gguf_path: Optional[Path],
                       dtype: Any, device: str) -> _Weights:
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # its bars would tear through ivbench's own progress bar
         kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
