@@ -282,7 +282,7 @@ def list_command(kind: Optional[str]) -> None:
 def show_command(run_dir: Path, as_json: bool) -> None:
     """A run's manifest and progress."""
     from .store import RunStore
-    from .table import format_table, leaderboard
+    from .table import format_table
 
     store = RunStore(run_dir)
     try:

@@ -25,7 +25,6 @@ settings are part of `identity()`.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import threading
@@ -36,6 +35,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..audio import check_audio, resample
+from ..cache import sha256_file
 from ..types import Audio
 from .packing import (WordTiming, clean_words, join_window, plan_windows, split_words,
                       words_text)
@@ -67,12 +67,8 @@ class Transcript:
                    data.get("language"))
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+
+
 
 
 def _version(dist: str) -> Optional[str]:
@@ -192,7 +188,7 @@ class WhisperASR:
                                    compute_type=self.compute_type, cpu_threads=threads)
         self._model_ref = ref
         if Path(ref).is_dir():
-            self._model_digest = _digest(Path(ref) / "model.bin")
+            self._model_digest = sha256_file(Path(ref) / "model.bin")[:16]
 
     def _load_openai(self) -> None:
         try:
@@ -205,7 +201,7 @@ class WhisperASR:
         self._model = whisper.load_model(ref, device=None if self.device == "auto" else self.device)
         self._model_ref = ref
         if Path(ref).is_file():
-            self._model_digest = _digest(Path(ref))
+            self._model_digest = sha256_file(Path(ref))[:16]
 
     # -- identity -------------------------------------------------------------------------
 

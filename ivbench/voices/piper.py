@@ -1,21 +1,15 @@
 """Piper (VITS, ONNX) voices; the default is the bundled en_US joe medium voice."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
+from ..cache import sha256_file
 from .base import Voice
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 class PiperVoice(Voice):
@@ -65,7 +59,7 @@ class PiperVoice(Voice):
             noise_scale=self.options["noise_scale"],
             noise_w_scale=self.options["noise_w_scale"],
         )
-        self._digest = _file_digest(path)
+        self._digest = sha256_file(path)[:16]
 
     def identity(self) -> dict[str, Any]:
         self.load()

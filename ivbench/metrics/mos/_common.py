@@ -1,10 +1,8 @@
 """Pieces the MOS metrics share: import errors that name the extra, 16 kHz audio, digests."""
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.metadata
-from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -32,12 +30,6 @@ def version(dist: str) -> Optional[str]:
         return None
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def reply_16k(item: ScoreItem) -> np.ndarray:

@@ -21,7 +21,8 @@ from typing import Any, Optional
 import numpy as np
 
 from ..base import FieldInfo, Metric, MetricResult, Need, ScoreItem, ScoringContext, Status
-from ._common import INSTALL, SAMPLE_RATE, reply_16k, require, sha256_file, version
+from ...cache import sha256_file
+from ._common import INSTALL, SAMPLE_RATE, reply_16k, require, version
 
 
 # Their declared torchaudio dependency pins a torch other than the one installed: no deps.

@@ -15,7 +15,8 @@ import threading
 from typing import Any, Optional
 
 from ..base import FieldInfo, Metric, MetricResult, Need, ScoreItem, ScoringContext
-from ._common import SAMPLE_RATE, reply_16k, require, score_each, sha256_file, version
+from ...cache import sha256_file
+from ._common import SAMPLE_RATE, reply_16k, require, score_each, version
 
 BACKENDS = ("fast", "speechmos")
 

@@ -21,7 +21,8 @@ from typing import Any, Optional
 import numpy as np
 
 from ..base import FieldInfo, Metric, MetricResult, Need, ScoreItem, ScoringContext, Status
-from ._common import SAMPLE_RATE, reply_16k, require, sha256_file
+from ...cache import sha256_file
+from ._common import SAMPLE_RATE, reply_16k, require
 
 RELEASE_URL = "https://github.com/tarepan/SpeechMOS/releases/download/v1.0.0/utmos22_strong_step7459_v1.pt"
 FILE_NAME = "utmos22_strong_step7459_v1.pt"

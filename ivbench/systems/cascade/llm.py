@@ -16,13 +16,14 @@ Nothing heavy is imported here at import time; `load()` does it.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import threading
 import weakref
 from pathlib import Path
 from typing import Any, Callable, Optional
+
+from ...cache import sha256_file
 
 Messages = list[dict[str, str]]
 OnText = Callable[[str], None]
@@ -62,12 +63,6 @@ def _looks_like_path(ref: str) -> bool:
             or Path(ref).expanduser().exists())
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 class LLM:
@@ -214,7 +209,7 @@ class TransformersLLM(LLM):
         model.to(device).eval()
         if model.generation_config.pad_token_id is None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
-        return _Weights(model, tokenizer, _file_digest(gguf_path) if gguf_path else None)
+        return _Weights(model, tokenizer, sha256_file(gguf_path)[:16] if gguf_path else None)
 
     def _digest(self) -> Optional[str]:
         """The GGUF file's digest; before `load()` too (the run manifest is written first)."""
@@ -225,7 +220,7 @@ class TransformersLLM(LLM):
                 gguf_path = self._resolve()[2]
             except (ImportError, OSError, ValueError):  # load() will say what is wrong
                 return None
-            self._digest_before_load = _file_digest(gguf_path) if gguf_path else ""
+            self._digest_before_load = sha256_file(gguf_path)[:16] if gguf_path else ""
         return self._digest_before_load or None
 
     def identity(self) -> dict[str, Any]:
