@@ -78,11 +78,23 @@ def _judge_settings(kwargs: dict[str, Any]) -> Any:
 
 
 def _score_and_print(run_dir: Path, records: Any, kwargs: dict[str, Any], device: str, cache_dir: Optional[Path],
-                     use_cache: bool, progress: bool) -> None:
+                     use_cache: bool, progress: bool, file_metrics: Optional[list[Any]] = None,
+                     file_judge: Optional[dict[str, Any]] = None) -> None:
+    """Score a run and print its leaderboard. Flags win over a config file's metrics/judge."""
     from .scoring import ScoreConfig, score_run
     from .table import format_table, leaderboard
 
-    config = ScoreConfig(metrics=_metric_specs(kwargs.get("metrics")), judge=_judge_settings(kwargs),
+    judge = _judge_settings(kwargs)
+    if judge is None and file_judge:
+        from .judge import JudgeSettings
+
+        try:
+            judge = JudgeSettings(**{k: tuple(v) if k == "prices" and v is not None else v
+                                     for k, v in file_judge.items()})
+        except TypeError as exc:
+            raise ValueError(f"config 'judge': {exc}") from None
+    metrics = _metric_specs(kwargs.get("metrics"))
+    config = ScoreConfig(metrics=metrics if metrics is not None else file_metrics, judge=judge,
                          device=device, cache_dir=cache_dir, use_cache=use_cache)
     outcome = score_run(run_dir, config, progress=progress)
     import pandas as pd
@@ -170,7 +182,7 @@ def eval_command(ctx: click.Context, config_file: Optional[Path], task: str, sys
 
         try:
             _score_and_print(result.run_dir, result.records, scoring, resolve_device(config.device),
-                             config.cache_dir, config.use_cache, not no_progress)
+                             config.cache_dir, config.use_cache, not no_progress, config.metrics, config.judge)
         except USER_ERRORS as exc:
             _fail(exc)
             return

@@ -12,6 +12,8 @@
     turn_timeout: 120
     device: auto
     seed: 0
+    metrics: [latency, asr_wer, {name: judge, prompt: content-style}]   # what `eval` scores
+    judge: {model: gpt-4o, base_url: null, n: 1, temperature: 0}     # key from the environment
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ DEFAULT_SYSTEMS = ("parrot", "cascade")
 DEFAULT_VOICE = "piper:joe"
 
 CONFIG_KEYS = {"task", "systems", "voice", "mode", "out", "limit", "warmup", "turn_timeout",
-               "device", "seed", "cache_dir", "use_cache"}
+               "device", "seed", "cache_dir", "use_cache", "metrics", "judge"}
 
 
 class ConfigError(ValueError):
@@ -55,6 +57,9 @@ class EvalConfig:
     use_cache: bool = True
     fresh: bool = False
     retry_failed: bool = False
+    # Scoring after generation: None means the defaults (ivbench.scoring.DEFAULT_METRICS; no judge).
+    metrics: Optional[list[Spec]] = None
+    judge: Optional[dict[str, Any]] = None  # ivbench.judge.JudgeSettings keyword arguments
 
     def __post_init__(self) -> None:
         if not self.systems:
@@ -143,4 +148,22 @@ def load_config_file(path: Union[str, Path]) -> dict[str, Any]:
         kwargs["device"] = str(data["device"])
     if "use_cache" in data:
         kwargs["use_cache"] = bool(data["use_cache"])
+    if "metrics" in data:
+        metrics = data["metrics"]
+        if isinstance(metrics, str):
+            metrics = [m for m in metrics.split(",") if m.strip()]
+        if not isinstance(metrics, list):
+            raise ConfigError(f"{path}: 'metrics' must be a list of metric names or mappings")
+        kwargs["metrics"] = [_plugin_spec(m, f"{path}: 'metrics[{i}]'") for i, m in enumerate(metrics)]
+    if "judge" in data:
+        judge = data["judge"]
+        if isinstance(judge, str):
+            judge = {"model": judge}
+        if not isinstance(judge, dict) or not judge.get("model"):
+            raise ConfigError(f"{path}: 'judge' must be a mapping with at least 'model' "
+                              "(and base_url, n, temperature, concurrency, retries, prices…)")
+        if "api_key" in judge:
+            raise ConfigError(f"{path}: 'judge.api_key': keys are read from the environment only; "
+                              "set api_key_env to the variable's name")
+        kwargs["judge"] = dict(judge)
     return kwargs

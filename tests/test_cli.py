@@ -244,3 +244,31 @@ def test_show_on_a_folder_that_is_not_a_run(here):
     assert "empty: not a run directory (no manifest.json)" in result.output
     missing = _ivbench("show", "nowhere")
     assert missing.exit_code != 0 and "does not exist" in missing.output
+
+
+def test_config_file_chooses_metrics_and_judge_and_flags_override_it(here, monkeypatch):
+    monkeypatch.delenv("IVBENCH_METRICS")  # the suite's default would win over the file
+    (here / "run.yaml").write_text(
+        "task: tiny.yaml\nsystems: [./shout.py:Shout]\nwarmup: 0\nlimit: 1\nout: runs/scored\n"
+        "metrics: [latency, judge]\n"
+        # Nothing listens on port 9: the judge is configured, so its turns fail to connect
+        # (status failed), instead of being missing for want of a judge.
+        "judge: {model: test-judge, base_url: 'http://127.0.0.1:9/v1', retries: 0, timeout: 5}\n")
+    result = _ivbench("eval", "-c", "run.yaml", "--no-progress", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    scores = [json.loads(line) for line in (here / "runs/scored/scores.jsonl").read_text().splitlines()]
+    # The judge reads transcripts, so they are scored too (not applicable to a text-only turn).
+    assert {s["metric"] for s in scores} == {"latency", "judge", "transcript", "user_transcript"}
+    assert all(s["status"] == "not_applicable" for s in scores if s["metric"].endswith("transcript"))
+    judged = [s for s in scores if s["metric"] == "judge"]
+    assert judged and all(s["status"] == "failed" and s["values"]["score"] is None for s in judged)
+
+    result = _ivbench("eval", "-c", "run.yaml", "--no-progress", "--device", "cpu", "--out", "runs/flag",
+                      "--metrics", "latency")
+    assert result.exit_code == 0, result.output
+    scores = [json.loads(line) for line in (here / "runs/flag/scores.jsonl").read_text().splitlines()]
+    assert {s["metric"] for s in scores} == {"latency"}
+
+    (here / "bad.yaml").write_text("task: tiny.yaml\njudge: {model: x, api_key: secret}\n")
+    result = _ivbench("eval", "-c", "bad.yaml", "--no-progress")
+    assert result.exit_code != 0 and "environment only" in result.output
