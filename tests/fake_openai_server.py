@@ -1,31 +1,41 @@
-"""A scriptable OpenAI-compatible chat-completions server on 127.0.0.1, for judge tests.
+"""A scriptable OpenAI-compatible chat-completions server on 127.0.0.1, for judge and cascade tests.
 
-A real HTTP server (stdlib, one thread per request) on a free port, so the judge is tested
-through the real `openai` client and its real HTTP stack:
+A real HTTP server (stdlib, one thread per request) on a free port, so the code under test
+talks through the real `openai` client and its real HTTP stack:
 
     with FakeOpenAIServer(reply="Score: 4") as server:
         server.push({"status": 429}, {"status": 500}, {"delay": 2.0}, {"content": "Score: 5"})
         ... JudgeSettings(model="fake", base_url=server.url) ...
+        ... Cascade(llm_backend="openai", llm_model="fake", base_url=server.url) ...
         server.requests  # every request received: {"path", "headers" (lower-case names), "json"}
 
-Each request takes the next scripted action, or the default reply when none is left. An
-action is a dict:
+A request with ``"stream": true`` (the cascade's `openai` LLM backend) is answered with
+server-sent ``chat.completion.chunk`` events, one word (with its leading space, see
+`pieces`) per event, then ``data: [DONE]``; any other request gets one ordinary
+``chat.completion`` with usage (the judge).
+
+Each request takes the next scripted action, or the defaults when none is left. An action
+is a dict:
 
 - ``{"status": 429}``: that HTTP status with an OpenAI-style error body (optional ``headers``);
 - ``{"delay": 2.0}``: wait that long before answering (past the client's timeout, the
   client has gone and the answer is dropped); combine with any other key;
 - ``{"content": "Score: 4"}`` or ``{"contents": ["Score: 4", "Score: 5"]}``: the reply text
-  (one per choice; ``content`` is repeated for each of the request's ``n`` choices);
+  (one per choice; ``content`` is repeated for each of the request's ``n`` choices, and may
+  be a function of the request's JSON returning the text);
 - ``{"n_choices": 1}``: answer with that many choices whatever ``n`` the request asked for
   (as llama.cpp and Ollama do);
-- ``{"usage": {"prompt_tokens": 10, "completion_tokens": 3}}``: the usage to report
-  (default: whitespace-separated words of the messages and of the replies).
+- ``{"usage": {"prompt_tokens": 10, "completion_tokens": 3}}``: the usage to report in a
+  non-streamed answer (default: whitespace-separated words of the messages and of the replies);
+- ``{"token_delay": 0.05}``: seconds between streamed events (default: the server's
+  ``token_delay``, 0).
 
 The default reply may be a string or a function of the request's JSON returning one.
 """
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -41,9 +51,15 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
+def pieces(text: str) -> list[str]:
+    """How the server splits a streamed reply into tokens: words with their leading space."""
+    return re.findall(r"\s*\S+", text)
+
+
 class FakeOpenAIServer:
-    def __init__(self, reply: Reply = "Score: 4") -> None:
+    def __init__(self, reply: Reply = "Score: 4", token_delay: float = 0.0) -> None:
         self.reply = reply
+        self.token_delay = token_delay
         self.requests: list[dict[str, Any]] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -95,7 +111,9 @@ class FakeOpenAIServer:
         with self._lock:
             return self._actions.popleft() if self._actions else {}
 
-    def _respond(self, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
+    def _respond(self, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any], dict[str, Any]]:
+        """(status, headers, payload, action): the payload is an error body or a whole
+        `chat.completion`; a streamed request is sent from the latter's choices."""
         action = self._next_action()
         if action.get("delay"):
             time.sleep(float(action["delay"]))
@@ -104,13 +122,13 @@ class FakeOpenAIServer:
         if status != 200:
             kind = "rate_limit_exceeded" if status == 429 else "server_error"
             return status, headers, {"error": {"message": f"scripted HTTP {status}", "type": kind,
-                                               "param": None, "code": kind}}
+                                               "param": None, "code": kind}}, action
         n = int(action.get("n_choices", body.get("n") or 1))
         if "contents" in action:
-            contents = list(action["contents"])[:n]
+            contents = [str(c) for c in list(action["contents"])[:n]]
         else:
             content = action.get("content", self.reply)
-            contents = [content(body) if callable(content) else content for _ in range(n)]
+            contents = [str(content(body) if callable(content) else content) for _ in range(n)]
         prompt_words = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         usage = action.get("usage") or {"prompt_tokens": prompt_words,
                                         "completion_tokens": sum(len(c.split()) for c in contents)}
@@ -123,29 +141,53 @@ class FakeOpenAIServer:
             "choices": [{"index": i, "message": {"role": "assistant", "content": c},
                          "finish_reason": "stop", "logprobs": None} for i, c in enumerate(contents)],
             "usage": usage,
-        }
+        }, action
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"
+            protocol_version = "HTTP/1.0"  # the connection closes after each answer
 
             def log_message(self, *args: Any) -> None:  # quiet
                 pass
 
             def _send(self, status: int, headers: dict[str, str], payload: dict[str, Any]) -> None:
                 data = json.dumps(payload).encode("utf-8")
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    for key, value in headers.items():
-                        self.send_header(key, str(value))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-                    pass
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in headers.items():
+                    self.send_header(key, str(value))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _stream(self, headers: dict[str, str], completion: dict[str, Any], delay: float) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                for key, value in headers.items():
+                    self.send_header(key, str(value))
+                self.end_headers()
+                base = {key: completion[key] for key in ("id", "created", "model")}
+                base["object"] = "chat.completion.chunk"
+
+                def send(index: int, delta: dict[str, Any], finish: Optional[str] = None) -> None:
+                    event = {**base, "choices": [{"index": index, "delta": delta, "finish_reason": finish,
+                                                  "logprobs": None}]}
+                    self.wfile.write(f"data: {json.dumps(event)}\n\n".encode("utf-8"))
+                    self.wfile.flush()
+
+                for choice in completion["choices"]:
+                    index = choice["index"]
+                    send(index, {"role": "assistant", "content": ""})
+                    for piece in pieces(choice["message"]["content"]):
+                        if delay:
+                            time.sleep(delay)
+                        send(index, {"content": piece})
+                    send(index, {}, "stop")
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -163,7 +205,13 @@ class FakeOpenAIServer:
                     if self.path.rstrip("/") != "/v1/chat/completions":
                         self._send(404, {}, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
                         return
-                    self._send(*server._respond(body))
+                    status, headers, payload, action = server._respond(body)
+                    if status == 200 and body.get("stream"):
+                        self._stream(headers, payload, float(action.get("token_delay", server.token_delay)))
+                    else:
+                        self._send(status, headers, payload)
+                except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+                    pass
                 finally:
                     with server._lock:
                         server.in_flight -= 1

@@ -1,5 +1,5 @@
 """The cascade's `openai` LLM backend against a streaming OpenAI-compatible server that the
-tests start on 127.0.0.1 (tests/cascade_openai_server.py): the history it sends, streamed
+tests start on 127.0.0.1 (tests/fake_openai_server.py): the history it sends, streamed
 speech, and the failures of an endpoint (unreachable, HTTP errors, too slow, no key).
 
 Whisper tiny.en and Piper run for real where a test has speech; no LLM weights are loaded.
@@ -12,7 +12,7 @@ import socket
 import numpy as np
 import pytest
 
-from cascade_openai_server import StreamingChatServer, pieces
+from fake_openai_server import FakeOpenAIServer, pieces
 from ivbench.asr import word_errors
 from ivbench.config import EvalConfig, load_config_file
 from ivbench.runner.clock import time_turn
@@ -26,7 +26,7 @@ REPLY_1, REPLY_2 = "The capital of Canada is Ottawa.", "Ottawa is in the provinc
 
 @pytest.fixture
 def server():
-    with StreamingChatServer(reply="I am not sure.") as s:
+    with FakeOpenAIServer(reply="I am not sure.") as s:
         yield s
 
 
