@@ -112,7 +112,12 @@ def load_config_file(path: Union[str, Path]) -> dict[str, Any]:
         raise ConfigError(f"{path}: a run config is a YAML mapping of {', '.join(sorted(CONFIG_KEYS))}")
     unknown = set(data) - CONFIG_KEYS
     if unknown:
-        raise ConfigError(f"{path}: unknown key {sorted(unknown)[0]!r}; keys: {', '.join(sorted(CONFIG_KEYS))}")
+        import difflib
+
+        key = sorted(unknown)[0]
+        close = difflib.get_close_matches(key, sorted(CONFIG_KEYS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{path}: unknown key {key!r}{hint}; keys: {', '.join(sorted(CONFIG_KEYS))}")
     kwargs: dict[str, Any] = {}
     if "task" in data:
         kwargs["task"] = _plugin_spec(data["task"], f"{path}: 'task'")

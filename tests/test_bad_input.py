@@ -142,7 +142,7 @@ def test_malformed_run_config_yaml(here):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("task: demo\nlimt: 2\n", "bad.yaml: unknown key 'limt'; keys: cache_dir, device, limit"),
+    ("task: demo\nlimt: 2\n", "bad.yaml: unknown key 'limt' (did you mean 'limit'?); keys: cache_dir, device,"),
     ("- demo\n- parrot\n", "bad.yaml: a run config is a YAML mapping"),
     ("limit: two\n", "bad.yaml: 'limit' must be a number, got 'two'"),
     ("limit: 0\n", "bad.yaml: 'limit' must be at least 1"),
