@@ -347,8 +347,10 @@ class Cascade(System):
 
             kind = device.partition(":")[0]
             compute = self.options["asr_compute_type"] or ("float16" if kind == "cuda" else "int8")
+            # Word timestamps would only slow the first packet: the cascade needs the text alone.
             asr = WhisperASR(backend=self.options["asr_backend"], model=self.options["asr_model"],
-                             device=device, compute_type=compute, beam_size=self.options["asr_beam_size"])
+                             device=device, compute_type=compute, beam_size=self.options["asr_beam_size"],
+                             word_timestamps=False)
             asr.load()
             self.asr = asr
         if self._voice_spec is not None and self.voice is None:
