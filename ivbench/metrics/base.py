@@ -154,7 +154,16 @@ class Metric(ABC):
 
     @abstractmethod
     def score(self, items: list[Any]) -> list[MetricResult]:
-        """One result per item, in order. Items are ScoreItem (turn) or DialogueItem (dialogue)."""
+        """One result per item, in order. Items are ScoreItem (turn) or DialogueItem (dialogue)
+        that passed `precheck` (call `evaluate` to have them checked)."""
+
+    def evaluate(self, items: list[Any]) -> list[MetricResult]:
+        """`precheck` each item, then `score` the rest in one batch: what a direct caller wants
+        (the scoring phase does the same with its cache in between)."""
+        early = [self.precheck(item) for item in items]
+        pending = [item for item, result in zip(items, early) if result is None]
+        scored = iter(self.score(pending) if pending else [])
+        return [result if result is not None else next(scored) for result in early]
 
     def precheck(self, item: Any) -> Optional[MetricResult]:
         """A result without computing, when the item lacks what this metric needs."""

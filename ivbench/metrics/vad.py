@@ -120,19 +120,11 @@ class FirstSpeech(Metric):
         self.load()
         results = []
         for item in items:
-            early = self.precheck(item)
-            if early is not None:
-                results.append(early)
-                continue
             try:
                 audio = item.reply_audio()
             except Exception as exc:
                 results.append(MetricResult.unavailable(self.fields, Status.FAILED,
                                                         f"cannot read the reply audio: {exc}"))
-                continue
-            if audio is None:  # precheck covers this; kept for direct callers
-                results.append(MetricResult.unavailable(self.fields, Status.NOT_APPLICABLE,
-                                                        f"no reply audio (mode {item.record.mode})"))
                 continue
             onset = self.onset_ms(resample(audio, VAD_RATE).samples)
             if onset is None:

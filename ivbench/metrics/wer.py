@@ -94,10 +94,6 @@ class _WerMetric(Metric):
     def score(self, items: list[ScoreItem]) -> list[MetricResult]:
         results = []
         for item in items:
-            early = self.precheck(item)
-            if early is not None:
-                results.append(early)
-                continue
             ref, hyp, unavailable, source = self._pair(item)
             if unavailable is not None:
                 results.append(unavailable)

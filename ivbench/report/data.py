@@ -80,7 +80,7 @@ def _latency_rows(records: list[TurnRecord], run_dir: Path) -> list["ScoreRow"]:
     rows = []
     for record in records:
         item = ScoreItem(record=record, run_dir=run_dir)
-        result = metric.precheck(item) or metric.score([item])[0]
+        (result,) = metric.evaluate([item])
         rows.append(ScoreRow("latency", record.system, record.dialogue_id, record.turn_index, record.mode, result))
     return rows
 
