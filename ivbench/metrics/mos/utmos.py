@@ -34,7 +34,7 @@ class CheckpointError(FileNotFoundError):
 
 def _how_to_get() -> str:
     return (f"download {FILE_NAME} from {RELEASE_URL} and pass it as "
-            f"`--metric utmos:checkpoint=/path/to/{FILE_NAME}` (or `UTMOS(checkpoint=...)`); "
+            f"`--metrics utmos:checkpoint=/path/to/{FILE_NAME}` (or `UTMOS(checkpoint=...)`); "
             "on a machine with network, `utmos:checkpoint=download` fetches it with torch.hub")
 
 
