@@ -29,6 +29,7 @@ import platform
 import statistics
 import sys
 import time
+import traceback
 from typing import Any, Optional
 
 import numpy as np
@@ -99,16 +100,17 @@ def regroup(model: Any, group: int, seed: int = 0) -> Any:
     return fresh.place(str(model.device), model.dtype).eval()
 
 
-def run_config(size: str, device: str, dtype: str, group: int, args: argparse.Namespace,
+def run_config(size: str, device: str, dtype: str, group: int, engine: str, args: argparse.Namespace,
                base: Optional[Any] = None) -> tuple[dict[str, Any], Any]:
-    """Direct and text-first (same weights) at group size `group`; returns the row and the model."""
+    """Direct and text-first (same weights and engine) at group size `group`; returns the row and
+    the model."""
     import torch
 
     groups = math.ceil(args.speech_seconds * UNITS_PER_S / group)
     common = dict(init="random", size=size, group_size=group, device=device, dtype=dtype, seed=0,
                   max_groups=groups, min_groups=groups, max_new_tokens=args.text_tokens,
                   min_new_tokens=args.text_tokens, chunk_groups=1, lookahead=args.lookahead,
-                  threads=args.threads)
+                  threads=args.threads, engine=engine, max_positions=args.max_positions)
     t0 = time.perf_counter()
     direct = GroupFormerSystem(**common)
     if base is None:
@@ -116,17 +118,17 @@ def run_config(size: str, device: str, dtype: str, group: int, args: argparse.Na
     else:
         if direct.threads and device == "cpu":
             torch.set_num_threads(int(direct.threads))
-        direct.model = regroup(base, group)
-        direct._warm_up()
+        direct.attach(regroup(base, group))
     build_s = time.perf_counter() - t0
     chain = GroupFormerTextFirst(**common)
-    chain.model = direct.model  # the same weights
+    chain.attach(direct.model, direct.engine, direct.unit_vocoder)  # the same weights, engine and vocoder
     turn = user_turn(args.user_seconds)
     d = measure(direct, turn, args.turns, args.warmup)
     c = measure(chain, turn, args.turns, args.warmup)
     model = direct.model
     info = model.describe()
-    row = {"size": size, "device": device, "G": group, "groups": groups, "direct": d, "text_first": c,
+    row = {"size": size, "device": device, "G": group, "engine": direct.engine.name,
+           "engine_check": getattr(direct.engine, "verified_difference", None), "groups": groups, "direct": d, "text_first": c,
            "build_s": build_s, "params": info["llm_parameters"], "dtype": info["dtype"],
            "threads": torch.get_num_threads()}
     return row, model
@@ -141,12 +143,12 @@ def device_name(device: str) -> str:
 
 
 def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    head = ("size", "device", "dtype", "G", "groups", "prefill", "direct 1st pkt ms", "p95",
+    head = ("size", "device", "dtype", "engine", "G", "groups", "prefill", "direct 1st pkt ms", "p95",
             "text-first 1st pkt ms", "ratio", "direct groups/s", "×RT", "text tok/s")
     lines = [head]
     for r in rows:
         d, c = r["direct"], r["text_first"]
-        lines.append((r["size"], r["device"], r["dtype"], str(r["G"]), str(r["groups"]), str(d["prefill_positions"]),
+        lines.append((r["size"], r["device"], r["dtype"], r["engine"], str(r["G"]), str(r["groups"]), str(d["prefill_positions"]),
                       f"{d['first_audio_ms']:.1f}", f"{d['first_audio_p95_ms']:.1f}", f"{c['first_audio_ms']:.1f}",
                       f"{c['first_audio_ms'] / d['first_audio_ms']:.1f}×", f"{d['groups_per_s']:.1f}",
                       f"{d['groups_per_s'] * r['G'] / UNITS_PER_S:.1f}",
@@ -164,7 +166,7 @@ def print_breakdown(rows: list[dict[str, Any]]) -> None:
           "first group | first packet")
     for r in rows:
         st = r["direct"]["stages_ms"]
-        print(f"  G={r['G']:<3} {st.get('speech_tokenized', float('nan')):7.1f} | {st.get('prefill', float('nan')):7.1f} | "
+        print(f"  {r['engine']:>12} G={r['G']:<3} {st.get('speech_tokenized', float('nan')):7.1f} | {st.get('prefill', float('nan')):7.1f} | "
               f"{st.get('first_group', float('nan')):7.1f} | {r['direct']['first_audio_ms']:7.1f}")
 
 
@@ -176,9 +178,10 @@ def goals(rows: list[dict[str, Any]]) -> list[str]:
         d, c = r["direct"], r["text_first"]
         ratio = c["first_audio_ms"] / d["first_audio_ms"]
         if r["G"] == 5:
-            out.append(f"goal direct G=5 first packet ≤ 60 ms: {d['first_audio_ms']:.1f} ms "
+            out.append(f"[{r['engine']}] goal direct G=5 first packet ≤ 60 ms: {d['first_audio_ms']:.1f} ms "
                        f"({'met' if d['first_audio_ms'] <= 60 else 'NOT met'})")
-        out.append(f"goal text-first ≥ 10× slower (G={r['G']}): {ratio:.1f}× ({'met' if ratio >= 10 else 'NOT met'})")
+        out.append(f"[{r['engine']}] goal text-first ≥ 10× slower (G={r['G']}): {ratio:.1f}× "
+                   f"({'met' if ratio >= 10 else 'NOT met'})")
     return out
 
 
@@ -195,6 +198,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--speech-seconds", type=float, default=4.0, help="length of each spoken reply")
     parser.add_argument("--text-tokens", type=int, default=64, help="text tokens the text-first chain writes")
     parser.add_argument("--lookahead", type=int, default=2, help="vocoder look-ahead in units")
+    parser.add_argument("--engines", default=None,
+                        help="KV engines to compare, comma-separated (dynamic, static, graphs; see "
+                             "ivbench/systems/groupformer/engines.py); default: dynamic,graphs on a GPU, dynamic "
+                             "on the CPU")
+    parser.add_argument("--max-positions", type=int, default=2048, help="static engines' KV buffer length")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; tiny: 1)")
     parser.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
     args = parser.parse_args(argv)
@@ -225,10 +233,19 @@ def main(argv: Optional[list[str]] = None) -> int:
               "(random weights: untrained — latency only)")
         size_rows = []
         base = None
-        for g in group_sizes:
-            row, base = run_config(size, device, args.dtype, g, args, base)
-            size_rows.append(row)
-            print(f"  G={g}: built in {row['build_s']:.1f} s, {row['params'] / 1e6:.1f} M LLM parameters", file=sys.stderr)
+        engines = (args.engines or ("dynamic,graphs" if device == "cuda" else "dynamic")).split(",")
+        for engine in engines:
+            for g in group_sizes:
+                try:
+                    row, base = run_config(size, device, args.dtype, g, engine, args, base)
+                except Exception:  # noqa: BLE001 - the other engines' figures are still worth having
+                    print(f"engine {engine}, G={g} failed:\n{traceback.format_exc()}", flush=True)
+                    break
+                size_rows.append(row)
+                check = "" if row["engine_check"] is None else f", checked against dynamic: {row['engine_check']:.2g}"
+                print(f"  {row['engine']} G={g}: built in {row['build_s']:.1f} s, {row['params'] / 1e6:.1f} M LLM "
+                      f"parameters{check}", file=sys.stderr)
+                gc.collect()
         del base
         gc.collect()
         if device.startswith("cuda"):

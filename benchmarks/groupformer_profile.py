@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--group", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--engine", default="auto", help="auto, dynamic, static, graphs (engines.py)")
     args = parser.parse_args()
 
     import torch
@@ -34,11 +35,12 @@ def main() -> None:
             torch.cuda.synchronize()
 
     system = GroupFormerSystem(init="random", size=args.size, group_size=args.group, device=args.device,
-                               seed=0, max_groups=20, min_groups=20, chunk_groups=1, lookahead=2)
+                               seed=0, max_groups=20, min_groups=20, chunk_groups=1, lookahead=2,
+                               engine=args.engine, max_positions=2048)
     system.load(args.device)
     llm = system.model.llm
     print(f"{args.size} on {args.device}: {type(llm).__name__}, dtype {next(llm.parameters()).dtype}, "
-          f"attention {getattr(llm.config, '_attn_implementation', '?')}")
+          f"attention {getattr(llm.config, '_attn_implementation', '?')}, engine {system.engine.name}")
 
     with torch.inference_mode():
         ids = torch.randint(0, min(1000, llm.config.vocab_size), (1, 64), device=args.device)

@@ -282,6 +282,26 @@ def test_streaming_vocoder_matches_whole_utterance():
     assert steps.max() <= np.abs(np.diff(whole)).max() * 1.5
 
 
+def test_graphed_vocoder_streams_what_the_vocoder_streams():
+    """The fixed-buffer vocoder (a CUDA graph per chunk length on a GPU; here the same body,
+    uncaptured) gives the plain vocoder's chunks; inputs past its longest length go op by op."""
+    from ivbench.systems.groupformer.vocoder import GraphedVocoder, StreamingVocoder
+
+    vocoder = _signal_vocoder()
+    units = np.random.default_rng(1).integers(0, 500, 41).tolist()
+    longest = StreamingVocoder.longest_input(G, chunk_groups=2, lookahead=2, context=8)
+    graphed = GraphedVocoder(vocoder, longest).prepare()
+    assert not graphed.capture and sorted(graphed._calls) == list(range(1, longest + 1))
+    plain = _stream(vocoder, units, G, chunk_groups=2, lookahead=2, context=8, fade=320)
+    fixed = _stream(graphed, units, G, chunk_groups=2, lookahead=2, context=8, fade=320)
+    assert len(plain) == len(fixed) > 2
+    for a, b in zip(plain, fixed):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    whole = graphed.synthesize(units)  # longer than any chunk: op by op
+    np.testing.assert_allclose(whole.numpy(), vocoder.synthesize(units).numpy(), atol=1e-6)
+    assert len(graphed._calls) == longest
+
+
 # ---- training: the four tasks and the text-first chain, memorised ---------------------------
 
 def _dialogues():
@@ -356,8 +376,19 @@ def test_generation_reproduces_memorised_replies(trained, task, text_first):
                 assert decoder.stats.cached_tokens > 0
 
 
-def test_cached_generation_agrees_with_full_forward(trained):
-    """Hidden states from the step-by-step KV-cached path equal one full forward pass."""
+def _engine(model, kind):
+    from ivbench.systems.groupformer.engines import DynamicEngine, StaticEngine
+
+    if kind == "dynamic":
+        return DynamicEngine(model)
+    # Small buckets and capacity: prefills are padded, and the longest run uncaptured.
+    return StaticEngine(model, capacity=400, graphs=kind == "graphs", buckets=(8, 16, 64)).prepare()
+
+
+@pytest.mark.parametrize("kind", ["dynamic", "static", "graphs"])
+def test_cached_generation_agrees_with_full_forward(trained, kind):
+    """Hidden states from the step-by-step KV-cached path equal one full forward pass, with
+    every engine (`graphs` off CUDA: the graph bodies on their fixed buffers, uncaptured)."""
     from ivbench.systems.groupformer.generation import Decoder
     from ivbench.systems.groupformer.training import conversation
 
@@ -366,7 +397,7 @@ def test_cached_generation_agrees_with_full_forward(trained):
     rendered = render(model.tokenizer, messages, G, model.config.pad_unit)
     with torch.no_grad():
         full = model(torch.tensor([rendered.ids]), torch.tensor(rendered.groups))[0]
-    decoder = Decoder(model)
+    decoder = Decoder(model, _engine(model, kind))
     cut = len(rendered.ids) // 2
     prefix_groups = rendered.groups[: rendered.ids[:cut].count(model.special.speech)]
     from ivbench.systems.groupformer.chat import Rendered
@@ -386,10 +417,56 @@ def test_cached_generation_agrees_with_full_forward(trained):
     other = render(model.tokenizer, changed, G, model.config.pad_unit)
     hidden = decoder.prefill(other)
     assert 0 < decoder.stats.cached_tokens < len(other.ids) - 1
-    assert decoder.cache.get_seq_length() == len(decoder.cached) == len(other.ids)
+    assert decoder.engine.length == len(decoder.cached) == len(other.ids)
+    if kind == "dynamic":
+        assert decoder.engine.cache.get_seq_length() == len(other.ids)
     with torch.no_grad():
         fresh = model(torch.tensor([other.ids]), torch.tensor(other.groups))[0, -1]
     assert torch.allclose(hidden[0], fresh, atol=1e-4)
+
+
+def test_one_static_engine_shared_by_interleaved_dialogues(trained):
+    """Two decoders (sessions) take turns on one graphs engine: each finds the other's dialogue
+    in the buffers, starts again from position 0, and still reproduces its memorised replies."""
+    from ivbench.systems.groupformer.generation import Decoder
+    from ivbench.systems.groupformer.training import conversation
+
+    model, dialogues, _ = trained
+    engine = _engine(model, "graphs")
+    fulls = [conversation(d, "s2s", model.config.system_prompts, text_first=True) for d in dialogues]
+    decoders = [Decoder(model, engine) for _ in dialogues]
+    for turn in range(min(len(d) for d in dialogues)):
+        for full, dialogue, decoder in zip(fulls, dialogues, decoders):
+            text, units, _ = _generate(model, full[: 2 + 2 * turn], speech_out=True, text_out=True,
+                                       decoder=decoder)
+            assert units == list(dialogue[turn].reply_units) and text == dialogue[turn].reply_text
+            assert engine.owner is decoder and decoder.stats.cached_tokens == 0  # the other one was there
+    # Alone, a decoder keeps its dialogue in the buffers between turns.
+    longest = max(range(len(dialogues)), key=lambda i: len(dialogues[i]))
+    assert len(dialogues[longest]) > 1
+    decoder = Decoder(model, engine)
+    _generate(model, fulls[longest][:2], speech_out=True, text_out=True, decoder=decoder)
+    _, units, _ = _generate(model, fulls[longest][:4], speech_out=True, text_out=True, decoder=decoder)
+    assert decoder.stats.cached_tokens > 0 and units == list(dialogues[longest][1].reply_units)
+
+
+def test_static_engine_checks(tiny):
+    from ivbench.systems.groupformer.engines import (DynamicEngine, StaticEngine, UnsupportedModel,
+                                                     make_engine)
+
+    assert isinstance(make_engine(tiny, "auto"), DynamicEngine)  # on the CPU
+    with pytest.raises(ValueError, match="use auto, dynamic, static or graphs"):
+        make_engine(tiny, "fast")
+    engine = make_engine(tiny, "graphs", capacity=40)
+    assert engine.name == "static-graphs" and engine.verify() < 1e-4
+    with pytest.raises(ValueError, match="needs 41 positions; the static KV cache holds 40"):
+        engine.forward(torch.zeros(1, 41, tiny.config.llm_hidden_size))
+    tiny.llm.config.layer_types = ["sliding_attention"] * tiny.llm.config.num_hidden_layers
+    try:
+        with pytest.raises(UnsupportedModel, match="full attention only"):
+            StaticEngine(tiny)
+    finally:
+        tiny.llm.config.layer_types = ["full_attention"] * tiny.llm.config.num_hidden_layers
 
 
 def test_save_and_load_give_identical_outputs(trained, tmp_path):
@@ -510,6 +587,27 @@ def test_sessions_in_every_mode_and_text_first():
     assert session.last_stats["text_tokens"] == 5 and len(out["text"]) > 0
     assert sum(len(a) for a in out["audio"]) == 6 * G * 640
     assert chain.describe()["label"] == "untrained — latency only"
+    assert chain.describe()["engine"] == "dynamic"  # auto, on the CPU
+
+
+def test_session_replies_equal_with_every_engine():
+    from ivbench.systems.groupformer.system import GroupFormerSystem
+
+    replies = {}
+    for engine in ("dynamic", "static", "graphs"):
+        system = GroupFormerSystem(init="random", size="tiny", max_groups=4, max_new_tokens=5, engine=engine,
+                                   max_positions=500)
+        system.load("cpu")
+        assert system.describe()["engine"] == {"graphs": "static-graphs"}.get(engine, engine)
+        session = system.new_session()
+        replies[engine] = []
+        for index, mode in enumerate(("s2s", "t2t", "s2s")):
+            out = _events(session, _turn(mode, index=index))
+            replies[engine].append((out["text"], session.messages[-1].content))
+        assert session.last_stats["cached_tokens"] > 0
+    assert replies["static"] == replies["dynamic"] == replies["graphs"]
+    with pytest.raises(ValueError, match="engine 'fast'"):
+        GroupFormerSystem(init="random", size="tiny", engine="fast")
 
 
 def test_ivbench_eval_runs_the_demo_task(tmp_path):

@@ -10,7 +10,7 @@ text-first chain (SpeechGPT style) writes its whole text reply, then `<sosp>` an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
 
@@ -65,25 +65,30 @@ _Item = tuple[int, Optional[tuple[int, ...]]]
 
 
 class Decoder:
-    """One dialogue's generation state: KV cache and what it holds."""
+    """One dialogue's generation state: what the engine's KV cache holds for it.
 
-    def __init__(self, model: GroupFormer) -> None:
+    `engine` (engines.py) may be shared by several decoders (a system's sessions): it holds
+    one dialogue at a time, and a decoder that finds another owner starts from position 0."""
+
+    def __init__(self, model: GroupFormer, engine: Any = None) -> None:
+        from .engines import DynamicEngine
+
         self.model = model
-        self.cache = None
+        self.engine = engine if engine is not None else DynamicEngine(model)
         self.cached: list[_Item] = []  # (token id, group or None) per cached position
         self.stats = Stats()
 
     def reset(self) -> None:
-        self.cache = None
+        if self.engine.owner is self:
+            self.engine.reset()
+            self.engine.owner = None
         self.cached = []
 
-    def _new_cache(self):  # noqa: ANN202
-        from transformers import DynamicCache
-
-        try:
-            return DynamicCache(config=self.model.llm.config)
-        except TypeError:  # transformers < 4.56
-            return DynamicCache()
+    def _claim(self) -> None:
+        if self.engine.owner is not self:
+            self.engine.reset()
+            self.engine.owner = self
+            self.cached = []
 
     @torch.inference_mode()
     def _feed(self, items: Sequence[_Item]) -> torch.Tensor:
@@ -94,32 +99,29 @@ class Decoder:
         if sum(1 for i, _ in items if i == model.special.speech) != len(groups):
             raise ValueError("every speech placeholder needs its group")
         group_tensor = torch.tensor(groups, device=model.device) if groups else None
-        if self.cache is None:
-            self.cache = self._new_cache()
-        hidden = model.hidden_states(model.embed(ids, group_tensor), cache=self.cache)
+        self._claim()
+        hidden = self.engine.forward(model.embed(ids, group_tensor))
         self.cached.extend(items)
-        return hidden[:, -1]
+        return hidden
 
     def prefill(self, rendered: Rendered) -> torch.Tensor:
         """Make the cache hold `rendered`; returns the hidden state at its last position."""
         speech = self.model.special.speech
         it = iter(rendered.groups)
         items = [(i, tuple(next(it)) if i == speech else None) for i in rendered.ids]
+        limit = self.engine.capacity
+        if limit and len(items) > limit:
+            raise ValueError(f"the dialogue is {len(items)} positions long; the LLM takes {limit}")
+        self._claim()
         common = 0
         for a, b in zip(self.cached, items):
             if a != b:
                 break
             common += 1
         common = min(common, len(items) - 1)  # at least one position to compute
-        limit = getattr(self.model.llm.config, "max_position_embeddings", None)
-        if limit and len(items) > limit:
-            raise ValueError(f"the dialogue is {len(items)} positions long; the LLM takes {limit}")
-        if self.cache is not None and common < len(self.cached):
-            if common == 0:
-                self.reset()
-            else:
-                self.cache.crop(common - len(self.cached))  # negative: remove that many (any version)
-                self.cached = self.cached[:common]
+        if common < len(self.cached):
+            self.engine.crop(common)
+            self.cached = self.cached[:common]
         self.stats = Stats(prefill_tokens=len(items) - common, cached_tokens=common)
         return self._feed(items[common:])
 
@@ -133,19 +135,18 @@ class Decoder:
     @torch.inference_mode()
     def speech(self, hidden: torch.Tensor, limits: Limits, sampling: Sampling) -> Iterator[Event]:
         """Groups from the position after `<sosp>` until `<eosp>`, the end unit, or max_groups."""
-        model, special = self.model, self.model.special
+        model = self.model
         pad = model.config.pad_unit
         n = 0
         while n < limits.max_groups:
             # The LLM chooses <speech> or <eosp>; the GroupModel decodes the group from the same
             # hidden state. Both are read back in one device synchronisation.
-            logits = model.unit_logits(hidden)[0]  # (G, n_units + 1)
+            choice_logits, logits = self.engine.speech_heads(hidden)  # (2,), (G, n_units + 1)
             if n < limits.min_groups:
                 logits[:, pad] = float("-inf")
                 picked = sampling.pick(logits)
             else:
-                choice = sampling.pick(model.token_logits(hidden, [special.speech, special.eosp]))
-                picked = torch.cat([choice.reshape(1), sampling.pick(logits)])
+                picked = torch.cat([sampling.pick(choice_logits).reshape(1), sampling.pick(logits)])
             values = picked.tolist()
             if n >= limits.min_groups:
                 if values[0] == 1:

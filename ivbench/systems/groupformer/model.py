@@ -159,9 +159,10 @@ class GroupFormer(nn.Module):
         adapted = self.adaptor(groups.to(embeds.device)).to(embeds.dtype)
         return embeds.masked_scatter(mask, adapted)
 
-    def hidden_states(self, embeds: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                      cache: Any = None) -> torch.Tensor:
-        """The LLM's final (normalised) hidden states, (B, T, H)."""
+    def hidden_states(self, embeds: torch.Tensor, attention_mask: Any = None, cache: Any = None,
+                      **extra: Any) -> torch.Tensor:
+        """The LLM's final (normalised) hidden states, (B, T, H). `extra` (position_ids, …) goes
+        to the decoder as is."""
         decoder = self.llm.get_decoder()
         if self._cache_kwarg is None:
             import inspect
@@ -170,7 +171,7 @@ class GroupFormer(nn.Module):
             # transformers ≥ 5.x names it `cache`; earlier versions `past_key_values`
             self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
         out = decoder(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=cache is not None,
-                      **{self._cache_kwarg: cache})
+                      **{self._cache_kwarg: cache}, **extra)
         return out.last_hidden_state
 
     def token_logits(self, hidden: torch.Tensor, only: Optional[list[int]] = None) -> torch.Tensor:

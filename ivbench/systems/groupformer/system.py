@@ -12,7 +12,8 @@ its own), `device` (cpu, cuda; default: the run's), `dtype` (auto: bfloat16 on C
 on CPU), `text_first` (write the whole text reply before its speech), `max_groups`,
 `min_groups`, `max_new_tokens`, `min_new_tokens` (reply bounds; random weights never end a
 reply reliably, so random init fixes the lengths at 50 groups and 64 tokens by default),
-`temperature`, `top_k`, `chunk_groups` (vocode every k groups), `lookahead` (units the
+`temperature`, `top_k`, `engine` (auto: fixed KV buffers and CUDA graphs on a GPU, op by op
+elsewhere; dynamic, static, graphs), `max_positions` (the KV buffers' length), `chunk_groups` (vocode every k groups), `lookahead` (units the
 vocoder waits for past a chunk), `context` (units of left context re-vocoded), `fade` (seam
 cross-fade, samples), `seed`, `threads` (torch CPU threads; tiny uses 1), and `hubert`,
 `kmeans`, `vocoder`, `vocoder_config` (paths that override the checkpoint's files).
@@ -26,6 +27,7 @@ from ...types import AudioChunk, Mode, ReplyEvent, StageMark, TextDelta, TurnInp
 from ..base import Session, System
 
 SAMPLE_RATE = 16000
+ENGINES = ("auto", "dynamic", "static", "graphs")
 UNTRAINED_LABEL = "untrained — latency only"
 
 
@@ -48,7 +50,7 @@ class GroupFormerSession(Session):
 
         self.system = system
         self.model = system.model
-        self.decoder = Decoder(self.model)
+        self.decoder = Decoder(self.model, system.engine)
         self.messages: list[Any] = []  # chat.Message; messages[0] is the system message
         self.last_stats: dict[str, Any] = {}
 
@@ -83,7 +85,7 @@ class GroupFormerSession(Session):
             self.messages.insert(0, prompt)
         elif self.messages[0] != prompt:  # the output modality changed mid-dialogue
             self.messages[0] = prompt
-        limit = getattr(model.llm.config, "max_position_embeddings", None) or 1 << 30
+        limit = self.decoder.engine.capacity or 1 << 30
         budget = self.system.max_groups + self.system.max_new_tokens + 8
         while True:
             rendered = render(model.tokenizer, self.messages, model.config.group_size, model.config.pad_unit,
@@ -109,7 +111,7 @@ class GroupFormerSession(Session):
         if speech_out and model.vocoder is None:
             raise RuntimeError("this GroupFormer checkpoint has no vocoder; give vocoder=…/hifigan_lj_mhubert_base_25hz.pt "
                                "and vocoder_config=…/hifigan_lj_mhubert_base_25hz_config.json (TWIST 25 Hz LJ)")
-        stream = (StreamingVocoder(model.vocoder, system.chunk_groups, system.lookahead, system.context, system.fade)
+        stream = (StreamingVocoder(system.unit_vocoder, system.chunk_groups, system.lookahead, system.context, system.fade)
                   if speech_out else None)
         tokens: list[int] = []
         units: list[int] = []
@@ -191,14 +193,14 @@ class GroupFormerSystem(System):
                  text_first: Optional[bool] = None, max_groups: Optional[int] = None,
                  min_groups: Optional[int] = None, max_new_tokens: Optional[int] = None,
                  min_new_tokens: Optional[int] = None, temperature: float = 0.0, top_k: int = 0,
-                 chunk_groups: int = 1, lookahead: int = 2, context: int = 8, fade: int = 320, seed: int = 0,
+                 engine: str = "auto", max_positions: int = 8192, chunk_groups: int = 1, lookahead: int = 2, context: int = 8, fade: int = 320, seed: int = 0,
                  threads: Optional[int] = None, hubert: Optional[str] = None, kmeans: Optional[str] = None,
                  vocoder: Optional[str] = None, vocoder_config: Optional[str] = None) -> None:
         text_first = self.text_first_default if text_first is None else bool(text_first)
         super().__init__(checkpoint=checkpoint, init=init, size=size, group_size=group_size, device=device,
                          dtype=dtype, text_first=text_first, max_groups=max_groups, min_groups=min_groups,
                          max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature,
-                         top_k=top_k, chunk_groups=chunk_groups, lookahead=lookahead, context=context, fade=fade,
+                         top_k=top_k, engine=engine, max_positions=max_positions, chunk_groups=chunk_groups, lookahead=lookahead, context=context, fade=fade,
                          seed=seed, threads=threads, hubert=hubert, kmeans=kmeans, vocoder=vocoder,
                          vocoder_config=vocoder_config)
         init = (init or ("checkpoint" if checkpoint else "")).lower()
@@ -231,6 +233,12 @@ class GroupFormerSystem(System):
         self.min_new_tokens = int(min_new_tokens if min_new_tokens is not None
                                   else (self.max_new_tokens if random else 0))
         self.temperature = float(temperature)
+        if str(engine).lower() not in ENGINES:
+            raise ValueError(f"groupformer: engine {engine!r}: use one of {', '.join(ENGINES)}")
+        self.engine_kind = str(engine).lower()
+        self.max_positions = int(max_positions)
+        self.engine: Any = None
+        self.unit_vocoder: Any = None  # the model's vocoder, or a GraphedVocoder over it
         self.top_k = int(top_k)
         self.chunk_groups = int(chunk_groups)
         self.lookahead = int(lookahead)
@@ -268,11 +276,26 @@ class GroupFormerSystem(System):
             self._threads_before = torch.get_num_threads()  # given back in close(): the setting is global
             torch.set_num_threads(int(self.threads))
         if self.init == "random":
-            self.model = GroupFormer.random(self.size, group_size=self.group_size, seed=self.seed, device=device,
-                                            dtype=self.dtype)
+            model = GroupFormer.random(self.size, group_size=self.group_size, seed=self.seed, device=device,
+                                       dtype=self.dtype)
         else:
-            self.model = GroupFormer.from_pretrained(self.checkpoint, device=device, dtype=self.dtype,
-                                                     **self.paths)
+            model = GroupFormer.from_pretrained(self.checkpoint, device=device, dtype=self.dtype, **self.paths)
+        self.attach(model)
+
+    def attach(self, model: Any, engine: Any = None, vocoder: Any = None) -> None:
+        """Use a loaded model: its KV engine (`engine` option) and, where the engine replays CUDA
+        graphs, a graphed vocoder for the streamed chunk lengths; then warm up. `engine` and
+        `vocoder` re-use another system's (the same weights, e.g. direct and text-first)."""
+        from .engines import make_engine
+        from .vocoder import GraphedVocoder, StreamingVocoder
+
+        self.model = model
+        self.engine = engine if engine is not None else make_engine(model, self.engine_kind, self.max_positions)
+        if vocoder is None and model.vocoder is not None and getattr(self.engine, "graphs", False):
+            longest = StreamingVocoder.longest_input(model.config.group_size, self.chunk_groups, self.lookahead,
+                                                     self.context)
+            vocoder = GraphedVocoder(model.vocoder, longest, capture=self.engine.capture).prepare()
+        self.unit_vocoder = vocoder if vocoder is not None else model.vocoder
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -290,14 +313,15 @@ class GroupFormerSystem(System):
                     Message("user", [Speech(tuple(range(2 * model.config.group_size)))])]
         rendered = render(model.tokenizer, messages, model.config.group_size, model.config.pad_unit,
                           add_generation_prompt=True, special=model.special)
-        decoder = Decoder(model)
+        decoder = Decoder(model, self.engine)
         limits = Limits(max_groups=2, min_groups=2, max_new_tokens=2, min_new_tokens=2)
         units = [u for e in decoder.respond(rendered, speech_out=True, text_out=True, limits=limits,
                                             sampling=Sampling()) if e.kind == "group" for u in e.value]
         if model.vocoder is not None:
-            stream = StreamingVocoder(model.vocoder, self.chunk_groups, self.lookahead, self.context, self.fade)
+            stream = StreamingVocoder(self.unit_vocoder, self.chunk_groups, self.lookahead, self.context, self.fade)
             stream.push(units or [0] * model.config.group_size)
             stream.flush()
+        decoder.reset()
 
     def new_session(self) -> GroupFormerSession:
         if self.model is None:
@@ -306,6 +330,8 @@ class GroupFormerSystem(System):
 
     def close(self) -> None:
         self.model = None
+        self.engine = None
+        self.unit_vocoder = None
         if self._threads_before is not None:
             import torch
 
@@ -319,6 +345,10 @@ class GroupFormerSystem(System):
             info["label"] = UNTRAINED_LABEL
         if self.model is not None:
             info["model"] = self.model.describe()
+        if self.engine is not None:
+            info["engine"] = self.engine.name
+            if getattr(self.engine, "fallback_reason", None):
+                info["engine_fallback"] = self.engine.fallback_reason
         return info
 
 

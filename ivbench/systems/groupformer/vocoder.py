@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cuda_graphs import Replay, new_pool
+
 LRELU_SLOPE = 0.1
 
 
@@ -221,6 +223,50 @@ def random_vocoder(cfg: dict[str, Any], seed: int = 0) -> UnitHiFiGAN:
     return UnitHiFiGAN(cfg).eval()
 
 
+class GraphedVocoder:
+    """The vocoder on fixed buffers for every unit count up to `max_units` — a streamed chunk is
+    never longer than context + chunk + look-ahead — replayed as CUDA graphs on CUDA (called
+    directly elsewhere). Longer inputs are vocoded op by op. Same interface as UnitHiFiGAN
+    for StreamingVocoder: `hop`, `sample_rate`, `synthesize`."""
+
+    def __init__(self, vocoder: UnitHiFiGAN, max_units: int, capture: Optional[bool] = None) -> None:
+        self.vocoder = vocoder
+        self.hop = vocoder.hop
+        self.sample_rate = vocoder.sample_rate
+        self.max_units = int(max_units)
+        self.device = vocoder.dict.weight.device
+        self.capture = self.device.type == "cuda" if capture is None else bool(capture)
+        self._pool = new_pool(self.capture)
+        self._calls: dict[int, tuple[Replay, torch.Tensor, torch.Tensor]] = {}
+
+    def _call(self, n: int) -> tuple[Replay, torch.Tensor, torch.Tensor]:
+        found = self._calls.get(n)
+        if found is None:
+            units = torch.zeros(1, n, dtype=torch.long, device=self.device)
+            audio = torch.zeros(1, n * self.hop, dtype=torch.float32, device=self.device)
+            found = self._calls[n] = (Replay(lambda: audio.copy_(self.vocoder(units)), self.capture, self._pool),
+                                      units, audio)
+        return found
+
+    @torch.inference_mode()
+    def prepare(self) -> "GraphedVocoder":
+        """Capture every length now (model load), not in a measured turn."""
+        for n in range(1, self.max_units + 1):
+            self._call(n)
+        return self
+
+    @torch.inference_mode()
+    def synthesize(self, units: Union[torch.Tensor, list[int], np.ndarray]) -> torch.Tensor:
+        ids = torch.as_tensor(units, dtype=torch.long).reshape(1, -1)
+        n = ids.shape[1]
+        if not 0 < n <= self.max_units:
+            return self.vocoder.synthesize(ids)
+        call, buffer, audio = self._call(n)
+        buffer.copy_(ids.clamp(0, self.vocoder.dict.num_embeddings - 1))
+        call()
+        return audio[0].clone()
+
+
 class StreamingVocoder:
     """Vocode a growing unit stream in chunks: every `chunk_groups` pushes, synthesise the
     units that have `lookahead` units after them, re-using `context` units of left context,
@@ -230,7 +276,7 @@ class StreamingVocoder:
     vocoder's receptive field beyond the context and look-ahead).
     """
 
-    def __init__(self, vocoder: UnitHiFiGAN, chunk_groups: int = 1, lookahead: int = 2,
+    def __init__(self, vocoder: Union[UnitHiFiGAN, GraphedVocoder], chunk_groups: int = 1, lookahead: int = 2,
                  context: int = 8, fade: int = 320) -> None:
         self.vocoder = vocoder
         self.hop = vocoder.hop
@@ -244,6 +290,11 @@ class StreamingVocoder:
         self.pushes = 0
         ramp = np.linspace(0.0, 1.0, self.fade + 2, dtype=np.float32)[1:-1]
         self._ramp_in = 0.5 - 0.5 * np.cos(np.pi * ramp)  # raised cosine
+
+    @staticmethod
+    def longest_input(group_size: int, chunk_groups: int = 1, lookahead: int = 2, context: int = 8) -> int:
+        """The most units one synthesis call gets: left context + a chunk's groups + look-ahead."""
+        return max(0, int(context)) + max(1, int(chunk_groups)) * int(group_size) + max(0, int(lookahead))
 
     def _synth(self, start: int) -> np.ndarray:
         audio = self.vocoder.synthesize(self.units[start:])
