@@ -461,12 +461,26 @@ def test_static_engine_checks(tiny):
     assert engine.name == "static-graphs" and engine.verify() < 1e-4
     with pytest.raises(ValueError, match="needs 41 positions; the static KV cache holds 40"):
         engine.forward(torch.zeros(1, 41, tiny.config.llm_hidden_size))
-    tiny.llm.config.layer_types = ["sliding_attention"] * tiny.llm.config.num_hidden_layers
-    try:
-        with pytest.raises(UnsupportedModel, match="full attention only"):
-            StaticEngine(tiny)
-    finally:
-        tiny.llm.config.layer_types = ["full_attention"] * tiny.llm.config.num_hidden_layers
+
+    # Another backbone family (Llama) on the same engine; a sliding-window one is refused.
+    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+
+    from ivbench.systems.groupformer.chat import build_fallback_tokenizer
+    from ivbench.systems.groupformer.config import GroupFormerConfig
+    from ivbench.systems.groupformer.model import GroupFormer
+
+    def other(llm_class, config_class, **window):
+        tokenizer = build_fallback_tokenizer()
+        llm = llm_class(config_class(vocab_size=len(tokenizer) + 8, hidden_size=64, intermediate_size=128,
+                                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                     max_position_embeddings=1024, **window))
+        heads = GroupFormerConfig(group_size=G, unit_dim=16, adaptor_hidden=32, group_layers=1, group_width=32,
+                                  group_heads=2, group_ffn=64)
+        return GroupFormer(heads, llm, tokenizer).eval()
+
+    assert StaticEngine(other(LlamaForCausalLM, LlamaConfig), capacity=256, graphs=True).prepare().verify() < 1e-4
+    with pytest.raises(UnsupportedModel, match="sliding window 16"):
+        StaticEngine(other(MistralForCausalLM, MistralConfig, sliding_window=16))
 
 
 def test_save_and_load_give_identical_outputs(trained, tmp_path):

@@ -123,8 +123,11 @@ def _static_shape(llm: Any) -> tuple[int, int, int]:
     """(layers, kv heads, head dim) of a plain full-attention decoder, or UnsupportedModel."""
     cfg = llm.config
     types = set(getattr(cfg, "layer_types", None) or ["full_attention"])
-    if types != {"full_attention"} or getattr(cfg, "use_sliding_window", False):
-        raise UnsupportedModel(f"layer types {sorted(types)}: the static engine masks full attention only")
+    window = getattr(cfg, "sliding_window", None)
+    if window and getattr(cfg, "use_sliding_window", True):  # Qwen2 configs name a window they do not use
+        types.add(f"sliding window {window}")
+    if types != {"full_attention"}:
+        raise UnsupportedModel(f"layers {sorted(types)}: the static engine masks full attention only")
     attn = getattr(cfg, "_attn_implementation", None) or "sdpa"
     if attn not in ("sdpa", "eager"):
         raise UnsupportedModel(f"attention implementation {attn!r}: the static engine needs sdpa or eager")
@@ -184,7 +187,7 @@ class StaticEngine:
         mask = blocked.to(self.dtype).mul_(self._min)[None, None]
         self.kv.positions = positions
         extra = {"cache_position": positions} if self._takes_cache_position else {}
-        hidden = self.model.hidden_states(embeds, {"full_attention": mask}, cache=self.kv,
+        hidden = self.model.hidden_states(embeds, mask, cache=self.kv,
                                           position_ids=positions.unsqueeze(0), **extra)
         hidden_out.copy_(hidden)
 
