@@ -113,10 +113,13 @@ class TextDelta:
 class StageMark:
     """A reply event: a system-internal milestone (e.g. "asr_done", "llm_first_token").
 
-    The runner stamps it with its clock, so cascades can report a stage breakdown.
+    The runner stamps it with its clock, so cascades can report a stage breakdown. `data`
+    (JSON values) is what the system knew at that point — a cascade's ASR transcript of the
+    user turn — and is kept in the record's `stage_data` under the stage's name.
     """
 
     name: str
+    data: Optional[dict[str, Any]] = None
 
 
 ReplyEvent = Union[AudioChunk, TextDelta, StageMark]
@@ -156,6 +159,7 @@ class TurnRecord:
     stages: dict[str, float]  # stage name -> ms since t0
     error: Optional[dict[str, str]] = None
     category: Optional[str] = None
+    stage_data: dict[str, Any] = field(default_factory=dict)  # stage name -> StageMark.data
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from ivbench.systems import Session, System
-from ivbench.types import AudioChunk, Mode, TextDelta
+from ivbench.types import AudioChunk, Mode, StageMark, TextDelta
 
 
 class _Session(Session):
@@ -37,6 +37,7 @@ class _Session(Session):
     def respond(self, turn):
         self.owner.before_reply(turn)
         yield TextDelta("reply to " + turn.text)
+        yield from self.owner.marks(turn)
         if turn.mode.speech_out:
             yield AudioChunk(self.owner.audio(), 16000)
 
@@ -49,6 +50,9 @@ class Good(System):
 
     def before_reply(self, turn):
         pass
+
+    def marks(self, turn):
+        return [StageMark("heard", {"transcript": turn.text.lower(), "words": len(turn.text.split())})]
 
     def audio(self):
         return np.full(1600, 0.1, dtype=np.float32)
@@ -89,6 +93,13 @@ class YieldsTensor(Good):
 
     def audio(self):
         return FakeTensor()
+
+
+class BadStageData(Good):
+    modes = (Mode.T2S,)
+
+    def marks(self, turn):
+        return [StageMark("heard", {"at": {1, 2}})]
 
 
 class YieldsNaN(Good):
@@ -265,6 +276,8 @@ def test_respond_raises_on_one_turn(here):
     for key in [("d0", 1), ("d1", 0), ("d1", 1)]:
         assert turns[key]["status"] == "ok" and turns[key]["error"] is None
     assert turns[("d0", 1)]["reply_text"] == "reply to How are you?"
+    assert turns[("d0", 1)]["stage_data"] == {"heard": {"transcript": "how are you?", "words": 3}}
+    assert "heard" in turns[("d0", 1)]["stages"] and failed["stage_data"] == {}
     shown = _ivbench("show", "run")
     assert shown.exit_code == 0, shown.output
     assert "failed turns (1):" in shown.output
@@ -315,6 +328,8 @@ def test_load_failure_fails_every_turn(here):
 @pytest.mark.parametrize("system, message", [
     ("YieldsTensor", "AudioChunk.samples is a FakeTensor; yield numpy arrays on the CPU"),
     ("YieldsNaN", "audio contains NaN or infinite samples"),
+    ("BadStageData", "StageMark('heard').data is not a dict of JSON values (Object of type set is not JSON "
+                     "serializable); give str, numbers"),
 ])
 def test_invalid_reply_audio(here, system, message):
     task = write_task(here / "task", [["Hello."], ["Again."]])

@@ -181,7 +181,11 @@ def test_runner_records_cascade_turns_with_stages_from_a_yaml_entry(cascade, tmp
     assert set(spoken.stages) == set(STAGES) and spoken.first_audio_ms is not None
     assert set(written.stages) == {"asr_done", "llm_first_token", "llm_done"} and written.reply_audio is None
     assert (Path(result.run_dir) / spoken.reply_audio).is_file()
+    for record in (spoken, written):  # what the cascade answered is in its record
+        errors, words = word_errors(record.user_text, record.stage_data["asr_done"]["transcript"])
+        assert errors / words < 0.2, record.stage_data
     for mode in ("s2s", "s2t"):
         failed = records[(f"c@{mode}", 1)]
         assert failed.status == "failed" and failed.error["type"] == "EmptyTranscriptError"
         assert "heard no words" in failed.error["message"]
+        assert failed.stage_data == {"asr_done": {"transcript": ""}}

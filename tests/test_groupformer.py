@@ -636,6 +636,7 @@ def test_ivbench_eval_runs_the_demo_task(tmp_path):
     assert all(r["mode"] == "s2s" and r["first_audio_ms"] > 0 for r in records)
     assert all(abs(r["reply_duration_s"] - 50 * G * 0.04) < 1e-6 for r in records)  # max_groups=50
     assert all("first_group" in r["stages"] for r in records)
+    assert all(r["stage_data"]["speech_tokenized"]["units"] > 0 for r in records)  # 25 per second of speech
     manifest = json.loads((out / "manifest.json").read_text())
     system = manifest["systems"]["groupformer:init=random,size=tiny"]
     assert system["untrained"] is True and system["label"] == "untrained — latency only"

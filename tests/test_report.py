@@ -50,7 +50,7 @@ class Scripted(System):
             def respond(self, turn):
                 if f"{turn.dialogue_id}#{turn.turn_index}" == system.fail_on:
                     raise RuntimeError(%r)
-                yield StageMark("asr_done")
+                yield StageMark("asr_done", {"transcript": "heard: " + turn.text})
                 yield TextDelta(REPLIES.get(turn.turn_index, "It is noon.") if turn.dialogue_id != "plain"
                                 else "It is noon.")
                 t = np.arange(int(16000 * (0.5 + 0.1 * turn.turn_index))) / 16000.0
@@ -198,6 +198,9 @@ def test_html_renders_transcript_differences_and_judge_replies(runs, tmp_path):
         assert title in page
     assert page.count("<svg") == 5
     assert re.search(r"stages: asr_done \d", page)
+    # What the system heard, escaped like every other text.
+    assert "user turn as this system heard it" in page
+    assert "heard: Say &lt;b&gt;hi&lt;/b&gt; &amp; &quot;bye&quot;" in page
 
 
 def test_a_missing_audio_file_is_marked_and_the_rest_renders(runs, tmp_path):

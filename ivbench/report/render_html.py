@@ -332,6 +332,9 @@ def _reply_card(data: ReportData, record: "TurnRecord", rows: list["ScoreRow"], 
              f'<span class="badge {status}">{status}</span> <span class="sub">{esc(record.mode)}</span></div>']
     if record.reply_audio:
         parts.append(_audio_html(audio, run_dir / record.reply_audio, "reply audio"))
+    heard = (record.stage_data.get("asr_done") or {}).get("transcript")
+    if isinstance(heard, str):  # a cascade's own ASR of the user turn: what it answered
+        parts.append(f'<div class="lbl">user turn as this system heard it</div><div class="txt heard">{esc(heard)}</div>')
     parts.append('<div class="lbl">reply text</div>')
     parts.append(f'<div class="txt">{esc(record.reply_text)}</div>' if record.reply_text
                  else '<div class="na">no text</div>')

@@ -8,6 +8,7 @@ the run goes on; a dialogue cut by an interruption is redone from its first turn
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import random
 import shutil
@@ -330,6 +331,7 @@ def _finish_record(base: dict[str, Any], timing: TurnTiming, mode: Mode, store: 
     texts: list[str] = []
     chunks: list[Audio] = []
     stages: dict[str, float] = {}
+    stage_data: dict[str, Any] = {}
     first_audio = first_text = None
     problem: Optional[str] = None
     where = f"reply of {base['system']!r} to dialogue {base['dialogue_id']!r} turn {base['turn_index']}"
@@ -357,12 +359,22 @@ def _finish_record(base: dict[str, Any], timing: TurnTiming, mode: Mode, store: 
         elif isinstance(event, StageMark):
             events.append(["stage", stamp / 1e6, event.name])
             stages.setdefault(event.name, stamp / 1e6)
+            if event.data is not None and event.name not in stage_data:
+                try:
+                    json.dumps(event.data, allow_nan=False)
+                    if not isinstance(event.data, dict):
+                        raise TypeError(type(event.data).__name__)
+                except (TypeError, ValueError) as exc:
+                    problem = (f"{where}: StageMark({event.name!r}).data is not a dict of JSON values ({exc}); "
+                               "give str, numbers, bools, None, lists and dicts of them")
+                    break
+                stage_data[event.name] = event.data
         else:
             problem = (f"{where}: yielded a {type(event).__name__}; yield AudioChunk, TextDelta "
                        "or StageMark from ivbench.types")
             break
     reply_text = "".join(texts).strip() if texts else None
-    outcome: dict[str, Any] = dict(reply_text=reply_text, events=events, stages=stages,
+    outcome: dict[str, Any] = dict(reply_text=reply_text, events=events, stages=stages, stage_data=stage_data,
                                    first_audio_ms=_ms(first_audio), first_text_ms=_ms(first_text),
                                    end_ms=_ms(timing.end_ns))
     reply: Optional[Audio] = None

@@ -3,7 +3,8 @@
 One turn, in the session's `respond()`:
 
 1. ASR (speech-input modes): the user turn's audio is transcribed by `ivbench.asr.WhisperASR`;
-   then `StageMark("asr_done")`. An empty transcript (silence) fails the turn with
+   then `StageMark("asr_done", {"transcript": …})` (kept in the record's `stage_data`). An
+   empty transcript (silence) fails the turn with
    `EmptyTranscriptError`: there is nothing to answer.
 2. LLM: the system prompt, the session's history and the new user text go to the LLM
    backend (`transformers` or `openai`), which streams the reply. Every piece of text is
@@ -188,7 +189,7 @@ class CascadeSession(Session):
             if turn.audio is None:
                 raise CascadeError(f"turn {turn.turn_index} in mode {mode.value} has no audio")
             heard = _transcript_text(system.asr.transcribe(turn.audio))
-            yield StageMark("asr_done")
+            yield StageMark("asr_done", {"transcript": heard})
             log.debug("cascade heard %r (dialogue %s turn %d)", heard, turn.dialogue_id, turn.turn_index)
         user_text = (heard if mode.speech_in else turn.text) or ""
         entry = TurnLog(turn.turn_index, mode.value, heard, user_text)

@@ -104,7 +104,7 @@ class GroupFormerSession(Session):
         kind = self._output_kind(mode)
         content = self._user_content(turn)
         if mode.speech_in:
-            yield StageMark("speech_tokenized")
+            yield StageMark("speech_tokenized", {"units": len(content[0].units)})
         self.messages.append(Message("user", content))
         rendered = self._render(kind)
         speech_out = mode.speech_out
