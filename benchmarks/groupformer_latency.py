@@ -2,6 +2,7 @@
 
     python benchmarks/groupformer_latency.py                    # tiny on the CPU; + qwen2-7b on a GPU
     python benchmarks/groupformer_latency.py --size qwen2-7b --device cuda --groups 5
+    python benchmarks/groupformer_latency.py --engines dynamic,static,graphs   # the engines on the CPU
 
 IntrinsicVoice's claim: generating speech groups directly (no text first) puts the first
 packet under 100 ms, a tenth of a SpeechGPT-style model that writes its whole text reply
@@ -15,6 +16,12 @@ The clock is the runner's (`ivbench.runner.clock.time_turn`): t0 is the user tur
 prefill, the first group(s) and vocoding the first chunk to a CPU array. Groups per second
 count only the LLM + GroupModel steps of the speech part (vocoding excluded); ×RT is the
 audio seconds they produce per second.
+
+Each configuration runs with every KV engine of `--engines` (engines.py): `dynamic` decodes
+op by op; `graphs` keeps the KV cache in fixed buffers and, on CUDA, replays decoding steps,
+bucketed prefills, the GroupModel and the vocoder's chunk lengths as CUDA graphs (checked
+against `dynamic` at load; the difference is printed). On a GPU both run by default, so the
+speed-up is measured in one run on one card.
 
 Goals (GPU, qwen2-7b shape, bf16): direct G=5 first packet ≤ 60 ms on an H100; text-first at
 least 10× slower to its first packet.
