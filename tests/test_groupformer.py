@@ -640,3 +640,5 @@ def test_ivbench_eval_runs_the_demo_task(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     system = manifest["systems"]["groupformer:init=random,size=tiny"]
     assert system["untrained"] is True and system["label"] == "untrained — latency only"
+    loaded = manifest["sessions"][-1]["loaded"]["groupformer:init=random,size=tiny"]
+    assert loaded["engine"] == "dynamic" and loaded["model"]["shape"] == "tiny"  # what ran, once loaded

@@ -200,6 +200,7 @@ def _run_system(system: System, todo: list[tuple[_Unit, Dialogue]], store: RunSt
             _record_failed_dialogue(store, unit, task, dialogue, error, user_audio)
             bar.update(1)
         return
+    store.note_loaded(label, system.describe())
     try:
         if config.warmup > 0:
             _warm_up(system, todo[0][0].mode, todo[0][1], config, user_audio, echo, label)

@@ -113,6 +113,14 @@ class RunStore:
         self.write_manifest(manifest)
         return True
 
+    def note_loaded(self, label: str, info: dict[str, Any]) -> None:
+        """What a system says of itself once loaded (model size, dtype, the engine it chose),
+        kept with this session of the run: options alone do not say what ran."""
+        manifest = self.read_manifest()
+        session = manifest.setdefault("sessions", [{}])[-1]
+        session.setdefault("loaded", {})[label] = json.loads(json.dumps(info, default=str))
+        self.write_manifest(manifest)
+
     # -- records ----------------------------------------------------------------------------
     def records(self) -> list[TurnRecord]:
         return read_jsonl_records(self.records_path)
