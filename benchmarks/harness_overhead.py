@@ -75,7 +75,7 @@ def main() -> None:
             turns = args.turns if delay <= 50 else max(20, args.turns // 4)
             SELF_MEASURED.clear()
             config = EvalConfig(task=parse_spec(str(task)), limit=turns, warmup=3,
-                                systems=[SystemConfig(Spec(f"__main__:InjectedDelay", (("delay_ms", delay),)),
+                                systems=[SystemConfig(Spec("__main__:InjectedDelay", (("delay_ms", delay),)),
                                                       f"delay{delay}")],
                                 out=Path(tmp) / f"run{delay}", cache_dir=Path(tmp) / "cache")
             start = time.perf_counter()

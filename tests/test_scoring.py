@@ -2,7 +2,6 @@
 import csv
 import json
 
-from conftest import write_task
 
 from ivbench.config import EvalConfig, SystemConfig
 from ivbench.registry import Spec, parse_spec

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from ivbench.audio import write_wav
-from ivbench.metrics.base import MetricResult, ScoreItem, ScoringContext, Status
+from ivbench.metrics.base import MetricResult, ScoreItem, ScoringContext
 from ivbench.metrics.transcript import ReplyTranscript, UserTranscript
 from ivbench.metrics.vad import FirstSpeech
 from ivbench.metrics.wer import AsrWer, RefWer, compare
