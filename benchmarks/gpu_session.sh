@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The GPU checks of one device session, in one go, from the repository root on a GPU machine:
+#   1. tests/test_groupformer_cuda.py: CUDA graphs captured and replayed give what the
+#      op-by-op path gives (memorised replies reproduced exactly; bf16 within tolerance);
+#   2. benchmarks/groupformer_latency.py: first packet, direct against text-first, dynamic
+#      against CUDA-graph engine, qwen2-7b shape in bf16 (the goals are printed).
+#
+#     bash benchmarks/gpu_session.sh OUTDIR
+#
+# GPU machines without network may lack pytest, soundfile or soxr: wheels put in
+# .device/wheels (pip download --only-binary=:all: --python-version 3.12 …) are installed then.
+set -u
+out=${1:-gpu-results}
+mkdir -p "$out"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+if ! python -c "import pytest, soundfile, soxr" 2>/dev/null && ls .device/wheels/*.whl >/dev/null 2>&1; then
+    pip install -q --no-index --no-deps .device/wheels/*.whl
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
+python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" \
+    | tee -a "$out/gpu.txt"
+timeout 240 python -m pytest -q -p no:cacheprovider tests/test_groupformer_cuda.py 2>&1 | tee "$out/cuda_tests.txt"
+timeout "${LATENCY_TIMEOUT:-420}" python benchmarks/groupformer_latency.py --size qwen2-7b --device cuda \
+    --engines dynamic,graphs --json "$out/groupformer_latency.json" 2>&1 | tee "$out/groupformer_latency.txt"
