@@ -61,7 +61,7 @@ def test_auto_engine_on_a_qwen2_shape_in_bfloat16():
     engine = make_engine(model, "auto", capacity=1024)
     if CAPTURED:
         assert engine.name == "cuda-graphs", getattr(engine, "fallback_reason", None)
-        assert engine.verified_difference < 5e-2
+        assert engine.verified_difference < 0.1
 
 
 def test_captured_vocoder_streams_what_the_vocoder_streams():
