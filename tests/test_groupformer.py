@@ -461,6 +461,12 @@ def test_static_engine_checks(tiny):
     assert engine.name == "static-graphs" and engine.verify() < 1e-4
     with pytest.raises(ValueError, match="needs 41 positions; the static KV cache holds 40"):
         engine.forward(torch.zeros(1, 41, tiny.config.llm_hidden_size))
+    from ivbench.systems.groupformer.generation import Decoder
+
+    long = render(tiny.tokenizer, [Message("user", [Speech(tuple(range(300)))])], G, tiny.config.pad_unit,
+                  add_generation_prompt=True)
+    with pytest.raises(ValueError, match="at most 40 fit .*max_positions"):
+        Decoder(tiny, engine).prefill(long)
 
     # Another backbone family (Llama) on the same engine; a sliding-window one is refused.
     from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM

@@ -111,7 +111,8 @@ class Decoder:
         items = [(i, tuple(next(it)) if i == speech else None) for i in rendered.ids]
         limit = self.engine.capacity
         if limit and len(items) > limit:
-            raise ValueError(f"the dialogue is {len(items)} positions long; the LLM takes {limit}")
+            raise ValueError(f"the dialogue is {len(items)} positions long; at most {limit} fit (the LLM's "
+                             "max_position_embeddings, or the groupformer option max_positions)")
         self._claim()
         common = 0
         for a, b in zip(self.cached, items):
