@@ -97,17 +97,12 @@ def _plugin_spec(value: Any, where: str) -> Spec:
 
 def load_config_file(path: Union[str, Path]) -> dict[str, Any]:
     """Read a run YAML into EvalConfig keyword arguments (not yet merged with flags)."""
-    import yaml
+    from .yaml_file import read_yaml_file
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    data = read_yaml_file(path, ConfigError) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a run config is a YAML mapping of {', '.join(sorted(CONFIG_KEYS))}")
     unknown = set(data) - CONFIG_KEYS

@@ -153,7 +153,7 @@ def _apply_options(task: Task, options: dict[str, Any], path: Path) -> Task:
 
 def load_task_file(path: Union[str, Path], **options: Any) -> Task:
     """Load and validate a task (YAML with a header, or a bare JSONL of dialogues)."""
-    import yaml
+    from ..yaml_file import read_yaml_file
 
     path = Path(path)
     if not path.is_file():
@@ -162,13 +162,7 @@ def load_task_file(path: Union[str, Path], **options: Any) -> Task:
         task = Task(name=path.stem, dialogues=read_dialogues_jsonl(path), path=str(path))
         _check_unique(task.dialogues, path)
         return _apply_options(task, options, path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            header = yaml.safe_load(f)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise TaskFileError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    header = read_yaml_file(path, TaskFileError)
     if not isinstance(header, dict):
         raise TaskFileError(f"{path}: a task file is a YAML mapping with 'name' and 'dialogues_file' or 'dialogues'")
     unknown = set(header) - HEADER_FIELDS
