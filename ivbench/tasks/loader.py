@@ -42,6 +42,15 @@ def _where(path: Path, line: Optional[int], field: str) -> str:
     return f"{path}" + (f":{line}" if line else "") + (f": field '{field}'" if field else "")
 
 
+def _reject_unknown(data: dict[str, Any], allowed: set[str], path: Path, line: Optional[int], prefix: str,
+                    holder: str) -> None:
+    """An unknown key is named with its place and the keys `holder` (a dialogue, …) may have."""
+    unknown = set(data) - allowed
+    if unknown:
+        raise TaskFileError(f"{_where(path, line, prefix + str(sorted(unknown)[0]))}: unknown field; "
+                            f"{holder} has {', '.join(sorted(allowed))}")
+
+
 def _check_audio_path(task_dir: Path, value: Any, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise TaskFileError(f"{where}: must be a path (string) relative to the task file")
@@ -61,10 +70,7 @@ def _check_audio_path(task_dir: Path, value: Any, where: str) -> str:
 def parse_dialogue(data: Any, path: Path, line: Optional[int], index: int) -> Dialogue:
     if not isinstance(data, dict):
         raise TaskFileError(f"{_where(path, line, '')}: a dialogue must be an object with 'id' and 'turns'")
-    unknown = set(data) - DIALOGUE_FIELDS
-    if unknown:
-        raise TaskFileError(f"{_where(path, line, sorted(unknown)[0])}: unknown field; "
-                            f"a dialogue has {', '.join(sorted(DIALOGUE_FIELDS))}")
+    _reject_unknown(data, DIALOGUE_FIELDS, path, line, "", "a dialogue")
     dialogue_id = data.get("id", None)
     if dialogue_id is None or str(dialogue_id).strip() == "":
         raise TaskFileError(f"{_where(path, line, 'id')}: missing; every dialogue needs a unique id")
@@ -78,10 +84,7 @@ def parse_dialogue(data: Any, path: Path, line: Optional[int], index: int) -> Di
             turn = {"text": turn}
         if not isinstance(turn, dict):
             raise TaskFileError(f"{_where(path, line, field)}: a turn is a string or an object with 'text'")
-        unknown = set(turn) - TURN_FIELDS
-        if unknown:
-            raise TaskFileError(f"{_where(path, line, field + '.' + sorted(unknown)[0])}: unknown field; "
-                                f"a turn has {', '.join(sorted(TURN_FIELDS))}")
+        _reject_unknown(turn, TURN_FIELDS, path, line, field + ".", "a turn")
         text = turn.get("text")
         if not isinstance(text, str) or not text.strip():
             raise TaskFileError(f"{_where(path, line, field + '.text')}: missing or empty; "
@@ -165,10 +168,7 @@ def load_task_file(path: Union[str, Path], **options: Any) -> Task:
     header = read_yaml_file(path, TaskFileError)
     if not isinstance(header, dict):
         raise TaskFileError(f"{path}: a task file is a YAML mapping with 'name' and 'dialogues_file' or 'dialogues'")
-    unknown = set(header) - HEADER_FIELDS
-    if unknown:
-        raise TaskFileError(f"{_where(path, None, sorted(unknown)[0])}: unknown field; "
-                            f"a task file has {', '.join(sorted(HEADER_FIELDS))}")
+    _reject_unknown(header, HEADER_FIELDS, path, None, "", "a task file")
     name = header.get("name")
     if not isinstance(name, str) or not name.strip():
         raise TaskFileError(f"{_where(path, None, 'name')}: missing; give the task a name")
@@ -186,10 +186,7 @@ def load_task_file(path: Union[str, Path], **options: Any) -> Task:
     default_options = header.get("options") or {}
     if not isinstance(default_options, dict):
         raise TaskFileError(f"{_where(path, None, 'options')}: must be a mapping")
-    unknown = set(default_options) - TASK_OPTIONS
-    if unknown:
-        raise TaskFileError(f"{_where(path, None, 'options.' + str(sorted(unknown)[0]))}: unknown option; "
-                            f"options: {', '.join(sorted(TASK_OPTIONS))}")
+    _reject_unknown(default_options, TASK_OPTIONS, path, None, "options.", "'options'")
     task = Task(
         name=name.strip(), dialogues=dialogues,
         description=str(header.get("description", "")).strip(),
