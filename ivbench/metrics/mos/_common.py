@@ -30,6 +30,10 @@ def version(dist: str) -> Optional[str]:
         return None
 
 
+def check_batch_size(metric: str, batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"{metric} batch_size={batch_size!r}: give an integer of at least 1")
+    return batch_size
 
 
 def reply_16k(item: ScoreItem) -> np.ndarray:

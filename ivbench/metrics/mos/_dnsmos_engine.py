@@ -175,27 +175,23 @@ class _Split:
             onnx.checker.check_model(part)
             return part.SerializeToString()
 
+        def between(outputs: list[str], stop: str) -> list:
+            """The nodes that compute `outputs` from the tensor `stop` (and the weights)."""
+            nodes, todo, seen = [], list(outputs), set()
+            while todo:
+                name = todo.pop()
+                if name in seen or name == stop or name in inits:
+                    continue
+                seen.add(name)
+                node = producer[name]
+                if node not in nodes:
+                    nodes.append(node)
+                todo.extend(i for i in node.input if i)
+            return nodes
+
         pooled = pool.output[0]
-        back_nodes, todo, seen = [], [o.name for o in graph.output], set()
-        while todo:
-            name = todo.pop()
-            if name in seen or name == pooled or name in inits:
-                continue
-            seen.add(name)
-            node = producer[name]
-            if node not in back_nodes:
-                back_nodes.append(node)
-            todo.extend(i for i in node.input if i)
-        framing_nodes, todo, seen = [], [frames_name], set()
-        while todo:
-            name = todo.pop()
-            if name in seen or name == inputs[0].name or name in inits:
-                continue
-            seen.add(name)
-            node = producer[name]
-            if node not in framing_nodes:
-                framing_nodes.append(node)
-            todo.extend(i for i in node.input if i)
+        back_nodes = between([o.name for o in graph.output], pooled)
+        framing_nodes = between([frames_name], inputs[0].name)
 
         providers = ["CPUExecutionProvider"]
         self.front = ort.InferenceSession(submodel(front_nodes, frames_name, pooled, 3, 4),

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..base import FieldInfo, Metric, MetricResult, Need, ScoreItem, ScoringContext, Status
 from ...cache import sha256_file
-from ._common import INSTALL, SAMPLE_RATE, reply_16k, require, version
+from ._common import INSTALL, SAMPLE_RATE, check_batch_size, reply_16k, require, version
 
 
 # Their declared torchaudio dependency pins a torch other than the one installed: no deps.
@@ -62,8 +62,7 @@ class DistillMOS(Metric):
     fields = {"mos": FieldInfo(True, "MOS 1-5", "DistillMOS predicted overall quality")}
 
     def __init__(self, batch_size: int = 8, **options: Any) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"distillmos batch_size={batch_size!r}: give an integer of at least 1")
+        check_batch_size(self.name, batch_size)
         super().__init__(**options)  # batch size does not change the numbers: not in identity
         self.batch_size = batch_size
         self.device = "cpu"

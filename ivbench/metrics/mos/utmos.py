@@ -22,7 +22,7 @@ import numpy as np
 
 from ..base import FieldInfo, Metric, MetricResult, Need, ScoreItem, ScoringContext, Status
 from ...cache import sha256_file
-from ._common import SAMPLE_RATE, reply_16k, require
+from ._common import SAMPLE_RATE, check_batch_size, reply_16k, require
 
 RELEASE_URL = "https://github.com/tarepan/SpeechMOS/releases/download/v1.0.0/utmos22_strong_step7459_v1.pt"
 FILE_NAME = "utmos22_strong_step7459_v1.pt"
@@ -46,8 +46,7 @@ class UTMOS(Metric):
     fields = {"mos": FieldInfo(True, "MOS 1-5", "UTMOS22 strong learner predicted naturalness")}
 
     def __init__(self, checkpoint: Optional[str] = None, batch_size: int = 4, **options: Any) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"utmos batch_size={batch_size!r}: give an integer of at least 1")
+        check_batch_size(self.name, batch_size)
         super().__init__(**options)
         self.checkpoint = None if checkpoint in (None, "") else str(checkpoint)
         self.batch_size = batch_size
