@@ -36,7 +36,7 @@ def main() -> None:
 
     system = GroupFormerSystem(init="random", size=args.size, group_size=args.group, device=args.device,
                                seed=0, max_groups=20, min_groups=20, chunk_groups=1, lookahead=2,
-                               engine=args.engine, max_positions=2048)
+                               engine=args.engine, max_positions=8192)
     system.load(args.device)
     llm = system.model.llm
     print(f"{args.size} on {args.device}: {type(llm).__name__}, dtype {next(llm.parameters()).dtype}, "
