@@ -209,7 +209,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="KV engines to compare, comma-separated (dynamic, static, graphs; see "
                              "ivbench/systems/groupformer/engines.py); default: dynamic,graphs on a GPU, dynamic "
                              "on the CPU")
-    parser.add_argument("--max-positions", type=int, default=8192, help="static engines' KV buffer length (the system's default)")
+    parser.add_argument("--max-positions", type=int, default=8192,
+                        help="static engines' KV buffer length (the system's default)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; tiny: 1)")
     parser.add_argument("--json", metavar="PATH", help="also write every figure to PATH as JSON")
     args = parser.parse_args(argv)
