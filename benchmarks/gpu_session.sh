@@ -13,9 +13,9 @@ set -u
 out=${1:-gpu-results}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-if ! python -c "import pytest, soundfile, soxr" 2>/dev/null && ls .device/wheels/*.whl >/dev/null 2>&1; then
-    pip install -q --no-index --no-deps .device/wheels/*.whl
-fi
+for module in pytest soundfile soxr; do  # only what is missing; installed packages stay as they are
+    python -c "import $module" 2>/dev/null || pip install -q --no-index --find-links .device/wheels "$module"
+done
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
 python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" \
     | tee -a "$out/gpu.txt"
