@@ -198,6 +198,7 @@ def test_html_renders_transcript_differences_and_judge_replies(runs, tmp_path):
         assert title in page
     assert page.count("<svg") == 5
     assert re.search(r"stages: asr_done \d", page)
+    assert "<th>systems as loaded</th>" in page and "<summary>" in page  # the manifest's load notes
     # What the system heard, escaped like every other text.
     assert "user turn as this system heard it" in page
     assert "heard: Say &lt;b&gt;hi&lt;/b&gt; &amp; &quot;bye&quot;" in page

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import json
 import math
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -71,6 +72,17 @@ def _hardware(manifest: dict[str, Any]) -> str:
             f" · Python {esc(hw.get('python', '?'))}</span>")
 
 
+def _loaded_html(sessions: list[dict], labels: dict[str, str]) -> str:
+    """What each system said of itself once loaded (model, dtype, device, engine), from the
+    latest session that loaded it."""
+    found: dict[str, Any] = {}
+    for session in sessions:
+        found.update(session.get("loaded") or {})
+    return "".join(f"<details><summary>{esc(labels.get(label, label))}</summary>"
+                   f"<pre>{esc(json.dumps(info, indent=1, sort_keys=True, default=str))}</pre></details>"
+                   for label, info in found.items())
+
+
 def _runs_html(data: ReportData) -> str:
     judges = judge_models(data)
     out = []
@@ -102,6 +114,9 @@ def _runs_html(data: ReportData) -> str:
                 ("ivbench", f"{esc(m.get('ivbench_version'))} · git {git_text} · seed {esc(config.get('seed'))}"),
                 ("dates", f"created {esc(m.get('created'))}"
                           + (f" · last session {esc(last)} ({len(sessions)} sessions)" if last else ""))]
+        loaded = _loaded_html(sessions, run.labels)
+        if loaded:
+            rows.insert(3, ("systems as loaded", loaded))
         body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
         out.append(f"<h3>Run {esc(run.name)}</h3><table class=\"kv\">{body}</table>")
     packages: dict[str, dict[str, str]] = defaultdict(dict)
