@@ -362,9 +362,9 @@ def _finish_record(base: dict[str, Any], timing: TurnTiming, mode: Mode, store: 
             stages.setdefault(event.name, stamp / 1e6)
             if event.data is not None and event.name not in stage_data:
                 try:
-                    json.dumps(event.data, allow_nan=False)
                     if not isinstance(event.data, dict):
-                        raise TypeError(type(event.data).__name__)
+                        raise TypeError(f"a {type(event.data).__name__}")
+                    json.dumps(event.data, allow_nan=False)
                 except (TypeError, ValueError) as exc:
                     problem = (f"{where}: StageMark({event.name!r}).data is not a dict of JSON values ({exc}); "
                                "give str, numbers, bools, None, lists and dicts of them")

@@ -154,7 +154,6 @@ class StaticEngine:
         self.capacity = capacity
         self.buckets = tuple(sorted(b for b in buckets if b < capacity)) if self.graphs else ()
         self.owner: Any = None
-        self.length = 0
         self._arange = torch.arange(capacity, device=self.device)
         self._start = torch.zeros(1, dtype=torch.long, device=self.device)
         self._min = torch.finfo(self.dtype).min
@@ -162,9 +161,17 @@ class StaticEngine:
         self._takes_cache_position = "cache_position" in params
         self._calls: dict[int, tuple[Replay, torch.Tensor, torch.Tensor]] = {}
         self._heads: Optional[tuple[Replay, torch.Tensor, torch.Tensor, torch.Tensor]] = None
-        self._pool: Any = None
-        self.captured = False
+        self._pool = new_pool(self.capture)
         self.verified_difference: Optional[float] = None  # largest relative difference from DynamicEngine
+
+    @property
+    def length(self) -> int:
+        """Positions held; kept by the KV buffers, which transformers may also ask."""
+        return self.kv.length
+
+    @length.setter
+    def length(self, value: int) -> None:
+        self.kv.length = value
 
     @property
     def name(self) -> str:
@@ -204,24 +211,18 @@ class StaticEngine:
             embeds = torch.zeros(1, length, hidden_size, dtype=self.dtype, device=self.device)
             hidden = torch.zeros(1, length, hidden_size, dtype=self.dtype, device=self.device)
             self._start.fill_(self.length)  # the capture's warm-up runs write only free slots
-            call = Replay(lambda: self._llm(embeds, hidden), self.capture, self._graph_pool())
+            call = Replay(lambda: self._llm(embeds, hidden), self.capture, self._pool)
             found = self._calls[length] = (call, embeds, hidden)
         return found
 
-    def _graph_pool(self) -> Any:
-        if self.capture and self._pool is None:
-            self._pool = new_pool(True)
-        return self._pool
-
     def prepare(self) -> "StaticEngine":
-        """Capture every graph now (model load), not in the first measured turn."""
-        if self.graphs and not self.captured:
+        """Capture every graph now (model load), not in the first measured turn. Graphs are made
+        once each: calling this again does nothing."""
+        if self.graphs:
             with torch.inference_mode():
                 for length in (1,) + self.buckets:
-                    if self.length + length <= self.capacity:
-                        self._call(length)
+                    self._call(length)
                 self._head_call()
-            self.captured = True
         return self
 
     def _head_call(self) -> tuple[Replay, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -231,7 +232,7 @@ class StaticEngine:
             head_dtype = self.model.group_model.in_proj.weight.dtype
             choice = torch.zeros(2, dtype=self.dtype, device=self.device)
             units = torch.zeros(cfg.group_size, cfg.n_units + 1, dtype=head_dtype, device=self.device)
-            call = Replay(lambda: self._head_fn(hidden, choice, units), self.capture, self._graph_pool())
+            call = Replay(lambda: self._head_fn(hidden, choice, units), self.capture, self._pool)
             self._heads = (call, hidden, choice, units)
         return self._heads
 
@@ -255,7 +256,6 @@ class StaticEngine:
             call()
             last = hidden_out[:, n - 1].clone()
         self.length += n
-        self.kv.length = self.length
         return last
 
     def speech_heads(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

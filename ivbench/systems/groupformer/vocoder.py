@@ -149,13 +149,16 @@ class UnitHiFiGAN(nn.Module):
         reach += 3 / rate  # conv_post
         return int(np.ceil(reach))
 
+    def unit_ids(self, units: Union[torch.Tensor, list[int], np.ndarray],
+                 device: Optional[torch.device] = None) -> torch.Tensor:
+        """Units as a (1, T) id tensor the embedding accepts (out-of-range ids clamped)."""
+        ids = torch.as_tensor(units, dtype=torch.long, device=device).reshape(1, -1)
+        return ids.clamp(0, self.dict.num_embeddings - 1)
+
     @torch.inference_mode()
     def synthesize(self, units: Union[torch.Tensor, list[int], np.ndarray]) -> torch.Tensor:
         """One utterance of units → samples (1-D tensor on the vocoder's device)."""
-        device = self.dict.weight.device
-        units = torch.as_tensor(units, dtype=torch.long, device=device).reshape(1, -1)
-        units = units.clamp(0, self.dict.num_embeddings - 1)
-        return self(units)[0]
+        return self(self.unit_ids(units, self.dict.weight.device))[0]
 
     def save(self, checkpoint: Union[str, Path], config: Union[str, Path]) -> None:
         """Write the released format: torch {"generator": state_dict} and a config JSON."""
@@ -257,12 +260,12 @@ class GraphedVocoder:
 
     @torch.inference_mode()
     def synthesize(self, units: Union[torch.Tensor, list[int], np.ndarray]) -> torch.Tensor:
-        ids = torch.as_tensor(units, dtype=torch.long).reshape(1, -1)
+        ids = self.vocoder.unit_ids(units)
         n = ids.shape[1]
         if not 0 < n <= self.max_units:
             return self.vocoder.synthesize(ids)
         call, buffer, audio = self._call(n)
-        buffer.copy_(ids.clamp(0, self.vocoder.dict.num_embeddings - 1))
+        buffer.copy_(ids)
         call()
         return audio[0].clone()
 
