@@ -128,7 +128,7 @@ def run_config(size: str, device: str, dtype: str, group: int, engine: str, args
         direct.attach(regroup(base, group))
     build_s = time.perf_counter() - t0
     chain = GroupFormerTextFirst(**common)
-    chain.attach(direct.model, direct.engine, direct.unit_vocoder)  # the same weights, engine and vocoder
+    chain.attach(direct.model, share_with=direct)  # the same weights, engine, tokenizer and vocoder
     turn = user_turn(args.user_seconds)
     d = measure(direct, turn, args.turns, args.warmup)
     c = measure(chain, turn, args.turns, args.warmup)
@@ -250,9 +250,13 @@ def main(argv: Optional[list[str]] = None) -> int:
                     print(f"engine {engine}, G={g} failed:\n{traceback.format_exc()}", flush=True)
                     break
                 size_rows.append(row)
+                # One line per configuration as it ends: a run cut short still leaves its figures.
                 check = "" if row["engine_check"] is None else f", checked against dynamic: {row['engine_check']:.2g}"
-                print(f"  {row['engine']} G={g}: built in {row['build_s']:.1f} s, {row['params'] / 1e6:.1f} M LLM "
-                      f"parameters{check}", file=sys.stderr)
+                d, c = row["direct"], row["text_first"]
+                print(f"  {row['engine']} G={g}: direct first packet {d['first_audio_ms']:.1f} ms "
+                      f"(p95 {d['first_audio_p95_ms']:.1f}), text-first {c['first_audio_ms']:.1f} ms, "
+                      f"{d['groups_per_s']:.1f} groups/s; built in {row['build_s']:.1f} s, "
+                      f"{row['params'] / 1e6:.1f} M LLM parameters{check}", flush=True)
                 gc.collect()
         del base
         gc.collect()

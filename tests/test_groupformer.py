@@ -165,6 +165,65 @@ def test_kmeans_from_real_scikit_learn_pickle(tmp_path):
     assert np.allclose(load_kmeans(tmp_path / "km.bin", dim=8), km.cluster_centers_)
 
 
+def _hubert_tokenizer(layer, **shape):
+    from transformers import HubertConfig, HubertModel
+
+    from ivbench.systems.groupformer.speech_tokenizer import SpeechTokenizer
+
+    torch.manual_seed(0)
+    hubert = HubertModel(HubertConfig(**{**SHAPES["tiny"]["hubert"], "num_hidden_layers": 3, **shape})).eval()
+    centroids = np.random.default_rng(3).standard_normal((50, hubert.config.hidden_size))
+    return SpeechTokenizer(hubert, centroids, layer)
+
+
+@pytest.mark.parametrize("stable", [False, True], ids=["base-layout", "large-layout"])
+def test_tokenizer_runs_only_the_layers_it_quantises(stable):
+    """Features up to layer k equal the whole model's `hidden_states[k]`, for every k, in both
+    HuBERT layouts (base: norm before the layers; large: pre-norm layers)."""
+    shape = dict(do_stable_layer_norm=True, feat_extract_norm="layer") if stable else {}
+    samples = np.random.default_rng(4).standard_normal(16000).astype(np.float32)
+    for layer in range(4):
+        tokenizer = _hubert_tokenizer(layer, **shape)
+        with torch.no_grad():
+            whole = tokenizer.hubert(torch.from_numpy(samples)[None], output_hidden_states=True).hidden_states
+            assert torch.allclose(tokenizer.layer_features(tokenizer.conv_features(samples)), whole[layer],
+                                  atol=1e-5), layer
+        ran = []
+        hooks = [block.register_forward_hook(lambda *_, i=i: ran.append(i))
+                 for i, block in enumerate(tokenizer.hubert.encoder.layers)]
+        tokenizer.encode(samples)
+        for hook in hooks:
+            hook.remove()
+        assert ran == list(range(layer))
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_graphed_tokenizer_gives_the_units_of_the_unpadded_turn(attention):
+    """Features padded up to a frame bucket, with the padding masked, give the units of the
+    exact turn; turns past the largest bucket run op by op."""
+    from ivbench.systems.groupformer.speech_tokenizer import GraphedSpeechTokenizer
+
+    tokenizer = _hubert_tokenizer(2)
+    tokenizer.hubert.config._attn_implementation = "flash_attention_2"  # takes no padding mask
+    assert GraphedSpeechTokenizer(tokenizer).buckets == ()  # so every turn runs op by op
+    tokenizer.hubert.config._attn_implementation = attention
+    with torch.no_grad():  # random tiny weights barely mix frames: a missing mask would go unseen
+        for block in tokenizer.hubert.encoder.layers:
+            block.attention.q_proj.weight.mul_(5)
+            block.attention.out_proj.weight.mul_(30)
+    graphed = GraphedSpeechTokenizer(tokenizer, buckets=(8, 32), capture=False).prepare()
+    assert graphed.n_units == 50 and sorted(graphed._calls) == [8, 32]
+    rng = np.random.default_rng(5)
+    frames = []
+    for seconds in (2.0, 1.3, 1.0, 0.5, 0.3, 0.01):  # longest first: padding holds stale frames
+        samples = rng.standard_normal(int(16000 * seconds)).astype(np.float32)
+        want = tokenizer.encode(samples)
+        got = graphed.encode(samples)
+        assert torch.equal(got, want), seconds
+        frames.append(len(got))
+    assert frames[0] > 32 and 8 < frames[2] < 32 and frames[-1] < 8  # every path taken
+
+
 def test_mhubert_25hz_shape():
     from ivbench.systems.groupformer.config import HUBERT_25HZ_CONV
 
@@ -381,8 +440,10 @@ def _engine(model, kind):
 
     if kind == "dynamic":
         return DynamicEngine(model)
-    # Small buckets and capacity: prefills are padded, and the longest run uncaptured.
-    return StaticEngine(model, capacity=400, graphs=kind == "graphs", buckets=(8, 16, 64)).prepare()
+    # Small buckets, windows and capacity: prefills are padded, the longest run uncaptured, and
+    # dialogues move from window to window.
+    return StaticEngine(model, capacity=400, graphs=kind == "graphs", buckets=(8, 16, 64),
+                        windows=(32, 64)).prepare()
 
 
 @pytest.mark.parametrize("kind", ["dynamic", "static", "graphs"])
@@ -484,7 +545,8 @@ def test_static_engine_checks(tiny):
                                   group_heads=2, group_ffn=64)
         return GroupFormer(heads, llm, tokenizer).eval()
 
-    assert StaticEngine(other(LlamaForCausalLM, LlamaConfig), capacity=256, graphs=True).prepare().verify() < 1e-4
+    llama = StaticEngine(other(LlamaForCausalLM, LlamaConfig), capacity=256, graphs=True, windows=(16, 64)).prepare()
+    assert llama.windows == (16, 64, 256) and llama.verify() < 1e-4  # from window 16 into 64
     with pytest.raises(UnsupportedModel, match="sliding window 16"):
         StaticEngine(other(MistralForCausalLM, MistralConfig, sliding_window=16))
 
@@ -619,11 +681,13 @@ def test_session_replies_equal_with_every_engine():
                                    max_positions=500)
         system.load("cpu")
         assert system.describe()["engine"] == {"graphs": "static-graphs"}.get(engine, engine)
+        assert (type(system.unit_tokenizer).__name__ == "GraphedSpeechTokenizer") is (engine == "graphs")
         session = system.new_session()
         replies[engine] = []
         for index, mode in enumerate(("s2s", "t2t", "s2s")):
             out = _events(session, _turn(mode, index=index))
-            replies[engine].append((out["text"], session.messages[-1].content))
+            # the user's turn as heard (units) and the reply
+            replies[engine].append((out["text"], session.messages[-2].content, session.messages[-1].content))
         assert session.last_stats["cached_tokens"] > 0
     assert replies["static"] == replies["dynamic"] == replies["graphs"]
     with pytest.raises(ValueError, match="engine 'fast'"):

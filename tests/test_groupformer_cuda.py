@@ -79,6 +79,19 @@ def test_captured_vocoder_streams_what_the_vocoder_streams():
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_captured_tokenizer_gives_the_units_of_the_tokenizer():
+    from ivbench.systems.groupformer.config import SHAPES
+    from ivbench.systems.groupformer.speech_tokenizer import GraphedSpeechTokenizer, random_speech_tokenizer
+
+    tokenizer = random_speech_tokenizer(SHAPES["tiny"]["hubert"], 2, 50).to(DEVICE)
+    graphed = GraphedSpeechTokenizer(tokenizer, buckets=(8, 32)).prepare()
+    assert graphed.capture is CAPTURED
+    rng = np.random.default_rng(6)
+    for seconds in (2.0, 1.3, 1.0, 0.5, 0.3, 0.01):  # longest first: padding holds stale frames
+        samples = rng.standard_normal(int(16000 * seconds)).astype(np.float32)
+        assert torch.equal(graphed.encode(samples), tokenizer.encode(samples)), seconds
+
+
 def test_system_on_the_device_replies_alike_with_both_engines():
     from ivbench.systems.groupformer.system import GroupFormerSystem
     from ivbench.types import Audio, Mode, TurnInput

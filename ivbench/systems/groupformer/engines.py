@@ -4,9 +4,11 @@
   causal LM on any device; the CPU default.
 - `StaticEngine`: the keys and values in preallocated buffers (`StaticKV`), the causal mask
   and positions computed on the device from one start index, so that each LLM call reads
-  and writes only fixed tensors. On CUDA every call is captured once as a CUDA graph and
-  replayed: one decoding step (T = 1), prefills padded to a few bucket lengths, and the
-  GroupModel heads. A 7B decoding step otherwise spends most of its time launching some
+  and writes only fixed tensors. Attention reads a window of the buffers — the smallest of
+  a few lengths that holds the dialogue so far — so a short dialogue does not pay for the
+  buffers' whole length. On CUDA every call is captured once as a CUDA graph and replayed:
+  one decoding step (T = 1) and prefills padded to a few bucket lengths, each per window,
+  and the GroupModel heads. A 7B decoding step otherwise spends most of its time launching some
   thousand small kernels from Python (launch-bound: the GPU idles ~85 % of a turn), which is
   what keeps the first packet far above the paper's figure.
 
@@ -32,6 +34,8 @@ log = logging.getLogger("ivbench.groupformer")
 # Prefill lengths a static engine captures a graph for; a prefill is padded up to the next
 # one (longer prefills run uncaptured).
 BUCKETS = (8, 16, 32, 64, 128, 256, 512)
+# Lengths of the KV buffers attention reads (the buffers' capacity is the last window).
+WINDOWS = (256, 1024, 4096)
 
 
 class DynamicEngine:
@@ -92,8 +96,9 @@ class StaticKV:
     """Keys and values of every layer in fixed buffers (1, kv_heads, capacity, head_dim).
 
     transformers' attention layers call `update(keys, values, layer_idx, …)` and attend to
-    what it returns; the engine sets `positions` (where the block being fed goes) before each
-    call and masks the slots past them, so stale or padded slots are never attended to."""
+    what it returns: the first `window` slots. The engine sets `positions` (where the block
+    being fed goes) and `window` before each call and masks the slots past the positions, so
+    stale or padded slots are never attended to."""
 
     def __init__(self, layers: int, kv_heads: int, head_dim: int, capacity: int, dtype: torch.dtype,
                  device: torch.device) -> None:
@@ -101,6 +106,7 @@ class StaticKV:
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
         self.positions: Optional[torch.Tensor] = None
+        self.window = capacity
         self.length = 0
 
     # transformers ≥ 5 passes `kwargs=`, earlier versions a cache_kwargs dict: neither is needed.
@@ -109,7 +115,7 @@ class StaticKV:
         keys, values = self.keys[layer_idx], self.values[layer_idx]
         keys.index_copy_(2, self.positions, key_states.to(keys.dtype))
         values.index_copy_(2, self.positions, value_states.to(values.dtype))
-        return keys, values
+        return keys[:, :, : self.window], values[:, :, : self.window]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.length
@@ -137,11 +143,12 @@ def _static_shape(llm: Any) -> tuple[int, int, int]:
 
 
 class StaticEngine:
-    """Fixed KV buffers of `capacity` positions; on CUDA (or with `graphs=True`) every LLM call
-    runs as a replayed graph: decoding steps, prefills padded to `buckets`, and the heads."""
+    """Fixed KV buffers of `capacity` positions, read through the smallest of `windows` that
+    holds the dialogue; on CUDA (or with `graphs=True`) every LLM call runs as a replayed graph:
+    decoding steps and prefills padded to `buckets`, per window, and the heads."""
 
     def __init__(self, model: Any, capacity: int = 8192, graphs: Optional[bool] = None,
-                 buckets: Sequence[int] = BUCKETS) -> None:
+                 buckets: Sequence[int] = BUCKETS, windows: Sequence[int] = WINDOWS) -> None:
         layers, kv_heads, head_dim = _static_shape(model.llm)
         limit = getattr(model.llm.config, "max_position_embeddings", None)
         capacity = int(min(capacity, limit) if limit else capacity)
@@ -153,13 +160,15 @@ class StaticEngine:
         self.kv = StaticKV(layers, kv_heads, head_dim, capacity, self.dtype, self.device)
         self.capacity = capacity
         self.buckets = tuple(sorted(b for b in buckets if b < capacity)) if self.graphs else ()
+        self.windows = tuple(sorted(w for w in windows if w < capacity)) + (capacity,)
         self.owner: Any = None
         self._arange = torch.arange(capacity, device=self.device)
         self._start = torch.zeros(1, dtype=torch.long, device=self.device)
         self._min = torch.finfo(self.dtype).min
         params = inspect.signature(model.llm.get_decoder().forward).parameters
         self._takes_cache_position = "cache_position" in params
-        self._calls: dict[int, tuple[Replay, torch.Tensor, torch.Tensor]] = {}
+        self._buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # per length: embeds in, hidden out
+        self._calls: dict[tuple[int, int], Replay] = {}  # per (length, window)
         self._heads: Optional[tuple[Replay, torch.Tensor, torch.Tensor, torch.Tensor]] = None
         self._pool = new_pool(self.capture)
         self.verified_difference: Optional[float] = None  # largest relative difference from DynamicEngine
@@ -186,13 +195,16 @@ class StaticEngine:
         self.length = max(0, min(keep, self.length))
 
     # ---- the computations (graph bodies) ------------------------------------------------------
-    def _llm(self, embeds: torch.Tensor, hidden_out: torch.Tensor) -> None:
-        """Positions start … start + T - 1: write their keys/values, put their hidden states in
-        `hidden_out`. Reads the start index from a device tensor, so a graph replays at any position."""
+    def _llm(self, embeds: torch.Tensor, hidden_out: torch.Tensor, window: int) -> None:
+        """Positions start … start + T - 1 (within the first `window` slots): write their
+        keys/values, put their hidden states in `hidden_out`. Reads the start index from a device
+        tensor, so a graph replays at any position."""
         positions = self._start + self._arange[: embeds.shape[1]]
-        blocked = self._arange.unsqueeze(0) > positions.unsqueeze(1)  # (T, capacity): keys after the query
+        slots = self._arange[:window]
+        blocked = slots.unsqueeze(0) > positions.unsqueeze(1)  # (T, window): keys after the query
         mask = blocked.to(self.dtype).mul_(self._min)[None, None]
         self.kv.positions = positions
+        self.kv.window = window
         extra = {"cache_position": positions} if self._takes_cache_position else {}
         hidden = self.model.hidden_states(embeds, mask, cache=self.kv,
                                           position_ids=positions.unsqueeze(0), **extra)
@@ -204,24 +216,35 @@ class StaticEngine:
         units_out.copy_(units)
 
     # ---- graphs -----------------------------------------------------------------------------
-    def _call(self, length: int) -> tuple[Replay, torch.Tensor, torch.Tensor]:
-        found = self._calls.get(length)
-        if found is None:
+    def _window(self, end: int) -> int:
+        """The smallest window holding positions up to `end`."""
+        return next(w for w in self.windows if w >= end)
+
+    def _call(self, length: int, window: int) -> tuple[Replay, torch.Tensor, torch.Tensor]:
+        buffers = self._buffers.get(length)
+        if buffers is None:
             hidden_size = self.model.config.llm_hidden_size
-            embeds = torch.zeros(1, length, hidden_size, dtype=self.dtype, device=self.device)
-            hidden = torch.zeros(1, length, hidden_size, dtype=self.dtype, device=self.device)
+            buffers = self._buffers[length] = tuple(
+                torch.zeros(1, length, hidden_size, dtype=self.dtype, device=self.device) for _ in range(2))
+        embeds, hidden = buffers
+        call = self._calls.get((length, window))
+        if call is None:
             self._start.fill_(self.length)  # the capture's warm-up runs write only free slots
-            call = Replay(lambda: self._llm(embeds, hidden), self.capture, self._pool)
-            found = self._calls[length] = (call, embeds, hidden)
-        return found
+            call = self._calls[length, window] = Replay(lambda: self._llm(embeds, hidden, window),
+                                                        self.capture, self._pool)
+        return call, embeds, hidden
 
     def prepare(self) -> "StaticEngine":
         """Capture every graph now (model load), not in the first measured turn. Graphs are made
         once each: calling this again does nothing."""
         if self.graphs:
+            if self.length:  # capture runs write from slot 0 on: a held dialogue's decoder starts again
+                self.length, self.owner = 0, None
             with torch.inference_mode():
                 for length in (1,) + self.buckets:
-                    self._call(length)
+                    for window in self.windows:
+                        if window >= length:
+                            self._call(length, window)
                 self._head_call()
         return self
 
@@ -247,10 +270,10 @@ class StaticEngine:
         if padded is None or not self.graphs or self.length + padded > self.capacity:
             hidden = torch.empty(1, n, embeds.shape[2], dtype=self.dtype, device=self.device)
             self._start.fill_(self.length)
-            self._llm(embeds.to(self.dtype), hidden)
+            self._llm(embeds.to(self.dtype), hidden, self._window(self.length + n))
             last = hidden[:, -1]
         else:
-            call, embeds_in, hidden_out = self._call(padded)
+            call, embeds_in, hidden_out = self._call(padded, self._window(self.length + padded))
             embeds_in[:, :n].copy_(embeds)
             self._start.fill_(self.length)
             call()
@@ -268,14 +291,17 @@ class StaticEngine:
 
     # ---- checking a device ------------------------------------------------------------------
     @torch.inference_mode()
-    def verify(self, positions: int = 19, steps: int = 3, tolerance: Optional[float] = None) -> float:
+    def verify(self, positions: Optional[int] = None, steps: int = 3, tolerance: Optional[float] = None) -> float:
         """Feed the same random embeddings through this engine and a DynamicEngine (a prefill,
-        then single steps, then the heads); returns the largest relative difference and raises
+        then single steps, then the heads; by default the steps cross from the first window into
+        the next); returns the largest relative difference and raises
         AssertionError beyond `tolerance` (default: 0.1 in 16-bit types, where rounding alone gives
         ~0.02 over 24 layers, and 1e-4 in float32; a wrong position or mask is off by the order of
         the states themselves)."""
         if tolerance is None:
             tolerance = 1e-4 if self.dtype == torch.float32 else 0.1
+        if positions is None:
+            positions = self.windows[0] - 1 if len(self.windows) > 1 else min(19, self.capacity - steps)
         generator = torch.Generator(device="cpu").manual_seed(0)
         hidden_size = self.model.config.llm_hidden_size
         feeds = [torch.randn(1, positions, hidden_size, generator=generator)]

@@ -2,6 +2,10 @@
 layer 11) quantised to the nearest of K k-means centroids. 16 kHz in, 25 units per second,
 no de-duplication.
 
+Only the layers up to the quantised one run. `GraphedSpeechTokenizer` runs those layers and the
+k-means look-up on fixed buffers, replayed as CUDA graphs on a GPU, where HuBERT is otherwise
+bound by launching a few hundred small kernels.
+
 The k-means file may be the released km500 file (a joblib pickle of a scikit-learn
 (MiniBatch)KMeans; read here without scikit-learn and without running arbitrary pickled
 code), a `.npy` array of centroids (K, D), or raw float32 centroids.
@@ -16,6 +20,11 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 from torch import nn
+
+from .cuda_graphs import Replay, new_pool
+
+# Frame counts the graphed tokenizer pads a turn's features up to (25 Hz: 1.3 s … 41 s).
+FRAME_BUCKETS = (32, 64, 128, 256, 512, 1024)
 
 
 class _PickledEstimator:
@@ -125,9 +134,10 @@ class SpeechTokenizer(nn.Module):
             n = (n - 1) * stride + kernel
         return n
 
-    @torch.inference_mode()
-    def encode(self, samples: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
-        """Mono 16 kHz samples → (T,) unit ids on the tokenizer's device."""
+    def conv_features(self, samples: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
+        """Mono 16 kHz samples → the encoder's input (1, frames, hidden): conv features, projected.
+        The first conv layer's group normalisation spans the whole input, so this part always
+        sees the exact samples."""
         param = next(self.hubert.parameters())
         x = torch.as_tensor(np.asarray(samples, dtype=np.float32)).reshape(1, -1)
         if x.shape[1] < self.min_samples():
@@ -135,10 +145,40 @@ class SpeechTokenizer(nn.Module):
         x = x.to(param.device)
         if self.normalize:
             x = (x - x.mean()) / torch.sqrt(x.var() + 1e-7)
-        out = self.hubert(x.to(param.dtype), output_hidden_states=True)
-        features = out.hidden_states[self.layer][0].float()
+        features = self.hubert.feature_extractor(x.to(param.dtype)).transpose(1, 2)
+        return self.hubert.feature_projection(features)
+
+    def layer_features(self, hidden: torch.Tensor, keep: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The encoder up to `layer` (what `hidden_states[layer]` of the whole model holds).
+        `keep` (frames,) bool marks real frames in a padded input: padded frames are zeroed before
+        the positional convolution (as its own zero padding would be) and never attended to, so
+        the real frames' features are those of the unpadded input."""
+        encoder = self.hubert.encoder
+        mask = None
+        if keep is not None:
+            hidden = hidden * keep[None, :, None].to(hidden.dtype)
+            blocked = (~keep).to(hidden.dtype) * torch.finfo(hidden.dtype).min
+            mask = blocked[None, None, None, :]  # (1, 1, 1, frames): the same keys for every query
+        hidden = hidden + encoder.pos_conv_embed(hidden)
+        # Base layout: normalised before the layers. Large (stable) layout: pre-norm layers whose
+        # outputs are quantised as they are (the encoder's final norm belongs to its last output).
+        if not getattr(self.hubert.config, "do_stable_layer_norm", False):
+            hidden = encoder.layer_norm(hidden)
+        for block in encoder.layers[: self.layer]:
+            out = block(hidden, attention_mask=mask)
+            hidden = out[0] if isinstance(out, tuple) else out  # transformers 4 returns a tuple
+        return hidden
+
+    def nearest_units(self, features: torch.Tensor) -> torch.Tensor:
+        """(frames, D) features → (frames,) ids of the nearest centroids."""
+        features = features.float()
         distances = (features ** 2).sum(-1, keepdim=True) - 2 * features @ self.centroids.T + self.centroid_sq
         return distances.argmin(-1)
+
+    @torch.inference_mode()
+    def encode(self, samples: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
+        """Mono 16 kHz samples → (T,) unit ids on the tokenizer's device."""
+        return self.nearest_units(self.layer_features(self.conv_features(samples))[0])
 
     def save(self, hubert_dir: Union[str, Path], kmeans_path: Union[str, Path]) -> None:
         self.hubert.save_pretrained(str(hubert_dir))
@@ -163,3 +203,63 @@ def random_speech_tokenizer(hubert_shape: dict[str, Any], layer: int, n_units: i
     model = HubertModel(HubertConfig(**hubert_shape))
     centroids = torch.randn(n_units, model.config.hidden_size).numpy()
     return SpeechTokenizer(model, centroids, layer)
+
+
+class GraphedSpeechTokenizer:
+    """A SpeechTokenizer whose encoder layers and k-means look-up run on fixed buffers, for
+    frame counts padded up to `buckets` (real frames marked, see `layer_features`), captured
+    as CUDA graphs on CUDA and called directly elsewhere. The conv feature extractor runs op by
+    op on the exact samples; turns longer than the largest bucket run wholly op by op, and so
+    does every turn where HuBERT's attention is neither sdpa nor eager (the two that take the
+    padding mask). Same `encode` as SpeechTokenizer."""
+
+    def __init__(self, tokenizer: SpeechTokenizer, buckets: tuple[int, ...] = FRAME_BUCKETS,
+                 capture: Optional[bool] = None) -> None:
+        attention = getattr(tokenizer.hubert.config, "_attn_implementation", None) or "eager"
+        self.tokenizer = tokenizer
+        self.buckets = tuple(sorted(buckets)) if attention in ("sdpa", "eager") else ()
+        self.device = tokenizer.centroids.device
+        self.capture = self.device.type == "cuda" if capture is None else bool(capture)
+        self._pool = new_pool(self.capture)
+        self._frames = torch.zeros(1, dtype=torch.long, device=self.device)  # real frames in this call
+        self._calls: dict[int, tuple[Replay, torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def n_units(self) -> int:
+        return self.tokenizer.n_units
+
+    def _units(self, hidden: torch.Tensor, units_out: torch.Tensor) -> None:
+        keep = torch.arange(hidden.shape[1], device=self.device) < self._frames
+        units_out.copy_(self.tokenizer.nearest_units(self.tokenizer.layer_features(hidden, keep)[0]))
+
+    def _call(self, frames: int) -> tuple[Replay, torch.Tensor, torch.Tensor]:
+        found = self._calls.get(frames)
+        if found is None:
+            param = next(self.tokenizer.hubert.parameters())
+            hidden = torch.zeros(1, frames, self.tokenizer.hubert.config.hidden_size, dtype=param.dtype,
+                                 device=self.device)
+            units = torch.zeros(frames, dtype=torch.long, device=self.device)
+            self._frames.fill_(frames)
+            found = self._calls[frames] = (Replay(lambda: self._units(hidden, units), self.capture, self._pool),
+                                           hidden, units)
+        return found
+
+    @torch.inference_mode()
+    def prepare(self) -> "GraphedSpeechTokenizer":
+        """Capture every bucket now (model load), not in a measured turn."""
+        for frames in self.buckets:
+            self._call(frames)
+        return self
+
+    @torch.inference_mode()
+    def encode(self, samples: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
+        hidden = self.tokenizer.conv_features(samples)
+        n = hidden.shape[1]
+        bucket = next((b for b in self.buckets if b >= n), None)
+        if bucket is None:
+            return self.tokenizer.nearest_units(self.tokenizer.layer_features(hidden)[0])
+        call, hidden_in, units = self._call(bucket)
+        hidden_in[:, :n].copy_(hidden)
+        self._frames.fill_(n)
+        call()
+        return units[:n].clone()

@@ -12,8 +12,9 @@ its own), `device` (cpu, cuda; default: the run's), `dtype` (auto: bfloat16 on C
 on CPU), `text_first` (write the whole text reply before its speech), `max_groups`,
 `min_groups`, `max_new_tokens`, `min_new_tokens` (reply bounds; random weights never end a
 reply reliably, so random init fixes the lengths at 50 groups and 64 tokens by default),
-`temperature`, `top_k`, `engine` (auto: fixed KV buffers and CUDA graphs on a GPU, op by op
-elsewhere; dynamic, static, graphs — see engines.py), `max_positions` (the KV buffers' length),
+`temperature`, `top_k`, `engine` (auto: on a GPU, fixed KV buffers and CUDA graphs for the
+LLM, the heads, HuBERT's layers and the vocoder; op by op elsewhere; dynamic, static, graphs —
+see engines.py), `max_positions` (the KV buffers' length),
 `chunk_groups` (vocode every k groups), `lookahead` (units the vocoder waits for past a chunk),
 `context` (units of left context re-vocoded), `fade` (seam cross-fade, samples), `seed`,
 `threads` (torch CPU threads; tiny uses 1), and `hubert`, `kmeans`, `vocoder`,
@@ -74,7 +75,7 @@ class GroupFormerSession(Session):
         from ...audio import resample
 
         audio = resample(turn.audio, SAMPLE_RATE)
-        units = self.model.speech_tokenizer.encode(audio.samples).tolist()
+        units = self.system.unit_tokenizer.encode(audio.samples).tolist()
         return [Speech(tuple(units))]
 
     def _render(self, kind: str) -> Any:
@@ -239,6 +240,7 @@ class GroupFormerSystem(System):
         self.engine_kind = str(engine).lower()
         self.max_positions = int(max_positions)
         self.engine: Any = None
+        self.unit_tokenizer: Any = None  # the model's speech tokenizer, or a GraphedSpeechTokenizer over it
         self.unit_vocoder: Any = None  # the model's vocoder, or a GraphedVocoder over it
         self.top_k = int(top_k)
         self.chunk_groups = int(chunk_groups)
@@ -283,20 +285,33 @@ class GroupFormerSystem(System):
             model = GroupFormer.from_pretrained(self.checkpoint, device=device, dtype=self.dtype, **self.paths)
         self.attach(model)
 
-    def attach(self, model: Any, engine: Any = None, vocoder: Any = None) -> None:
+    def attach(self, model: Any, share_with: Optional["GroupFormerSystem"] = None) -> None:
         """Use a loaded model: its KV engine (`engine` option) and, where the engine replays CUDA
-        graphs, a graphed vocoder for the streamed chunk lengths; then warm up. `engine` and
-        `vocoder` re-use another system's (the same weights, e.g. direct and text-first)."""
+        graphs, a graphed speech tokenizer and a graphed vocoder for the streamed chunk lengths;
+        then warm up. `share_with`: a system attached to the same model (e.g. direct and
+        text-first) whose engine, tokenizer and vocoder are re-used."""
         from .engines import make_engine
+        from .speech_tokenizer import GraphedSpeechTokenizer
         from .vocoder import GraphedVocoder, StreamingVocoder
 
         self.model = model
-        self.engine = engine if engine is not None else make_engine(model, self.engine_kind, self.max_positions)
-        if vocoder is None and model.vocoder is not None and getattr(self.engine, "graphs", False):
-            longest = StreamingVocoder.longest_input(model.config.group_size, self.chunk_groups, self.lookahead,
-                                                     self.context)
-            vocoder = GraphedVocoder(model.vocoder, longest, capture=self.engine.capture).prepare()
-        self.unit_vocoder = vocoder if vocoder is not None else model.vocoder
+        if share_with is not None:
+            if share_with.model is not model:
+                raise ValueError("groupformer: share_with must be attached to the same model")
+            self.engine, self.unit_tokenizer, self.unit_vocoder = (share_with.engine, share_with.unit_tokenizer,
+                                                                   share_with.unit_vocoder)
+        else:
+            self.engine = make_engine(model, self.engine_kind, self.max_positions)
+            graphs = getattr(self.engine, "graphs", False)
+            capture = getattr(self.engine, "capture", False)
+            self.unit_tokenizer = model.speech_tokenizer
+            if graphs and model.speech_tokenizer is not None:
+                self.unit_tokenizer = GraphedSpeechTokenizer(model.speech_tokenizer, capture=capture).prepare()
+            self.unit_vocoder = model.vocoder
+            if graphs and model.vocoder is not None:
+                longest = StreamingVocoder.longest_input(model.config.group_size, self.chunk_groups,
+                                                         self.lookahead, self.context)
+                self.unit_vocoder = GraphedVocoder(model.vocoder, longest, capture=capture).prepare()
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -308,8 +323,8 @@ class GroupFormerSystem(System):
         from .vocoder import StreamingVocoder
 
         model = self.model
-        if model.speech_tokenizer is not None:
-            model.speech_tokenizer.encode(np.zeros(SAMPLE_RATE, dtype=np.float32))
+        if self.unit_tokenizer is not None:
+            self.unit_tokenizer.encode(np.zeros(SAMPLE_RATE, dtype=np.float32))
         messages = [Message("system", [model.config.system_prompts["speech"]]),
                     Message("user", [Speech(tuple(range(2 * model.config.group_size)))])]
         rendered = render(model.tokenizer, messages, model.config.group_size, model.config.pad_unit,
@@ -332,6 +347,7 @@ class GroupFormerSystem(System):
     def close(self) -> None:
         self.model = None
         self.engine = None
+        self.unit_tokenizer = None
         self.unit_vocoder = None
         if self._threads_before is not None:
             import torch
