@@ -551,6 +551,56 @@ def test_static_engine_checks(tiny):
         StaticEngine(other(MistralForCausalLM, MistralConfig, sliding_window=16))
 
 
+# Ops that make the host wait for the device — a value read back, or an output sized by values —
+# which CUDA graph capture refuses (and a replay could not repeat).
+_HOST_WAITS = {"item", "_local_scalar_dense", "is_nonzero", "nonzero", "masked_select", "equal", "allclose",
+               "unique", "_unique", "_unique2", "unique_consecutive", "unique_dim", "repeat_interleave"}
+
+
+def _host_waits(body):
+    """Names of the ops in `body` that would wait for the device; a boolean index counts (its
+    output size is the number of True values)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    found = []
+
+    class Watch(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            indices = args[1] if name.startswith("index") and len(args) > 1 and isinstance(args[1], (list, tuple)) else ()
+            if name in _HOST_WAITS or any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8)
+                                          for i in indices):
+                found.append(name)
+            return func(*args, **(kwargs or {}))
+
+    with torch.inference_mode(), Watch():
+        body()
+    return found
+
+
+def test_graph_bodies_never_wait_for_the_host(tiny):
+    """Everything a CUDA graph would hold — the LLM calls and heads of the graphs engine, the
+    tokenizer's layers and k-means, the vocoder — runs without an op that waits for the device
+    (a capture on the GPU would fail on one). Checked op by op here; planted waits are caught."""
+    from ivbench.systems.groupformer.engines import StaticEngine
+    from ivbench.systems.groupformer.speech_tokenizer import GraphedSpeechTokenizer
+    from ivbench.systems.groupformer.vocoder import GraphedVocoder
+
+    engine = StaticEngine(tiny, capacity=64, graphs=True, buckets=(8,), windows=(16,)).prepare()
+    tokenizer = GraphedSpeechTokenizer(tiny.speech_tokenizer, buckets=(8,)).prepare()
+    vocoder = GraphedVocoder(tiny.vocoder, 3).prepare()
+    bodies = {f"llm T={t} window={w}": replay for (t, w), replay in engine._calls.items()}
+    bodies["heads"] = engine._heads[0]
+    bodies.update({f"tokenizer {n} frames": found[0] for n, found in tokenizer._calls.items()})
+    bodies.update({f"vocoder {n} units": found[0] for n, found in vocoder._calls.items()})
+    assert len(bodies) == 2 * 2 + 1 + 1 + 3  # (T 1, 8) × (window 16, 64), heads, tokenizer, vocoder
+    for name, replay in bodies.items():
+        assert _host_waits(replay.fn) == [], name
+    x = torch.ones(3)
+    assert _host_waits(lambda: x.sum().item()) == ["item"]
+    assert _host_waits(lambda: x[x > 0]) == ["index"]
+
+
 def test_save_and_load_give_identical_outputs(trained, tmp_path):
     from ivbench.systems.groupformer.model import GroupFormer
     from ivbench.systems.groupformer.training import conversation
