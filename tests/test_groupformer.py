@@ -744,6 +744,28 @@ def test_session_replies_equal_with_every_engine():
         GroupFormerSystem(init="random", size="tiny", engine="fast")
 
 
+def test_a_failed_graph_capture_leaves_that_part_op_by_op(monkeypatch):
+    """With engine=auto a part whose capture fails runs op by op, and describe() says why; a
+    forced engine=graphs fails the load instead."""
+    from ivbench.systems.groupformer.speech_tokenizer import GraphedSpeechTokenizer
+    from ivbench.systems.groupformer.system import GroupFormerSystem
+
+    def fail(self):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    system = GroupFormerSystem(init="random", size="tiny", max_groups=2, max_new_tokens=2, engine="graphs",
+                               max_positions=300)
+    system.load("cpu")
+    assert type(system.unit_tokenizer) is GraphedSpeechTokenizer
+    monkeypatch.setattr(GraphedSpeechTokenizer, "prepare", fail)
+    with pytest.raises(RuntimeError, match="stream is capturing"):
+        system._graph_parts(system.model)
+    system.engine_kind = "auto"  # as on a GPU, where auto graphs these parts
+    tokenizer, vocoder = system._graph_parts(system.model)
+    assert tokenizer is system.model.speech_tokenizer and type(vocoder).__name__ == "GraphedVocoder"
+    assert system.describe()["graph_fallbacks"] == {"speech tokenizer": "operation not permitted when stream is capturing"}
+
+
 def test_ivbench_eval_runs_the_demo_task(tmp_path):
     out = tmp_path / "run"
     done = subprocess.run(

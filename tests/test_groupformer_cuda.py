@@ -108,6 +108,8 @@ def test_system_on_the_device_replies_alike_with_both_engines():
         system = GroupFormerSystem(init="random", size="tiny", max_groups=4, max_new_tokens=5, engine=engine,
                                    device=DEVICE, dtype="float32", max_positions=500)
         system.load(DEVICE)
+        if engine == "graphs":  # the tokenizer's layers and the vocoder are graphed too
+            assert system.unit_tokenizer.capture is CAPTURED and system.unit_vocoder.capture is CAPTURED
         session = system.new_session()
         out = [_events(session, turn(mode, i)) for i, mode in enumerate(("s2s", "t2t", "s2s"))]
         replies[engine] = [m.content for m in session.messages]

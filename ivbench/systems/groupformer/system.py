@@ -22,6 +22,7 @@ see engines.py), `max_positions` (the KV buffers' length),
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Iterator, Optional
 
@@ -31,6 +32,8 @@ from ..base import Session, System
 SAMPLE_RATE = 16000
 ENGINES = ("auto", "dynamic", "static", "graphs")
 UNTRAINED_LABEL = "untrained — latency only"
+
+log = logging.getLogger("ivbench.groupformer")
 
 
 def _checkpoint_untrained(folder: Optional[str]) -> bool:
@@ -242,6 +245,7 @@ class GroupFormerSystem(System):
         self.engine: Any = None
         self.unit_tokenizer: Any = None  # the model's speech tokenizer, or a GraphedSpeechTokenizer over it
         self.unit_vocoder: Any = None  # the model's vocoder, or a GraphedVocoder over it
+        self.graph_fallbacks: dict[str, str] = {}  # part → why its CUDA graphs are off
         self.top_k = int(top_k)
         self.chunk_groups = int(chunk_groups)
         self.lookahead = int(lookahead)
@@ -286,13 +290,10 @@ class GroupFormerSystem(System):
         self.attach(model)
 
     def attach(self, model: Any, share_with: Optional["GroupFormerSystem"] = None) -> None:
-        """Use a loaded model: its KV engine (`engine` option) and, where the engine replays CUDA
-        graphs, a graphed speech tokenizer and a graphed vocoder for the streamed chunk lengths;
-        then warm up. `share_with`: a system attached to the same model (e.g. direct and
-        text-first) whose engine, tokenizer and vocoder are re-used."""
+        """Use a loaded model: its KV engine (`engine` option), the speech tokenizer and vocoder
+        (graphed where `_graph_parts` says), then warm up. `share_with`: a system attached to the
+        same model (e.g. direct and text-first) whose engine, tokenizer and vocoder are re-used."""
         from .engines import make_engine
-        from .speech_tokenizer import GraphedSpeechTokenizer
-        from .vocoder import GraphedVocoder, StreamingVocoder
 
         self.model = model
         if share_with is not None:
@@ -300,19 +301,41 @@ class GroupFormerSystem(System):
                 raise ValueError("groupformer: share_with must be attached to the same model")
             self.engine, self.unit_tokenizer, self.unit_vocoder = (share_with.engine, share_with.unit_tokenizer,
                                                                    share_with.unit_vocoder)
+            self.graph_fallbacks = dict(share_with.graph_fallbacks)
         else:
             self.engine = make_engine(model, self.engine_kind, self.max_positions)
-            graphs = getattr(self.engine, "graphs", False)
-            capture = getattr(self.engine, "capture", False)
-            self.unit_tokenizer = model.speech_tokenizer
-            if graphs and model.speech_tokenizer is not None:
-                self.unit_tokenizer = GraphedSpeechTokenizer(model.speech_tokenizer, capture=capture).prepare()
-            self.unit_vocoder = model.vocoder
-            if graphs and model.vocoder is not None:
-                longest = StreamingVocoder.longest_input(model.config.group_size, self.chunk_groups,
-                                                         self.lookahead, self.context)
-                self.unit_vocoder = GraphedVocoder(model.vocoder, longest, capture=capture).prepare()
+            self.unit_tokenizer, self.unit_vocoder = self._graph_parts(model)
         self._warm_up()
+
+    def _graph_parts(self, model: Any) -> tuple[Any, Any]:
+        """The speech tokenizer and vocoder to use: on fixed buffers (captured as CUDA graphs on
+        a GPU) with the `graphs` engine, and with `auto` on a GPU even where the LLM fell back to
+        op-by-op decoding; the model's own otherwise, or where a capture fails (noted in
+        `graph_fallbacks`)."""
+        from .speech_tokenizer import GraphedSpeechTokenizer
+        from .vocoder import GraphedVocoder, StreamingVocoder
+
+        cuda = model.device.type == "cuda"
+        tokenizer, vocoder = model.speech_tokenizer, model.vocoder
+        if not (getattr(self.engine, "graphs", False) or (self.engine_kind == "auto" and cuda)):
+            return tokenizer, vocoder
+        longest = StreamingVocoder.longest_input(model.config.group_size, self.chunk_groups, self.lookahead,
+                                                 self.context)
+
+        def graphed(name: str, part: Any, build: Any) -> Any:
+            if part is None:
+                return None
+            try:
+                return build()
+            except RuntimeError as exc:
+                if self.engine_kind != "auto":
+                    raise
+                log.warning("groupformer: the %s runs op by op (graph capture failed: %s)", name, exc)
+                self.graph_fallbacks[name] = str(exc)
+                return part
+
+        return (graphed("speech tokenizer", tokenizer, lambda: GraphedSpeechTokenizer(tokenizer, capture=cuda).prepare()),
+                graphed("vocoder", vocoder, lambda: GraphedVocoder(vocoder, longest, capture=cuda).prepare()))
 
     def _warm_up(self) -> None:
         """First-call costs (kernels, allocator) stay out of the first measured turn."""
@@ -366,6 +389,8 @@ class GroupFormerSystem(System):
             info["engine"] = self.engine.name
             if getattr(self.engine, "fallback_reason", None):
                 info["engine_fallback"] = self.engine.fallback_reason
+        if self.graph_fallbacks:
+            info["graph_fallbacks"] = dict(self.graph_fallbacks)
         return info
 
 
