@@ -567,7 +567,8 @@ def _host_waits(body):
     class Watch(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             name = func.overloadpacket.__name__
-            indices = args[1] if name.startswith("index") and len(args) > 1 and isinstance(args[1], (list, tuple)) else ()
+            second = args[1] if name.startswith("index") and len(args) > 1 else None
+            indices = second if isinstance(second, (list, tuple)) else ()  # aten.index(self, indices)
             if name in _HOST_WAITS or any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8)
                                           for i in indices):
                 found.append(name)
@@ -763,7 +764,8 @@ def test_a_failed_graph_capture_leaves_that_part_op_by_op(monkeypatch):
     system.engine_kind = "auto"  # as on a GPU, where auto graphs these parts
     tokenizer, vocoder = system._graph_parts(system.model)
     assert tokenizer is system.model.speech_tokenizer and type(vocoder).__name__ == "GraphedVocoder"
-    assert system.describe()["graph_fallbacks"] == {"speech tokenizer": "operation not permitted when stream is capturing"}
+    assert system.describe()["graph_fallbacks"] == {
+        "speech tokenizer": "operation not permitted when stream is capturing"}
 
 
 def test_ivbench_eval_runs_the_demo_task(tmp_path):

@@ -116,8 +116,8 @@ class GroupFormerSession(Session):
         if speech_out and model.vocoder is None:
             raise RuntimeError("this GroupFormer checkpoint has no vocoder; give vocoder=…/hifigan_lj_mhubert_base_25hz.pt "
                                "and vocoder_config=…/hifigan_lj_mhubert_base_25hz_config.json (TWIST 25 Hz LJ)")
-        stream = (StreamingVocoder(system.unit_vocoder, system.chunk_groups, system.lookahead, system.context, system.fade)
-                  if speech_out else None)
+        stream = (StreamingVocoder(system.unit_vocoder, system.chunk_groups, system.lookahead, system.context,
+                                   system.fade) if speech_out else None)
         tokens: list[int] = []
         units: list[int] = []
         said = ""
@@ -198,14 +198,16 @@ class GroupFormerSystem(System):
                  text_first: Optional[bool] = None, max_groups: Optional[int] = None,
                  min_groups: Optional[int] = None, max_new_tokens: Optional[int] = None,
                  min_new_tokens: Optional[int] = None, temperature: float = 0.0, top_k: int = 0,
-                 engine: str = "auto", max_positions: int = 8192, chunk_groups: int = 1, lookahead: int = 2, context: int = 8, fade: int = 320, seed: int = 0,
+                 engine: str = "auto", max_positions: int = 8192, chunk_groups: int = 1, lookahead: int = 2,
+                 context: int = 8, fade: int = 320, seed: int = 0,
                  threads: Optional[int] = None, hubert: Optional[str] = None, kmeans: Optional[str] = None,
                  vocoder: Optional[str] = None, vocoder_config: Optional[str] = None) -> None:
         text_first = self.text_first_default if text_first is None else bool(text_first)
         super().__init__(checkpoint=checkpoint, init=init, size=size, group_size=group_size, device=device,
                          dtype=dtype, text_first=text_first, max_groups=max_groups, min_groups=min_groups,
                          max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature,
-                         top_k=top_k, engine=engine, max_positions=max_positions, chunk_groups=chunk_groups, lookahead=lookahead, context=context, fade=fade,
+                         top_k=top_k, engine=engine, max_positions=max_positions, chunk_groups=chunk_groups,
+                         lookahead=lookahead, context=context, fade=fade,
                          seed=seed, threads=threads, hubert=hubert, kmeans=kmeans, vocoder=vocoder,
                          vocoder_config=vocoder_config)
         init = (init or ("checkpoint" if checkpoint else "")).lower()
@@ -334,7 +336,8 @@ class GroupFormerSystem(System):
                 self.graph_fallbacks[name] = str(exc)
                 return part
 
-        return (graphed("speech tokenizer", tokenizer, lambda: GraphedSpeechTokenizer(tokenizer, capture=cuda).prepare()),
+        return (graphed("speech tokenizer", tokenizer,
+                        lambda: GraphedSpeechTokenizer(tokenizer, capture=cuda).prepare()),
                 graphed("vocoder", vocoder, lambda: GraphedVocoder(vocoder, longest, capture=cuda).prepare()))
 
     def _warm_up(self) -> None:
