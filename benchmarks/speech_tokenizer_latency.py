@@ -9,7 +9,10 @@ ways on the same model:
 - layers ≤ 11: `SpeechTokenizer.encode`, which stops at the quantised layer;
 - graphed: `GraphedSpeechTokenizer` — the layers and the k-means look-up on buffers padded to
   a frame bucket, replayed as CUDA graphs on a GPU (on the CPU the same code runs uncaptured,
-  and the padding only costs).
+  and the padding only costs);
+- graphed, new lengths: the same with every turn a few samples shorter than the last, as in
+  an evaluation, where no two user turns are alike: the conv feature extractor (op by op, on
+  the exact samples) meets a new input shape each time, and what that costs shows here.
 
 Time per turn from samples in to unit ids on the host (p50 and p95 of --repeats), and each
 way's p50 as a ratio to the whole model's, measured in one run.
@@ -29,13 +32,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def timed(fn: Callable[[], object], repeats: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
+def timed(way: Callable[[np.ndarray], object], turns: list[np.ndarray], warmup: int) -> list[float]:
+    for samples in turns[:warmup]:
+        way(samples)
     times = []
-    for _ in range(repeats):
+    for samples in turns[warmup:]:
         t0 = time.perf_counter()
-        fn()  # ends with the units on the host: the GPU's work is finished
+        way(samples)  # ends with the units on the host: the GPU's work is finished
         times.append(time.perf_counter() - t0)
     return times
 
@@ -78,20 +81,24 @@ def main() -> None:
     ways = {"whole model": whole_model,
             f"layers ≤ {layer}": lambda s: tokenizer.encode(s).tolist(),
             "graphed": lambda s: graphed.encode(s).tolist()}
-    header = f"{'turn s':>6}  {'frames':>6}  {'way':<14}  {'p50 ms':>7}  {'p95 ms':>7}  {'× whole':>7}  units equal"
+    header = f"{'turn s':>6}  {'frames':>6}  {'way':<21}  {'p50 ms':>7}  {'p95 ms':>7}  {'× whole':>7}  units equal"
     print(header)
     print("-" * len(header))
     rng = np.random.default_rng(1)
+    count = args.warmup + args.repeats
     for seconds in (float(s) for s in args.seconds.split(",")):
         samples = (0.1 * rng.standard_normal(int(16000 * seconds))).astype(np.float32)
         reference = whole_model(samples)
+        runs = [(name, way, [samples] * count) for name, way in ways.items()]
+        # 7 samples shorter each turn: a new conv input shape every time, frames about the same
+        runs.append(("graphed, new lengths", ways["graphed"], [samples[: len(samples) - 7 * i] for i in range(count)]))
         base = None
-        for name, way in ways.items():
-            times = np.array(timed(lambda: way(samples), args.repeats, args.warmup)) * 1000
+        for name, way, turns in runs:
+            times = np.array(timed(way, turns, args.warmup)) * 1000
             p50, p95 = np.percentile(times, 50), np.percentile(times, 95)
             base = base or p50
-            print(f"{seconds:>6g}  {len(reference):>6}  {name:<14}  {p50:>7.1f}  {p95:>7.1f}  "
-                  f"{p50 / base:>6.2f}×  {way(samples) == reference}")
+            print(f"{seconds:>6g}  {len(reference):>6}  {name:<21}  {p50:>7.1f}  {p95:>7.1f}  "
+                  f"{p50 / base:>6.2f}×  {way(turns[-1]) == whole_model(turns[-1])}")
 
 
 if __name__ == "__main__":
