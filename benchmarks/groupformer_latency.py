@@ -10,6 +10,9 @@ before its speech. Each configuration is the `groupformer` system with random we
 named backbone shape (`init=random`), and `groupformer-text-first` with the same weights,
 answering a spoken user turn (s2s). Reply lengths are fixed (random weights never end a reply
 reliably): `--speech-seconds` of speech, and `--text-tokens` of text before it in the chain.
+Each user turn is a few samples shorter than the one before: no two user turns of an
+evaluation have the same length, so the speech tokenizer's convolutions meet a new input
+shape every turn here too (the units, and so the prefill, stay the same length).
 
 The clock is the runner's (`ivbench.runner.clock.time_turn`): t0 is the user turn handed to
 `respond()`, so the first packet includes the speech tokenizer (HuBERT + k-means), the
@@ -48,10 +51,11 @@ from ivbench.types import Audio, AudioChunk, Mode, StageMark, TextDelta, TurnInp
 UNITS_PER_S = 25
 
 
-def user_turn(seconds: float) -> TurnInput:
-    """A deterministic speech-like user turn at 16 kHz: harmonics with a moving pitch, plus noise."""
+def user_turn(seconds: float, shorter_by: int = 0) -> TurnInput:
+    """A deterministic speech-like user turn at 16 kHz: harmonics with a moving pitch, plus noise;
+    `shorter_by` samples cut off its end."""
     rng = np.random.default_rng(0)
-    t = np.arange(int(16000 * seconds)) / 16000
+    t = np.arange(int(16000 * seconds) - shorter_by) / 16000
     pitch = 120 + 30 * np.sin(2 * np.pi * 0.7 * t)
     phase = 2 * np.pi * np.cumsum(pitch) / 16000
     voice = sum(np.sin(k * phase) / k for k in range(1, 8)) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
@@ -59,11 +63,12 @@ def user_turn(seconds: float) -> TurnInput:
     return TurnInput(mode=Mode.S2S, text="(spoken)", audio=Audio(samples, 16000), dialogue_id="bench")
 
 
-def measure(system: GroupFormerSystem, turn: TurnInput, turns: int, warmup: int) -> dict[str, Any]:
-    """First-packet and first-text latency (ms) and speech-part throughput over `turns` fresh sessions."""
+def measure(system: GroupFormerSystem, turns: list[TurnInput], warmup: int) -> dict[str, Any]:
+    """First-packet and first-text latency (ms) and speech-part throughput, a fresh session per
+    turn; the first `warmup` turns are not counted."""
     first_audio, first_text, rates, tokens_rates, prefill = [], [], [], [], []
     stages: dict[str, list[float]] = {"speech_tokenized": [], "prefill": [], "first_group": []}
-    for i in range(warmup + turns):
+    for i, turn in enumerate(turns):
         session = system.new_session()
         timing = time_turn(session, turn, timeout_s=600)
         if timing.error:
@@ -129,9 +134,9 @@ def run_config(size: str, device: str, dtype: str, group: int, engine: str, args
     build_s = time.perf_counter() - t0
     chain = GroupFormerTextFirst(**common)
     chain.attach(direct.model, share_with=direct)  # the same weights, engine, tokenizer and vocoder
-    turn = user_turn(args.user_seconds)
-    d = measure(direct, turn, args.turns, args.warmup)
-    c = measure(chain, turn, args.turns, args.warmup)
+    turns = [user_turn(args.user_seconds, shorter_by=7 * i) for i in range(args.warmup + args.turns)]
+    d = measure(direct, turns, args.warmup)
+    c = measure(chain, turns, args.warmup)
     model = direct.model
     info = model.describe()
     row = {"size": size, "device": device, "G": group, "engine": direct.engine.name,
