@@ -2,7 +2,7 @@
 # The GPU checks of one device session, in one go, from the repository root on a GPU machine:
 #   1. tests/test_groupformer_cuda.py: CUDA graphs captured and replayed give what the
 #      op-by-op path gives (memorised replies reproduced exactly; bf16 within tolerance);
-#   2. benchmarks/speech_tokenizer_latency.py: mHuBERT op by op against its graphed layers;
+#   2. benchmarks/speech_tokenizer_latency.py: mHuBERT + k-means op by op against graphed;
 #   3. benchmarks/groupformer_latency.py: first packet, direct against text-first, CUDA-graph
 #      engine (first: the figures that matter most) against dynamic, qwen2-7b shape in bf16
 #      (the goals are printed; a line per configuration as it ends).

@@ -7,12 +7,12 @@ ways on the same model:
 
 - whole model: `HubertModel(…, output_hidden_states=True).hidden_states[11]` — all 12 layers;
 - layers ≤ 11: `SpeechTokenizer.encode`, which stops at the quantised layer;
-- graphed: `GraphedSpeechTokenizer` — the layers and the k-means look-up on buffers padded to
-  a frame bucket, replayed as CUDA graphs on a GPU (on the CPU the same code runs uncaptured,
-  and the padding only costs);
+- graphed: `GraphedSpeechTokenizer` — the whole tokenizer on buffers padded to a frame bucket
+  (the padding masked), one CUDA graph per bucket on a GPU (on the CPU the same code runs
+  uncaptured, and the padding only costs);
 - graphed, new lengths: the same with every turn a few samples shorter than the last, as in
-  an evaluation, where no two user turns are alike: the conv feature extractor (op by op, on
-  the exact samples) meets a new input shape each time, and what that costs shows here.
+  an evaluation, where no two user turns are alike (op by op, every new length is a new input
+  shape for the convolutions; a bucket's graph does not care).
 
 Time per turn from samples in to unit ids on the host (p50 and p95 of --repeats), and each
 way's p50 as a ratio to the whole model's, measured in one run.

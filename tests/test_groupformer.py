@@ -197,13 +197,17 @@ def test_tokenizer_runs_only_the_layers_it_quantises(stable):
         assert ran == list(range(layer))
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_graphed_tokenizer_gives_the_units_of_the_unpadded_turn(attention):
-    """Features padded up to a frame bucket, with the padding masked, give the units of the
-    exact turn; turns past the largest bucket run op by op."""
+@pytest.mark.parametrize("attention, conv_norm, normalize",
+                         [("sdpa", "group", False), ("eager", "group", False), ("sdpa", "layer", True)])
+def test_graphed_tokenizer_gives_the_units_of_the_unpadded_turn(attention, conv_norm, normalize):
+    """Samples padded up to a frame bucket, the padding kept out of the input normalisation,
+    the first conv layer's group norm and attention, give the features and units of the exact
+    turn (base layout: group norm; the other: per-frame layer norms); turns past the largest
+    bucket run op by op."""
     from ivbench.systems.groupformer.speech_tokenizer import GraphedSpeechTokenizer
 
-    tokenizer = _hubert_tokenizer(2)
+    tokenizer = _hubert_tokenizer(2, feat_extract_norm=conv_norm)
+    tokenizer.normalize = normalize
     tokenizer.hubert.config._attn_implementation = "flash_attention_2"  # takes no padding mask
     assert GraphedSpeechTokenizer(tokenizer).buckets == ()  # so every turn runs op by op
     tokenizer.hubert.config._attn_implementation = attention
@@ -215,13 +219,19 @@ def test_graphed_tokenizer_gives_the_units_of_the_unpadded_turn(attention):
     assert graphed.n_units == 50 and sorted(graphed._calls) == [8, 32]
     rng = np.random.default_rng(5)
     frames = []
-    for seconds in (2.0, 1.3, 1.0, 0.5, 0.3, 0.01):  # longest first: padding holds stale frames
+    for seconds in (2.0, 1.3, 1.0, 0.5, 0.3, 0.01):  # longest first: padding holds stale samples
         samples = rng.standard_normal(int(16000 * seconds)).astype(np.float32)
         want = tokenizer.encode(samples)
         got = graphed.encode(samples)
         assert torch.equal(got, want), seconds
+        with torch.inference_mode():
+            through_graph = graphed._run(samples)  # (features, units) as the graph body left them
+            exact = tokenizer.layer_features(tokenizer.conv_features(samples))
+        if through_graph is not None:
+            assert torch.allclose(through_graph[0], exact, atol=1e-4), seconds
         frames.append(len(got))
     assert frames[0] > 32 and 8 < frames[2] < 32 and frames[-1] < 8  # every path taken
+    assert graphed.verify() < 1e-5
 
 
 def test_mhubert_25hz_shape():

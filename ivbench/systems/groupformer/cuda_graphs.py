@@ -12,6 +12,12 @@ from typing import Any, Callable, Optional
 import torch
 
 
+def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    """|a - b| / |b|: how far a graphed computation is from the op-by-op one."""
+    a, b = a.float(), b.float()
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
 def new_pool(capture: bool) -> Any:
     """A memory pool graphs can share: they never run at the same time, and every output is
     copied into a tensor allocated outside the pool before another graph runs."""

@@ -27,7 +27,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from .cuda_graphs import Replay, new_pool
+from .cuda_graphs import Replay, new_pool, relative_difference
 
 log = logging.getLogger("ivbench.groupformer")
 
@@ -313,21 +313,16 @@ class StaticEngine:
             for embeds in feeds:
                 embeds = (embeds * 0.02).to(device=self.device, dtype=self.dtype)
                 got, want = self.forward(embeds), reference.forward(embeds)
-                worst = max(worst, _relative(got, want))
+                worst = max(worst, relative_difference(got, want))
                 # The heads get the same state on both sides: a 2-logit vector would magnify the
                 # LLM's rounding differences, which the line above already bounds.
                 for a, b in zip(self.speech_heads(want), reference.speech_heads(want)):
-                    worst = max(worst, _relative(a, b))
+                    worst = max(worst, relative_difference(a, b))
         finally:
             self.length, self.owner = 0, None  # whatever a Decoder had here is overwritten
         if not worst <= tolerance:
             raise AssertionError(f"static engine differs from the dynamic one by {worst:.3g} (tolerance {tolerance})")
         return worst
-
-
-def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.float(), b.float()
-    return float((a - b).norm() / b.norm().clamp_min(1e-12))
 
 
 def make_engine(model: Any, kind: str = "auto", capacity: int = 8192) -> Any:

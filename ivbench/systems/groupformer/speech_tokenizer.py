@@ -2,9 +2,10 @@
 layer 11) quantised to the nearest of K k-means centroids. 16 kHz in, 25 units per second,
 no de-duplication.
 
-Only the layers up to the quantised one run. `GraphedSpeechTokenizer` runs those layers and the
-k-means look-up on fixed buffers, replayed as CUDA graphs on a GPU, where HuBERT is otherwise
-bound by launching a few hundred small kernels.
+Only the layers up to the quantised one run. `GraphedSpeechTokenizer` runs the whole tokenizer
+on fixed buffers (a turn padded up to a bucket length, the padding masked), one CUDA graph per
+bucket on a GPU, where HuBERT is otherwise bound by launching a few hundred small kernels and
+meets a new input shape with every user turn.
 
 The k-means file may be the released km500 file (a joblib pickle of a scikit-learn
 (MiniBatch)KMeans; read here without scikit-learn and without running arbitrary pickled
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cuda_graphs import Replay, new_pool
+from .cuda_graphs import Replay, new_pool, relative_difference
 
 # Frame counts the graphed tokenizer pads a turn's features up to (25 Hz: 1.3 s … 41 s).
 FRAME_BUCKETS = (32, 64, 128, 256, 512, 1024)
@@ -103,6 +104,20 @@ def _centroids_of(obj: Any, path: Path) -> np.ndarray:
     return np.asarray(centers)
 
 
+def _masked_group_norm(norm: nn.GroupNorm, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """`norm(x)` for x (B, C, T) with statistics over the positions where `keep` (T,) is True."""
+    b, c, t = x.shape
+    grouped = x.reshape(b, norm.num_groups, c // norm.num_groups, t)
+    weight = keep.to(x.dtype)
+    count = weight.sum() * (c // norm.num_groups)
+    mean = (grouped * weight).sum((2, 3), keepdim=True) / count
+    var = (((grouped - mean) ** 2) * weight).sum((2, 3), keepdim=True) / count
+    out = ((grouped - mean) * torch.rsqrt(var + norm.eps)).reshape(b, c, t)
+    if norm.affine:
+        out = out * norm.weight[:, None] + norm.bias[:, None]
+    return out
+
+
 class SpeechTokenizer(nn.Module):
     """HuBERT + k-means: 16 kHz samples → unit ids."""
 
@@ -128,25 +143,62 @@ class SpeechTokenizer(nn.Module):
     def n_units(self) -> int:
         return int(self.centroids.shape[0])
 
-    def min_samples(self) -> int:
-        n = 1
+    def samples_for(self, frames: int) -> int:
+        """The fewest samples that give `frames` frames through the conv stack."""
+        n = frames
         for kernel, stride in reversed(list(zip(self.hubert.config.conv_kernel, self.hubert.config.conv_stride))):
             n = (n - 1) * stride + kernel
         return n
 
-    def conv_features(self, samples: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
-        """Mono 16 kHz samples → the encoder's input (1, frames, hidden): conv features, projected.
-        The first conv layer's group normalisation spans the whole input, so this part always
-        sees the exact samples."""
+    def min_samples(self) -> int:
+        return self.samples_for(1)
+
+    def frames_of(self, samples: Any) -> Any:
+        """Frames the conv stack makes of `samples` (an int, or a device tensor: no host sync)."""
+        for kernel, stride in zip(self.hubert.config.conv_kernel, self.hubert.config.conv_stride):
+            samples = (samples - kernel) // stride + 1
+        return samples
+
+    def input_samples(self, samples: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
+        """Mono 16 kHz samples as HuBERT's input (1, n) on its device, at least one frame long."""
         param = next(self.hubert.parameters())
         x = torch.as_tensor(np.asarray(samples, dtype=np.float32)).reshape(1, -1)
         if x.shape[1] < self.min_samples():
             x = torch.nn.functional.pad(x, (0, self.min_samples() - x.shape[1]))
-        x = x.to(param.device)
+        return x.to(device=param.device, dtype=param.dtype)
+
+    def conv_features(self, samples: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
+        """Mono 16 kHz samples → the encoder's input (1, frames, hidden): conv features, projected."""
+        x = self.input_samples(samples)
         if self.normalize:
             x = (x - x.mean()) / torch.sqrt(x.var() + 1e-7)
-        features = self.hubert.feature_extractor(x.to(param.dtype)).transpose(1, 2)
+        features = self.hubert.feature_extractor(x).transpose(1, 2)
         return self.hubert.feature_projection(features)
+
+    def padded_conv_features(self, x: torch.Tensor, samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`conv_features` of the first `samples` (a device scalar) of `x` (1, S), computed over
+        all S positions: the input normalisation and the group normalisation of the base layout's
+        first conv layer take their statistics over the real part only, and every other step is
+        local or per position, so the first `frames_of(samples)` frames are those of the
+        unpadded input. Returns (features (1, frames_of(S), hidden), real frames)."""
+        if self.normalize:
+            keep = (torch.arange(x.shape[1], device=x.device) < samples).to(x.dtype)
+            mean = (x * keep).sum() / samples
+            x = (x - mean) / torch.sqrt((((x - mean) * keep) ** 2).sum() / (samples - 1) + 1e-7)
+        hidden = x[:, None]
+        frames = samples
+        config = self.hubert.config
+        for layer, kernel, stride in zip(self.hubert.feature_extractor.conv_layers, config.conv_kernel,
+                                         config.conv_stride):
+            frames = (frames - kernel) // stride + 1
+            norm = getattr(layer, "layer_norm", None)
+            if isinstance(norm, nn.GroupNorm):  # statistics over time: real frames only
+                out = layer.conv(hidden)
+                keep = torch.arange(out.shape[-1], device=out.device) < frames
+                hidden = layer.activation(_masked_group_norm(norm, out, keep))
+            else:  # conv, per-frame layer norm, activation: padding cannot reach the real frames
+                hidden = layer(hidden)
+        return self.hubert.feature_projection(hidden.transpose(1, 2)), frames
 
     def layer_features(self, hidden: torch.Tensor, keep: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The encoder up to `layer` (what `hidden_states[layer]` of the whole model holds).
@@ -206,12 +258,13 @@ def random_speech_tokenizer(hubert_shape: dict[str, Any], layer: int, n_units: i
 
 
 class GraphedSpeechTokenizer:
-    """A SpeechTokenizer whose encoder layers and k-means look-up run on fixed buffers, for
-    frame counts padded up to `buckets` (real frames marked, see `layer_features`), captured
-    as CUDA graphs on CUDA and called directly elsewhere. The conv feature extractor runs op by
-    op on the exact samples; turns longer than the largest bucket run wholly op by op, and so
-    does every turn where HuBERT's attention is neither sdpa nor eager (the two that take the
-    padding mask). Same `encode` as SpeechTokenizer."""
+    """A SpeechTokenizer run whole — conv stack, encoder layers, k-means look-up — on fixed
+    buffers: a turn's samples are padded up to the length of a frame bucket, the padding kept
+    out of every statistic and every attention (`padded_conv_features`, `layer_features`), and
+    each bucket is captured as one CUDA graph on CUDA (called directly elsewhere). Turns longer
+    than the largest bucket run op by op, and so does every turn where HuBERT's attention is
+    neither sdpa nor eager (the two that take the padding mask). Same `encode` as
+    SpeechTokenizer."""
 
     def __init__(self, tokenizer: SpeechTokenizer, buckets: tuple[int, ...] = FRAME_BUCKETS,
                  capture: Optional[bool] = None) -> None:
@@ -221,27 +274,36 @@ class GraphedSpeechTokenizer:
         self.device = tokenizer.centroids.device
         self.capture = self.device.type == "cuda" if capture is None else bool(capture)
         self._pool = new_pool(self.capture)
-        self._frames = torch.zeros(1, dtype=torch.long, device=self.device)  # real frames in this call
+        self._samples = torch.zeros(1, dtype=torch.long, device=self.device)  # real samples in this call
         self._calls: dict[int, tuple[Replay, torch.Tensor, torch.Tensor]] = {}
 
     @property
     def n_units(self) -> int:
         return self.tokenizer.n_units
 
-    def _units(self, hidden: torch.Tensor, units_out: torch.Tensor) -> None:
-        keep = torch.arange(hidden.shape[1], device=self.device) < self._frames
-        units_out.copy_(self.tokenizer.nearest_units(self.tokenizer.layer_features(hidden, keep)[0]))
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Layer features (1, frames, D) of the first `_samples` samples of the padded `x`; the
+        frames past the real ones hold garbage."""
+        hidden, frames = self.tokenizer.padded_conv_features(x, self._samples)
+        keep = torch.arange(hidden.shape[1], device=self.device) < frames
+        return self.tokenizer.layer_features(hidden, keep)
 
-    def _call(self, frames: int) -> tuple[Replay, torch.Tensor, torch.Tensor]:
+    def _call(self, frames: int) -> tuple[Replay, torch.Tensor, torch.Tensor, torch.Tensor]:
         found = self._calls.get(frames)
         if found is None:
             param = next(self.tokenizer.hubert.parameters())
-            hidden = torch.zeros(1, frames, self.tokenizer.hubert.config.hidden_size, dtype=param.dtype,
-                                 device=self.device)
+            samples = self.tokenizer.samples_for(frames + 1) - 1  # the most that make `frames` frames
+            x = torch.zeros(1, samples, dtype=param.dtype, device=self.device)
+            features = torch.zeros(1, frames, self.tokenizer.hubert.config.hidden_size, dtype=param.dtype,
+                                   device=self.device)
             units = torch.zeros(frames, dtype=torch.long, device=self.device)
-            self._frames.fill_(frames)
-            found = self._calls[frames] = (Replay(lambda: self._units(hidden, units), self.capture, self._pool),
-                                           hidden, units)
+
+            def body() -> None:
+                features.copy_(self.features(x))
+                units.copy_(self.tokenizer.nearest_units(features[0]))
+
+            self._samples.fill_(samples)
+            found = self._calls[frames] = (Replay(body, self.capture, self._pool), x, features, units)
         return found
 
     @torch.inference_mode()
@@ -251,15 +313,37 @@ class GraphedSpeechTokenizer:
             self._call(frames)
         return self
 
+    def _run(self, samples: Union[np.ndarray, torch.Tensor]) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """(features, units) of a turn through its bucket's graph, or None past the largest bucket."""
+        x = self.tokenizer.input_samples(samples)
+        n = x.shape[1]
+        frames = self.tokenizer.frames_of(n)
+        bucket = next((b for b in self.buckets if b >= frames), None)
+        if bucket is None:
+            return None
+        call, x_in, features, units = self._call(bucket)
+        x_in[:, :n].copy_(x)
+        self._samples.fill_(n)
+        call()
+        return features[:, :frames], units[:frames]
+
     @torch.inference_mode()
     def encode(self, samples: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
-        hidden = self.tokenizer.conv_features(samples)
-        n = hidden.shape[1]
-        bucket = next((b for b in self.buckets if b >= n), None)
-        if bucket is None:
-            return self.tokenizer.nearest_units(self.tokenizer.layer_features(hidden)[0])
-        call, hidden_in, units = self._call(bucket)
-        hidden_in[:, :n].copy_(hidden)
-        self._frames.fill_(n)
-        call()
-        return units[:n].clone()
+        found = self._run(samples)
+        return self.tokenizer.encode(samples) if found is None else found[1].clone()
+
+    @torch.inference_mode()
+    def verify(self, seconds: float = 1.5, tolerance: float = 1e-3) -> float:
+        """Features of a fixed noise turn through the graph against op by op: the relative
+        difference (AssertionError beyond `tolerance`; float32 rounding is ~1e-6, a wrong mask or
+        statistic is off by the order of the features)."""
+        samples = (0.1 * np.random.default_rng(0).standard_normal(int(16000 * seconds))).astype(np.float32)
+        found = self._run(samples)
+        if found is None:
+            return 0.0
+        exact = self.tokenizer.layer_features(self.tokenizer.conv_features(samples))
+        difference = relative_difference(found[0], exact)
+        if not difference <= tolerance:
+            raise AssertionError(f"graphed speech tokenizer differs from op by op by {difference:.3g} "
+                                 f"(tolerance {tolerance})")
+        return difference

@@ -13,7 +13,7 @@ on CPU), `text_first` (write the whole text reply before its speech), `max_group
 `min_groups`, `max_new_tokens`, `min_new_tokens` (reply bounds; random weights never end a
 reply reliably, so random init fixes the lengths at 50 groups and 64 tokens by default),
 `temperature`, `top_k`, `engine` (auto: on a GPU, fixed KV buffers and CUDA graphs for the
-LLM, the heads, HuBERT's layers and the vocoder; op by op elsewhere; dynamic, static, graphs —
+LLM, the heads, the speech tokenizer and the vocoder; op by op elsewhere; dynamic, static, graphs —
 see engines.py), `max_positions` (the KV buffers' length),
 `chunk_groups` (vocode every k groups), `lookahead` (units the vocoder waits for past a chunk),
 `context` (units of left context re-vocoded), `fade` (seam cross-fade, samples), `seed`,
@@ -324,20 +324,24 @@ class GroupFormerSystem(System):
         longest = StreamingVocoder.longest_input(model.config.group_size, self.chunk_groups, self.lookahead,
                                                  self.context)
 
+        def graphed_tokenizer() -> Any:
+            graphed = GraphedSpeechTokenizer(tokenizer, capture=cuda).prepare()
+            graphed.verify()  # against op by op: padding masked everywhere it could reach
+            return graphed
+
         def graphed(name: str, part: Any, build: Any) -> Any:
             if part is None:
                 return None
             try:
                 return build()
-            except RuntimeError as exc:
+            except (RuntimeError, AssertionError) as exc:
                 if self.engine_kind != "auto":
                     raise
-                log.warning("groupformer: the %s runs op by op (graph capture failed: %s)", name, exc)
+                log.warning("groupformer: the %s runs op by op (its CUDA graphs failed: %s)", name, exc)
                 self.graph_fallbacks[name] = str(exc)
                 return part
 
-        return (graphed("speech tokenizer", tokenizer,
-                        lambda: GraphedSpeechTokenizer(tokenizer, capture=cuda).prepare()),
+        return (graphed("speech tokenizer", tokenizer, graphed_tokenizer),
                 graphed("vocoder", vocoder, lambda: GraphedVocoder(vocoder, longest, capture=cuda).prepare()))
 
     def _warm_up(self) -> None:
