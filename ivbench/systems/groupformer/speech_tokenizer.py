@@ -275,7 +275,7 @@ class GraphedSpeechTokenizer:
         self.capture = self.device.type == "cuda" if capture is None else bool(capture)
         self._pool = new_pool(self.capture)
         self._samples = torch.zeros(1, dtype=torch.long, device=self.device)  # real samples in this call
-        self._calls: dict[int, tuple[Replay, torch.Tensor, torch.Tensor]] = {}
+        self._calls: dict[int, tuple[Replay, torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # x, features, units
 
     @property
     def n_units(self) -> int:

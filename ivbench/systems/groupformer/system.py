@@ -13,9 +13,9 @@ on CPU), `text_first` (write the whole text reply before its speech), `max_group
 `min_groups`, `max_new_tokens`, `min_new_tokens` (reply bounds; random weights never end a
 reply reliably, so random init fixes the lengths at 50 groups and 64 tokens by default),
 `temperature`, `top_k`, `engine` (auto: on a GPU, fixed KV buffers and CUDA graphs for the
-LLM, the heads, the speech tokenizer and the vocoder; op by op elsewhere; dynamic, static, graphs —
-see engines.py), `max_positions` (the KV buffers' length),
-`chunk_groups` (vocode every k groups), `lookahead` (units the vocoder waits for past a chunk),
+LLM, the heads, the speech tokenizer and the vocoder; op by op elsewhere; dynamic, static,
+graphs — see engines.py), `max_positions` (the KV buffers' length), `chunk_groups` (vocode
+every k groups), `lookahead` (units the vocoder waits for past a chunk),
 `context` (units of left context re-vocoded), `fade` (seam cross-fade, samples), `seed`,
 `threads` (torch CPU threads; tiny uses 1), and `hubert`, `kmeans`, `vocoder`,
 `vocoder_config` (paths that override the checkpoint's files).
