@@ -9,8 +9,11 @@
 #
 #     bash benchmarks/gpu_session.sh OUTDIR
 #
-# GPU machines without network may lack pytest, soundfile or soxr: wheels put in
-# .device/wheels (pip download --only-binary=:all: --python-version 3.12 …) are installed then.
+# GPU machines without network may lack pytest, soundfile or soxr: wheels put in .device/wheels
+# (git-ignored; the device tool carries it with carry=[".device"]) are installed then. Make them
+# on a machine with the package index:
+#   pip download --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
+#       -d .device/wheels pytest soundfile soxr
 set -u
 out=${1:-gpu-results}
 mkdir -p "$out"
