@@ -160,16 +160,16 @@ class SpeechTokenizer(nn.Module):
         return samples
 
     def input_samples(self, samples: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
-        """Mono 16 kHz samples as HuBERT's input (1, n) on its device, at least one frame long."""
-        param = next(self.hubert.parameters())
+        """Mono 16 kHz samples as HuBERT's input (1, n), float32 on the host, at least one frame long."""
         x = torch.as_tensor(np.asarray(samples, dtype=np.float32)).reshape(1, -1)
         if x.shape[1] < self.min_samples():
             x = torch.nn.functional.pad(x, (0, self.min_samples() - x.shape[1]))
-        return x.to(device=param.device, dtype=param.dtype)
+        return x
 
     def conv_features(self, samples: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
         """Mono 16 kHz samples → the encoder's input (1, frames, hidden): conv features, projected."""
-        x = self.input_samples(samples)
+        param = next(self.hubert.parameters())
+        x = self.input_samples(samples).to(device=param.device, dtype=param.dtype)
         if self.normalize:
             x = (x - x.mean()) / torch.sqrt(x.var() + 1e-7)
         features = self.hubert.feature_extractor(x).transpose(1, 2)
@@ -322,7 +322,7 @@ class GraphedSpeechTokenizer:
         if bucket is None:
             return None
         call, x_in, features, units = self._call(bucket)
-        x_in[:, :n].copy_(x)
+        x_in[:, :n].copy_(x)  # straight from the host into the graph's buffer
         self._samples.fill_(n)
         call()
         return features[:, :frames], units[:frames]
