@@ -561,40 +561,34 @@ def test_static_engine_checks(tiny):
         StaticEngine(other(MistralForCausalLM, MistralConfig, sliding_window=16))
 
 
-# Ops that make the host wait for the device — a value read back, or an output sized by values —
-# which CUDA graph capture refuses (and a replay could not repeat); and a tensor made from host
-# values (`torch.tensor(...)`), a copy from pageable host memory that capture refuses too.
-_HOST_WAITS = {"item", "_local_scalar_dense", "is_nonzero", "nonzero", "masked_select", "equal", "allclose",
-               "unique", "_unique", "_unique2", "unique_consecutive", "unique_dim", "repeat_interleave",
-               "lift_fresh", "lift_fresh_copy"}
+def test_recorded_ops_replay_as_a_captured_graph_would(monkeypatch):
+    """Off CUDA the suite replays graph bodies as recordings (conftest): a replay reads the current
+    contents of the tensors the body used, but Python values and the tensors themselves stay
+    those of the recording — as in a CUDA graph."""
+    from ivbench.systems.groupformer.cuda_graphs import RecordedOps, Replay
 
-
-def _host_waits(body):
-    """Names of the ops in `body` that would wait for the device; a boolean index counts (its
-    output size is the number of True values)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    found = []
-
-    class Watch(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            name = func.overloadpacket.__name__
-            second = args[1] if name.startswith("index") and len(args) > 1 else None
-            indices = second if isinstance(second, (list, tuple)) else ()  # aten.index(self, indices)
-            if name in _HOST_WAITS or any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8)
-                                          for i in indices):
-                found.append(name)
-            return func(*args, **(kwargs or {}))
-
-    with torch.inference_mode(), Watch():
-        body()
-    return found
+    scale = {"k": 2.0}
+    x, out = torch.arange(4.0), torch.zeros(3)
+    inputs = {"x": x}
+    call = Replay(lambda: out.copy_(inputs["x"][1:] * scale["k"] + 1), capture=False)
+    assert isinstance(call.graph, RecordedOps)
+    x.copy_(torch.tensor([9.0, 1.0, 2.0, 3.0]))
+    scale["k"], inputs["x"] = 10.0, torch.full((4,), 5.0)
+    out.zero_()
+    call()
+    assert out.tolist() == [3.0, 5.0, 7.0]  # x's new contents, × 2 + 1 as recorded
+    monkeypatch.setenv("IVBENCH_EMULATE_GRAPHS", "0")
+    direct = Replay(lambda: out.copy_(inputs["x"][1:] * scale["k"] + 1), capture=False)
+    assert direct.graph is None
+    direct()
+    assert out.tolist() == [51.0, 51.0, 51.0]
 
 
 def test_graph_bodies_never_wait_for_the_host(tiny):
     """Everything a CUDA graph would hold — the LLM calls and heads of the graphs engine, the
-    tokenizer's layers and k-means, the vocoder — runs without an op that waits for the device
-    (a capture on the GPU would fail on one). Checked op by op here; planted waits are caught."""
+    tokenizer's layers and k-means, the vocoder — records without an op that a capture refuses
+    (one that waits for the device or copies host values in); planted ones fail the recording."""
+    from ivbench.systems.groupformer.cuda_graphs import RecordedOps
     from ivbench.systems.groupformer.engines import StaticEngine
     from ivbench.systems.groupformer.speech_tokenizer import GraphedSpeechTokenizer
     from ivbench.systems.groupformer.vocoder import GraphedVocoder
@@ -608,13 +602,12 @@ def test_graph_bodies_never_wait_for_the_host(tiny):
     bodies.update({f"vocoder {n} units": found[0] for n, found in vocoder._calls.items()})
     assert len(bodies) == 2 * 2 + 1 + 1 + 3  # (T 1, 8) × (window 16, 64), heads, tokenizer, vocoder
     for name, replay in bodies.items():
-        with torch.inference_mode():
-            replay.fn()  # as the warm-up before a capture: lazily built constants exist from then on
-        assert _host_waits(replay.fn) == [], name
+        assert isinstance(replay.graph, RecordedOps) and len(replay.graph.steps) > 10, name
     x = torch.ones(3)
-    assert _host_waits(lambda: x.sum().item()) == ["item"]
-    assert _host_waits(lambda: x[x > 0]) == ["index"]
-    assert _host_waits(lambda: x + torch.tensor([1.0, 2.0, 3.0])) == ["lift_fresh"]
+    for planted, op in ((lambda: x.sum().item(), "_local_scalar_dense"), (lambda: x[x > 0], "index"),
+                        (lambda: bool(x.any()), "_local_scalar_dense"), (lambda: x + torch.tensor([1.0, 2.0, 3.0]), "lift_fresh")):
+        with pytest.raises(RuntimeError, match=f"aten.{op} in a graph body"):
+            RecordedOps(planted)
 
 
 def test_save_and_load_give_identical_outputs(trained, tmp_path):
