@@ -521,6 +521,26 @@ def test_one_static_engine_shared_by_interleaved_dialogues(trained):
     assert decoder.stats.cached_tokens > 0 and units == list(dialogues[longest][1].reply_units)
 
 
+def test_graphs_engine_in_bfloat16():
+    """The GPU's dtype, here: the graphed engine (bodies recorded and replayed) stays within the
+    16-bit tolerance of op-by-op decoding across a window change, and a bf16 session speaks."""
+    from ivbench.systems.groupformer.engines import StaticEngine
+    from ivbench.systems.groupformer.model import GroupFormer
+    from ivbench.systems.groupformer.system import GroupFormerSystem
+
+    model = GroupFormer.random("tiny", group_size=G, seed=0, dtype="bfloat16")
+    engine = StaticEngine(model, capacity=128, graphs=True, buckets=(8, 16), windows=(32, 64)).prepare()
+    assert engine.verify(positions=14, steps=20) < 0.1  # a graphed prefill (bucket 16), steps from window 32 into 64
+    system = GroupFormerSystem(init="random", size="tiny", dtype="bfloat16", engine="graphs", max_groups=3,
+                               min_groups=3, max_positions=300)
+    system.load("cpu")
+    session = system.new_session()
+    for index in range(2):
+        out = _events(session, _turn("s2s", index=index))
+        assert sum(len(a) for a in out["audio"]) == 3 * G * 640
+    assert system.model.dtype == torch.bfloat16
+
+
 def test_static_engine_checks(tiny):
     from ivbench.systems.groupformer.engines import (DynamicEngine, StaticEngine, UnsupportedModel,
                                                      make_engine)
