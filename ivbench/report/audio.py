@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from ..cache import SqliteCache, content_key, default_cache_dir
+from ..cache import SqliteCache, content_key, default_cache_dir, sha256_file
 
 MODES = ("embed", "link", "none")
 SAMPLE_RATE = 16000  # wideband speech: all that a listener needs to judge a reply
@@ -78,6 +78,7 @@ class AudioSources:
         self.cache_dir = cache_dir
         self.use_cache = use_cache
         self._data: dict[Path, str] = {}
+        self._digests: dict[Path, str] = {}
         self.problems: dict[Path, str] = {}
 
     def prepare(self, paths: Iterable[Path]) -> None:
@@ -95,8 +96,8 @@ class AudioSources:
                 except OSError as exc:
                     self.problems[path] = f"audio file not readable: {exc.strerror or exc}"
                     continue
-                key = content_key("report-audio", encoder, SAMPLE_RATE, BITRATE, ENCODER_OPTIONS,
-                                  hashlib.sha256(raw).hexdigest())
+                digest = self._digests[path] = hashlib.sha256(raw).hexdigest()
+                key = content_key("report-audio", encoder, SAMPLE_RATE, BITRATE, ENCODER_OPTIONS, digest)
                 blob = cache.get(key)
                 if blob is None:
                     try:
@@ -108,6 +109,19 @@ class AudioSources:
                 self._data[path] = f"data:{MIME};base64,{base64.b64encode(blob).decode('ascii')}"
         finally:
             cache.close()
+
+    def digest(self, path: Path) -> str:
+        """SHA-256 of a clip's bytes (known from `prepare` when embedding), so that one clip found
+        under several runs is shown once; the path itself where the file cannot be read."""
+        path = Path(path)
+        found = self._digests.get(path)
+        if found is None:
+            try:
+                found = sha256_file(path)
+            except OSError:
+                found = str(path)
+            self._digests[path] = found
+        return found
 
     def src(self, path: Optional[Path]) -> Optional[str]:
         if path is None or self.mode == "none":

@@ -76,13 +76,9 @@ def _latency_rows(records: list[TurnRecord], run_dir: Path) -> list["ScoreRow"]:
     from ..metrics.latency import LatencyMetric
     from ..scoring import ScoreRow
 
-    metric = LatencyMetric()
-    rows = []
-    for record in records:
-        item = ScoreItem(record=record, run_dir=run_dir)
-        (result,) = metric.evaluate([item])
-        rows.append(ScoreRow("latency", record.system, record.dialogue_id, record.turn_index, record.mode, result))
-    return rows
+    results = LatencyMetric().evaluate([ScoreItem(record=record, run_dir=run_dir) for record in records])
+    return [ScoreRow("latency", record.system, record.dialogue_id, record.turn_index, record.mode, result)
+            for record, result in zip(records, results)]
 
 
 def load_run(path: Path, name: str) -> Run:

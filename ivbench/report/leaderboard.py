@@ -18,6 +18,8 @@ from .data import TRANSCRIPT_METRICS, ReportData
 # Metric names in the order their columns appear; others follow in the order they were run.
 ORDER = ("judge", "judge_dialogue", "asr_wer", "ref_wer", "utmos", "dnsmos", "distillmos",
          "latency", "first_speech")
+# After a column title or axis label: which way is better (nothing where neither is).
+ARROWS = {True: " ↑", False: " ↓", None: ""}
 SIGNIFICANCE = 0.05
 # A corpus-level number has no per-turn values to test; its per-turn counterpart is tested.
 TEST_FIELD = {"wer_corpus": "wer", "wer_dialogue_mean": "wer"}
@@ -76,7 +78,13 @@ def fmt(value: Optional[float], field_name: str = "", unit: str = "") -> str:
     return f"{value:.2f}"
 
 
-def _num(value: Any) -> Optional[float]:
+def metric_rank(name: str) -> int:
+    """Where metric `name` goes among the others (ORDER; unlisted ones last)."""
+    return ORDER.index(name) if name in ORDER else len(ORDER)
+
+
+def finite(value: Any) -> Optional[float]:
+    """`value` as a float; None where it is missing, not a number or NaN."""
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -86,8 +94,7 @@ def _num(value: Any) -> Optional[float]:
 
 def _columns(data: ReportData) -> list[Column]:
     labels = [label for label in data.metrics if data.metric_name(label) not in TRANSCRIPT_METRICS]
-    rank = {name: i for i, name in enumerate(ORDER)}
-    labels.sort(key=lambda label: rank.get(data.metric_name(label), len(ORDER)))
+    labels.sort(key=lambda label: metric_rank(data.metric_name(label)))
     present = {(m, f) for m, f in zip(data.summary["metric"], data.summary["field"])}
     columns: list[Column] = []
     for label in labels:
@@ -153,17 +160,17 @@ def build_leaderboard(data: ReportData) -> Leaderboard:
                        else f"{col.metric} gave no {col.field}")
                 cells[col.key] = Cell(None, note=why)
                 continue
-            value = _num(hit.get(col.stat))
-            ci = (_num(hit.get("ci_low")), _num(hit.get("ci_high"))) if col.stat == "mean" else (None, None)
-            n = int(_num(hit.get("n")) or 0)
-            missing = int(_num(hit.get("missing")) or 0)
+            value = finite(hit.get(col.stat))
+            ci = (finite(hit.get("ci_low")), finite(hit.get("ci_high"))) if col.stat == "mean" else (None, None)
+            n = int(finite(hit.get("n")) or 0)
+            missing = int(finite(hit.get("missing")) or 0)
             why = reasons.get((system, col.metric, col.test_field))
             note = None
             if col.stat == "value":  # a corpus number: its missing turns are those of the per-turn field
                 base = summary.get((system, col.metric, col.test_field))
                 if base is not None:
-                    missing = int(_num(base.get("missing")) or 0)
-                    n = int(_num(base.get("n")) or 0) + missing
+                    missing = int(finite(base.get("missing")) or 0)
+                    n = int(finite(base.get("n")) or 0) + missing
             else:
                 n = n + missing
             if missing and why:
@@ -172,7 +179,7 @@ def build_leaderboard(data: ReportData) -> Leaderboard:
                 note = f"{col.metric} gave no {col.field}"
             cells[col.key] = Cell(value, ci, n, missing, note)
             if col.field == "wer_corpus":  # the other aggregate peers report, named
-                mean = _num((summary.get((system, col.metric, "wer_dialogue_mean")) or {}).get("value"))
+                mean = finite((summary.get((system, col.metric, "wer_dialogue_mean")) or {}).get("value"))
                 if mean is not None:
                     cells[col.key].tests.append(f"corpus WER (Σ errors ÷ Σ reference words); mean over dialogues "
                                                 f"of the per-turn mean (URO-Bench): {fmt(mean, 'wer')}")
@@ -236,7 +243,7 @@ def _gap_columns(data: ReportData, rows: dict[str, dict[str, Cell]]) -> list[Col
         out.append(Column(key, f"text−speech gap ({metric} {field_name})", metric, field_name, "gap", None,
                           description="mean in S2T minus mean in S2S of the same system: what speaking "
                                       "the reply costs in content"))
-        gaps = {s: _num(g) for s, g in zip(group["system"], group["gap_s2t_minus_s2s"])}
+        gaps = {s: finite(g) for s, g in zip(group["system"], group["gap_s2t_minus_s2s"])}
         for system, cells in rows.items():
             gap = gaps.get(base_system(system))
             cells[key] = Cell(gap, note=None if gap is not None else "this system did not run in both S2T and S2S")

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..stats import bootstrap_ci
 from .data import TRANSCRIPT_METRICS, ReportData
-from .leaderboard import Column, Leaderboard, is_percent
+from .leaderboard import ARROWS, Column, Leaderboard, finite, is_percent
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -102,14 +102,6 @@ def _summary(data: ReportData, metric: str, field: str, system: str) -> Optional
     return None if hit.empty else hit.iloc[0].to_dict()
 
 
-def _finite(value: object) -> Optional[float]:
-    try:
-        out = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(out) else out
-
-
 def _err(center: float, low: Optional[float], high: Optional[float]) -> Optional[list[list[float]]]:
     """Error-bar lengths of an interval around `center` (None without an interval). A bootstrap
     interval of a ratio of sums may miss the plain mean by a hair: never a negative length."""
@@ -129,7 +121,7 @@ def tradeoff(data: ReportData, board: Leaderboard) -> Optional[Plot]:
                and c.stat in ("mean", "value") and c.higher_is_better is not None
                and any(board.rows[s][c.key].value is not None for s in data.systems)][:4]
     latency = [(s, _summary(data, "latency", "first_audio_ms", s)) for s in data.systems]
-    latency = [(s, row) for s, row in latency if row and _finite(row.get("p50")) is not None]
+    latency = [(s, row) for s, row in latency if row and finite(row.get("p50")) is not None]
     if not quality or not latency:
         return None
     colors = system_colors(data.systems)
@@ -143,7 +135,7 @@ def tradeoff(data: ReportData, board: Leaderboard) -> Optional[Plot]:
             cell = board.rows[system][col.key]
             if cell.value is None:
                 continue
-            x, p95 = float(row["p50"]), _finite(row.get("p95")) or float(row["p50"])
+            x, p95 = float(row["p50"]), finite(row.get("p95")) or float(row["p50"])
             yerr = _err(cell.value, *cell.ci)
             scale = 100.0 if is_percent(col.field, col.unit) else 1.0
             ax.errorbar([x], [cell.value * scale], yerr=None if yerr is None else np.array(yerr) * scale,
@@ -214,17 +206,17 @@ def metric_means(data: ReportData) -> Optional[Plot]:
         info = getattr(data.metrics.get(metric), "fields", {}).get(field)
         for y, system in enumerate(data.systems):
             row = _summary(data, metric, field, system)
-            mean = _finite(row.get("mean")) if row else None
+            mean = finite(row.get("mean")) if row else None
             if mean is None:
                 ax.plot([], [])
                 continue
-            xerr = _err(mean, _finite(row.get("ci_low")), _finite(row.get("ci_high")))
+            xerr = _err(mean, finite(row.get("ci_low")), finite(row.get("ci_high")))
             ax.errorbar([mean], [y], xerr=xerr, fmt="o", color=colors[system], capsize=3)
         ax.set_yticks(range(len(data.systems)), [_label(sy, 22) for sy in data.systems], fontsize=7)
         ax.set_ylim(len(data.systems) - 0.5, -0.5)
         ax.locator_params(axis="x", nbins=5)
         unit = f" [{info.unit}]" if info is not None and info.unit else ""
-        arrow = {True: " ↑", False: " ↓"}.get(info.higher_is_better, "") if info is not None else ""  # type: ignore[arg-type]
+        arrow = ARROWS[info.higher_is_better] if info is not None else ""
         ax.set_title(_label(f"{metric} · {field}{unit}{arrow}", 48), fontsize=8)
         ax.grid(alpha=0.3, axis="x")
     for ax in axes[len(panels):]:
@@ -245,8 +237,7 @@ def by_turn(data: ReportData, board: Leaderboard) -> Optional[Plot]:
             continue
         key = (col.metric, col.test_field)
         if key not in [(m, fl) for m, fl, _ in picks]:
-            arrow = {True: " ↑", False: " ↓"}.get(col.higher_is_better, "")  # type: ignore[arg-type]
-            picks.append((col.metric, col.test_field, f"{col.metric} · {col.test_field}{arrow}"))
+            picks.append((col.metric, col.test_field, f"{col.metric} · {col.test_field}{ARROWS[col.higher_is_better]}"))
     picks = [p for p in picks if not f[(f["metric"] == p[0]) & (f["field"] == p[1])]["value"].dropna().empty][:4]
     if not picks:
         return None

@@ -22,7 +22,7 @@ from .. import __version__
 from .assets import CSS, JS
 from .audio import AudioSources
 from .data import TRANSCRIPT_METRICS, ReportData, details_text, judge_models
-from .leaderboard import ORDER, Cell, Column, Leaderboard, fmt
+from .leaderboard import ARROWS, Cell, Column, Leaderboard, fmt, metric_rank
 
 if TYPE_CHECKING:
     from ..scoring import ScoreRow
@@ -170,10 +170,9 @@ def _leaderboard_html(data: ReportData, board: Leaderboard, colors: dict[str, st
     notes = Footnotes()
     heads = ['<th data-col="0">system</th>']
     for i, col in enumerate(board.columns, start=1):
-        arrow = {True: " ↑", False: " ↓"}.get(col.higher_is_better, "") if col.higher_is_better is not None else ""
         tip = f"{col.description}; {col.stat}" + ("; higher is better" if col.higher_is_better else
                                                   "; lower is better" if col.higher_is_better is False else "")
-        heads.append(f'<th data-col="{i}" title="{esc(tip)}">{esc(col.title)}{arrow}</th>')
+        heads.append(f'<th data-col="{i}" title="{esc(tip)}">{esc(col.title)}{ARROWS[col.higher_is_better]}</th>')
     body = []
     for system in data.systems:
         cells = board.rows[system]
@@ -340,7 +339,7 @@ def _reply_card(data: ReportData, record: "TurnRecord", rows: list["ScoreRow"], 
                 run_dir: Path, color: str) -> str:
     failed = not record.ok
     status = esc(record.status)
-    wer = _turn_wer(rows)
+    wer = _turn_wer(data, rows)
     parts = [f'<div class="card reply{" failed" if failed else ""}" data-system="{esc(record.system)}" '
              f'data-failed="{int(failed)}" data-wer="{_attr_num(wer)}">'
              f'<div class="card-h"><span class="swatch" style="background:{color}"></span>{esc(record.system)} '
@@ -360,8 +359,7 @@ def _reply_card(data: ReportData, record: "TurnRecord", rows: list["ScoreRow"], 
         if record.error.get("traceback"):
             parts.append(f"<details><summary>traceback</summary><pre>{esc(record.error['traceback'])}</pre></details>")
     shown = [r for r in rows if data.metric_name(r.metric) not in TRANSCRIPT_METRICS]
-    rank = {name: i for i, name in enumerate(ORDER)}
-    shown.sort(key=lambda r: rank.get(data.metric_name(r.metric), len(ORDER)))
+    shown.sort(key=lambda r: metric_rank(data.metric_name(r.metric)))
     if shown:
         parts.append('<table class="m">' + "".join(_score_html(data, r) for r in shown) + "</table>")
     if record.stages:
@@ -372,9 +370,9 @@ def _reply_card(data: ReportData, record: "TurnRecord", rows: list["ScoreRow"], 
     return "".join(parts)
 
 
-def _turn_wer(rows: list["ScoreRow"]) -> Optional[float]:
+def _turn_wer(data: ReportData, rows: list["ScoreRow"]) -> Optional[float]:
     for row in rows:
-        if row.metric.split(":", 1)[0] == "asr_wer":
+        if data.metric_name(row.metric) == "asr_wer":
             return row.result.values.get("wer")
     return None
 
@@ -404,7 +402,7 @@ def _dialogues_html(data: ReportData, audio: AudioSources, colors: dict[str, str
     for i, ((task, dialogue_id), turns) in enumerate(dialogues.items()):
         systems = [s for s in data.systems if any(s in t for t in turns.values())]
         failed_by = {s: sum(1 for t in turns.values() if s in t and not t[s].ok) for s in systems}
-        wers = [w for s in systems for ti in turns for w in [_turn_wer(scores.get((s, dialogue_id, ti), []))]
+        wers = [w for s in systems for ti in turns for w in [_turn_wer(data, scores.get((s, dialogue_id, ti), []))]
                 if w is not None]
         worst = max(wers) if wers else None
         chips = "".join(f'<span class="chip bad">{esc(s)}: {n} failed</span>' for s, n in failed_by.items() if n)
@@ -423,11 +421,11 @@ def _dialogues_html(data: ReportData, audio: AudioSources, colors: dict[str, str
             by_system = turns[turn_index]
             first = next(iter(by_system.values()))
             user = ['<div class="card user"><div class="card-h">User</div>']
-            seen_audio: set[bytes] = set()
+            seen_audio: set[str] = set()
             for s, r in by_system.items():
                 if r.user_audio:
                     path = run_dir[s] / r.user_audio
-                    digest = _digest(path)
+                    digest = audio.digest(path)
                     if digest not in seen_audio:
                         seen_audio.add(digest)
                         user.append(_audio_html(audio, path, "user turn audio"))
@@ -449,13 +447,6 @@ def _dialogues_html(data: ReportData, audio: AudioSources, colors: dict[str, str
         out.append(f'<details class="dlg" data-i="{i}" data-task="{esc(task)}" data-failed="{any_failed}" '
                    f'data-wer="{_attr_num(worst)}">{summary}<div class="dlg-body">{"".join(body)}</div></details>')
     return "".join(out), len(dialogues)
-
-
-def _digest(path: Path) -> bytes:
-    try:
-        return hashlib.sha256(path.read_bytes()).digest()
-    except OSError:
-        return str(path).encode()
 
 
 def _filters_html(data: ReportData, n: int) -> str:
@@ -485,21 +476,19 @@ def _csp(audio_mode: str, script: str) -> str:
 
 
 def render_html(data: ReportData, board: Leaderboard, plots: list[tuple[str, str, str]],
-                plot_notes: list[str], audio: AudioSources, title: Optional[str] = None) -> str:
+                plot_notes: list[str], audio: AudioSources, title: str) -> str:
     from .plots import system_colors
 
     colors = system_colors(data.systems)
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    title = title or "ivbench report: " + ", ".join(run.name for run in data.runs)
     dialogues, n_dialogues = _dialogues_html(data, audio, colors)
     figures = "".join(f"<figure><h3>{esc(t)}</h3>{svg}<figcaption>{esc(c)}</figcaption></figure>"
                       for t, svg, c in plots)
     plot_missing = "".join(f"<li>{esc(n)}</li>" for n in plot_notes)
     tasks = ", ".join(esc(t) for t in data.tasks)
-    script = JS
     return "".join([
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
-        f'<meta http-equiv="Content-Security-Policy" content="{esc(_csp(audio.mode, script))}">',
+        f'<meta http-equiv="Content-Security-Policy" content="{esc(_csp(audio.mode, JS))}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
         f"<header><h1>{esc(title)}</h1><p class=\"muted\">{len(data.runs)} run(s) · tasks {tasks} · "
@@ -517,5 +506,5 @@ def render_html(data: ReportData, board: Leaderboard, plots: list[tuple[str, str
         "</main><footer>Made by ivbench. Latency: from the moment the complete user turn was handed to the "
         "system (t0), on the runner's clock. Every number that could not be computed is shown as n/a with "
         "its reason, never as 0.</footer>",
-        f"<script>{script}</script></body></html>\n",
+        f"<script>{JS}</script></body></html>\n",
     ])

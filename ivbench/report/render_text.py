@@ -11,7 +11,7 @@ import io
 import re
 
 from .data import ReportData
-from .leaderboard import Cell, Column, Leaderboard, fmt
+from .leaderboard import ARROWS, Cell, Column, Leaderboard, fmt
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 
@@ -51,8 +51,7 @@ def render_markdown(data: ReportData, board: Leaderboard, title: str) -> str:
         lines.append(f"- run {md_escape(run.name)}: task {md_escape(task)}, systems "
                      f"{', '.join(md_escape(s) for s in run.labels.values())}, created "
                      f"{md_escape(run.manifest.get('created'))}")
-    arrows = {True: " ↑", False: " ↓", None: ""}
-    header = ["system"] + [md_escape(c.title) + arrows[c.higher_is_better] for c in board.columns]
+    header = ["system"] + [md_escape(c.title) + ARROWS[c.higher_is_better] for c in board.columns]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for system in data.systems:
         cells = [_md_cell(c, board.rows[system][c.key], notes) for c in board.columns]
