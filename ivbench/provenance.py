@@ -18,14 +18,16 @@ TRACKED_PACKAGES = (
 )
 
 
+def package_version(name: str) -> Optional[str]:
+    """The installed version of distribution `name`, or None where it is not installed."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for name in names:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
+    return {name: found for name in names if (found := package_version(name)) is not None}
 
 
 def _git(args: list[str], cwd: Path) -> Optional[str]:

@@ -98,7 +98,7 @@ def default_metric_specs(manifest: dict[str, Any], device: str = "cpu") -> list[
     judge_prompt = (manifest.get("task") or {}).get("judge_prompt")
     specs = []
     for name in DEFAULT_METRICS:
-        if device != "cuda" and name in GPU_ONLY_DEFAULTS:
+        if not device.startswith("cuda") and name in GPU_ONLY_DEFAULTS:
             continue
         extra = {"prompt": judge_prompt} if name == "judge" and judge_prompt else None
         specs.append(parse_spec(name, extra=extra))

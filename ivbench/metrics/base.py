@@ -68,8 +68,6 @@ class MetricResult:
         return cls(data["values"], data["status"], data.get("reason"), data.get("details") or {})
 
 
-
-
 @dataclass
 class ScoreItem:
     """One turn to score: its record, lazily loaded audio, and transcripts once ASR ran."""

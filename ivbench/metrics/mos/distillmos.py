@@ -16,13 +16,15 @@ import importlib.util
 import sys
 import threading
 import types
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from ..base import FieldInfo, Metric, MetricResult, Need, ScoreItem, ScoringContext, Status
+from ..base import FieldInfo, Metric, MetricResult, Need, ScoreItem, ScoringContext
 from ...cache import sha256_file
-from ._common import INSTALL, SAMPLE_RATE, check_batch_size, reply_16k, require, version
+from ...provenance import package_version
+from ._common import INSTALL, SAMPLE_RATE, check_batch_size, failed, reply_16k, require
 
 
 # Their declared torchaudio dependency pins a torch other than the one installed: no deps.
@@ -88,9 +90,7 @@ class DistillMOS(Metric):
     def identity(self) -> dict[str, Any]:
         if self._identity is None:
             sqa = _import_distillmos_sqa()
-            from pathlib import Path
-
-            self._identity = {**super().identity(), "distillmos": version("distillmos"),
+            self._identity = {**super().identity(), "distillmos": package_version("distillmos"),
                               "weights": sha256_file(Path(sqa.DEFAULT_WEIGHTS_CHKPT))[:16],
                               "sample_rate": SAMPLE_RATE}
         return self._identity
@@ -114,7 +114,7 @@ class DistillMOS(Metric):
             try:
                 c = crops(reply_16k(item), self._sqa.SEQ_LEN, self._sqa.MAX_HOP_LEN)
             except Exception as exc:
-                results[i] = MetricResult.unavailable(self.fields, Status.FAILED, f"{type(exc).__name__}: {exc}")
+                results[i] = failed(self.fields, exc)
                 continue
             pieces.append(c)
             owners.extend([i] * len(c))
@@ -126,11 +126,10 @@ class DistillMOS(Metric):
                     scores[s:s + self.batch_size] = self._forward(all_crops[s:s + self.batch_size])
             except Exception as exc:  # a model error fails the batch's items, with the reason
                 for i in set(owners):
-                    results[i] = MetricResult.unavailable(self.fields, Status.FAILED,
-                                                          f"{type(exc).__name__}: {exc}")
-                return [r for r in results]  # type: ignore[misc]
+                    results[i] = failed(self.fields, exc)
+                return results  # type: ignore[return-value]  # every slot is filled
             owner = np.asarray(owners)
             for i in sorted(set(owners)):
                 mine = scores[owner == i]
                 results[i] = MetricResult({"mos": float(mine.mean())}, details={"crops": int(len(mine))})
-        return [r for r in results]  # type: ignore[misc]
+        return results  # type: ignore[return-value]  # every slot is filled

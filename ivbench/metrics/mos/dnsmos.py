@@ -16,7 +16,8 @@ from typing import Any, Optional
 
 from ..base import FieldInfo, Metric, MetricResult, Need, ScoreItem, ScoringContext
 from ...cache import sha256_file
-from ._common import SAMPLE_RATE, reply_16k, require, score_each, version
+from ...provenance import package_version
+from ._common import SAMPLE_RATE, reply_16k, require, score_each
 
 BACKENDS = ("fast", "speechmos")
 
@@ -71,7 +72,7 @@ class DNSMOS(Metric):
             primary, p808 = model_paths(self.personalized)
             self._identity = {
                 **super().identity(),
-                "speechmos": version("speechmos"),
+                "speechmos": package_version("speechmos"),
                 "models": {f"{p.parent.name}/{p.name}": sha256_file(p)[:16] for p in (primary, p808)},
                 "sample_rate": SAMPLE_RATE,
             }

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..base import FieldInfo, Metric, MetricResult, Need, ScoreItem, ScoringContext, Status
 from ...cache import sha256_file
-from ._common import SAMPLE_RATE, check_batch_size, reply_16k, require
+from ._common import SAMPLE_RATE, check_batch_size, failed, reply_16k, require
 
 RELEASE_URL = "https://github.com/tarepan/SpeechMOS/releases/download/v1.0.0/utmos22_strong_step7459_v1.pt"
 FILE_NAME = "utmos22_strong_step7459_v1.pt"
@@ -117,8 +117,6 @@ class UTMOS(Metric):
             model.load_state_dict(state, strict=True)
             self.device = (context.device if context is not None else None) or "cpu"
             self._model = model.eval().to(self.device)
-            if self._digest is None:
-                self._digest = sha256_file(path)[:16]
 
     # -- scoring ---------------------------------------------------------------------------
     def cache_inputs(self, item: ScoreItem) -> Optional[dict[str, Any]]:
@@ -143,7 +141,7 @@ class UTMOS(Metric):
             try:
                 wave = reply_16k(item)
             except Exception as exc:
-                results[i] = MetricResult.unavailable(self.fields, Status.FAILED, f"{type(exc).__name__}: {exc}")
+                results[i] = failed(self.fields, exc)
                 continue
             if len(wave) < MIN_SAMPLES:
                 results[i] = MetricResult.unavailable(
@@ -159,8 +157,7 @@ class UTMOS(Metric):
                     scores = self.predict(np.stack([w for _, w in part]))
                 except Exception as exc:
                     for i, _ in part:
-                        results[i] = MetricResult.unavailable(self.fields, Status.FAILED,
-                                                              f"{type(exc).__name__}: {exc}")
+                        results[i] = failed(self.fields, exc)
                     continue
                 for (i, _), value in zip(part, scores):
                     if np.isfinite(value):
@@ -168,4 +165,4 @@ class UTMOS(Metric):
                     else:
                         results[i] = MetricResult.unavailable(self.fields, Status.FAILED,
                                                               "the model gave a non-finite score")
-        return [r for r in results]  # type: ignore[misc]
+        return results  # type: ignore[return-value]  # every slot is filled
