@@ -13,8 +13,9 @@
   what keeps the first packet far above the paper's figure.
 
 Off CUDA, `StaticEngine(graphs=True)` calls the very functions a graph would capture, on the
-same buffers, so the CPU tests exercise everything but the capture itself; `verify()` compares
-the engine against `DynamicEngine` on the device before it is used.
+same buffers (the tests replay them as recorded ops: cuda_graphs.py), so the CPU exercises
+everything but the capture itself; `verify()` compares the engine against `DynamicEngine` on
+the device before it is used.
 
 An engine belongs to the model and is shared by its sessions; `owner` is the Decoder whose
 dialogue the buffers hold, so a Decoder that finds another owner starts from position 0.

@@ -136,8 +136,6 @@ class SpeechTokenizer(nn.Module):
         self.register_buffer("centroid_sq", (centroids ** 2).sum(-1), persistent=False)
         self.layer = layer
         self.normalize = normalize
-        # frames = floor((samples - receptive) / stride) + 1 through the conv stack
-        self.stride = int(np.prod(hubert.config.conv_stride))
 
     @property
     def n_units(self) -> int:
@@ -150,9 +148,6 @@ class SpeechTokenizer(nn.Module):
             n = (n - 1) * stride + kernel
         return n
 
-    def min_samples(self) -> int:
-        return self.samples_for(1)
-
     def frames_of(self, samples: Any) -> Any:
         """Frames the conv stack makes of `samples` (an int, or a device tensor: no host sync)."""
         for kernel, stride in zip(self.hubert.config.conv_kernel, self.hubert.config.conv_stride):
@@ -162,9 +157,8 @@ class SpeechTokenizer(nn.Module):
     def input_samples(self, samples: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
         """Mono 16 kHz samples as HuBERT's input (1, n), float32 on the host, at least one frame long."""
         x = torch.as_tensor(np.asarray(samples, dtype=np.float32)).reshape(1, -1)
-        if x.shape[1] < self.min_samples():
-            x = torch.nn.functional.pad(x, (0, self.min_samples() - x.shape[1]))
-        return x
+        shortest = self.samples_for(1)
+        return torch.nn.functional.pad(x, (0, shortest - x.shape[1])) if x.shape[1] < shortest else x
 
     def conv_features(self, samples: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
         """Mono 16 kHz samples → the encoder's input (1, frames, hidden): conv features, projected."""
