@@ -133,14 +133,13 @@ def main() -> None:
     parser.add_argument("--compute-type", default=None)
     parser.add_argument("--show-errors", action="store_true", help="print each mis-transcribed file")
     args = parser.parse_args()
-    compute_type = args.compute_type or ("float16" if args.device.startswith("cuda") else "int8")
 
     load_before = os.getloadavg()
     audios = _speak()
     minutes = sum(a.duration_s for a in audios) / 60.0
 
     def make(**kw) -> WhisperASR:
-        asr = WhisperASR(model=args.model, device=args.device, compute_type=compute_type, **kw)
+        asr = WhisperASR(model=args.model, device=args.device, compute_type=args.compute_type, **kw)
         asr.load()
         return asr
 
@@ -181,7 +180,7 @@ def main() -> None:
                 print(f"  [{label}] {r!r} -> {h!r}")
 
     print(f"\n{len(audios)} Piper sentences, {minutes * 60:.1f} s of audio; model "
-          f"{packed.identity()['model']} ({compute_type}) on {args.device}; "
+          f"{packed.identity()['model']} ({packed.compute_type}) on {args.device}; "
           f"best of {args.repeats}; load average {load_before[0]:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after ({os.cpu_count()} CPUs)\n")
     head = f"{'way':<44} {'wall s/audio min':>16} {'CPU s/audio min':>15} {'corpus WER':>10} " \

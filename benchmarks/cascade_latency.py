@@ -158,8 +158,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         for theta in thetas:
             for row in rows[theta]:
                 if row.get("audio") is not None:
-                    heard = asr.transcribe(row["audio"])
-                    row["heard"] = str(getattr(heard, "text", heard))
+                    row["heard"] = asr.transcribe(row["audio"]).text
                     row["errors"], row["words"] = word_errors(row["text"], row["heard"])
 
     def mean(values: list[Optional[float]]) -> float:

@@ -89,8 +89,7 @@ def _score_and_print(run_dir: Path, records: Any, kwargs: dict[str, Any], device
         from .judge import JudgeSettings
 
         try:
-            judge = JudgeSettings(**{k: tuple(v) if k == "prices" and v is not None else v
-                                     for k, v in file_judge.items()})
+            judge = JudgeSettings(**file_judge)
         except TypeError as exc:
             raise ValueError(f"config 'judge': {exc}") from None
     metrics = _metric_specs(kwargs.get("metrics"))

@@ -165,5 +165,11 @@ def load_config_file(path: Union[str, Path]) -> dict[str, Any]:
         if "api_key" in judge:
             raise ConfigError(f"{path}: 'judge.api_key': keys are read from the environment only; "
                               "set api_key_env to the variable's name")
+        from .judge.settings import JudgeConfigError, JudgeSettings
+
+        try:  # checked now: a misspelt option must not wait until the run has been generated
+            JudgeSettings(**judge)
+        except (TypeError, JudgeConfigError) as exc:
+            raise ConfigError(f"{path}: 'judge': {exc}") from None
         kwargs["judge"] = dict(judge)
     return kwargs

@@ -4,9 +4,10 @@
 LLaMA-Omni evaluation compute WER on: lower case, bracketed and parenthesised text dropped,
 fillers ("uh", "um") dropped, contractions expanded ("don't" -> "do not", "it's" -> "it is"),
 spelled numbers and currencies written as digits ("twenty-five dollars" -> "$25"), British
-spellings made American, punctuation removed. openai-whisper's own copy is used when
-openai-whisper is installed, otherwise the `whisper-normalizer` package's (the same rules);
-`normalizer_identity()` says which, for cache keys and manifests.
+spellings made American, punctuation removed. It comes from the `whisper-normalizer`
+package (the same rules as openai-whisper's copy, without importing torch), one of ivbench's
+own dependencies, so a WER never depends on what else is installed; `normalizer_identity()`
+names it, for cache keys and manifests.
 
 Two steps are ivbench's own: before Whisper's rules, typographic apostrophes (’ ‘ ʼ `) become
 ASCII ones, so "don’t" in a model's text and "don't" in a transcript normalise alike; after
@@ -14,43 +15,31 @@ them, a token without a letter or digit (Whisper's rules leave "..." as ".") is 
 """
 from __future__ import annotations
 
-import threading
-from typing import Any, Callable, Optional
+from functools import lru_cache
+from typing import Any, Callable
 
 from ..provenance import package_version
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
-
-_lock = threading.Lock()
-_normalizer: Optional[Callable[[str], str]] = None
-_source: Optional[str] = None
+_SOURCE = "whisper-normalizer"
 
 
+@lru_cache(maxsize=1)
 def _load() -> Callable[[str], str]:
-    global _normalizer, _source
-    with _lock:
-        if _normalizer is not None:
-            return _normalizer
-        try:  # openai-whisper's own (imports torch; only where openai-whisper is installed)
-            from whisper.normalizers import EnglishTextNormalizer
-
-            _normalizer, _source = EnglishTextNormalizer(), "openai-whisper"
-        except ImportError:
-            try:
-                from whisper_normalizer.english import EnglishTextNormalizer
-            except ImportError:
-                raise ImportError(
-                    "WER needs Whisper's English text normaliser: `pip install whisper-normalizer` "
-                    "(one of ivbench's own dependencies)"
-                ) from None
-            _normalizer, _source = EnglishTextNormalizer(), "whisper-normalizer"
-        return _normalizer
+    try:
+        from whisper_normalizer.english import EnglishTextNormalizer
+    except ImportError:
+        raise ImportError(
+            "WER needs Whisper's English text normaliser: `pip install whisper-normalizer` "
+            "(one of ivbench's own dependencies)"
+        ) from None
+    return EnglishTextNormalizer()
 
 
 def normalizer_identity() -> dict[str, Any]:
     """Which normaliser (and version) WER is computed with."""
     _load()
-    return {"normalizer": f"{_source}:EnglishTextNormalizer", "version": package_version(_source or ""),
+    return {"normalizer": f"{_SOURCE}:EnglishTextNormalizer", "version": package_version(_SOURCE),
             "ivbench_steps": ["typographic apostrophes -> ascii", "drop tokens without letters or digits"]}
 
 
@@ -58,8 +47,7 @@ def normalize_english(text: str) -> str:
     """Lower-cased words separated by single spaces, normalised by Whisper's English rules."""
     if not text:
         return ""
-    normalizer = _load()
-    words = normalizer(text.translate(_APOSTROPHES)).split()
+    words = _load()(text.translate(_APOSTROPHES)).split()
     return " ".join(w for w in words if any(c.isalnum() for c in w))
 
 

@@ -67,10 +67,6 @@ class Transcript:
                    data.get("language"))
 
 
-
-
-
-
 def _split_device(device: str) -> tuple[str, int]:
     kind, _, index = device.partition(":")
     if kind not in ("cpu", "cuda", "auto"):
@@ -79,10 +75,11 @@ def _split_device(device: str) -> tuple[str, int]:
 
 
 class WhisperASR:
-    """Speech to text with Whisper. `load()` is optional: transcribing loads on first use."""
+    """Speech to text with Whisper. `load()` is optional: transcribing loads on first use.
+    `compute_type` None: float16 on a GPU, int8 on the CPU."""
 
     def __init__(self, backend: str = "faster-whisper", model: Optional[str] = None,
-                 device: str = "cpu", compute_type: str = "int8", language: Optional[str] = "en",
+                 device: str = "cpu", compute_type: Optional[str] = None, language: Optional[str] = "en",
                  beam_size: int = 1, cpu_threads: int = 0, batch_size: int = 8,
                  word_timestamps: bool = True, window_s: float = WINDOW_S,
                  gap_s: float = GAP_S) -> None:
@@ -100,7 +97,7 @@ class WhisperASR:
         self.backend = backend
         self.model = None if model is None else str(model)
         self.device = device
-        self.compute_type = compute_type
+        self.compute_type = compute_type or ("float16" if device.startswith("cuda") else "int8")
         self.language = language or None
         self.beam_size = beam_size
         self.batch_size = batch_size

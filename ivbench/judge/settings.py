@@ -5,15 +5,12 @@ and it is never part of an identity, a cache key, a manifest or a result.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-OPENAI_HOSTS = ("api.openai.com",)
-# The placeholder key sent to an endpoint that takes none (vLLM, llama.cpp server, Ollama):
-# the openai client insists on some key.
-PLACEHOLDER_KEY = "EMPTY"
+from ..openai_endpoint import api_key, is_openai
+
 
 
 class JudgeConfigError(ValueError):
@@ -64,15 +61,13 @@ class JudgeSettings:
 
     @property
     def is_openai(self) -> bool:
-        return self.base_url is None or any(host in self.base_url for host in OPENAI_HOSTS)
+        return is_openai(self.base_url)
 
     def api_key(self) -> str:
         """The key from the environment; a placeholder for an endpoint other than OpenAI's."""
-        key = os.environ.get(self.api_key_env, "").strip()
-        if key:
+        key = api_key(self.api_key_env, self.base_url)
+        if key is not None:
             return key
-        if not self.is_openai:
-            return PLACEHOLDER_KEY
         raise JudgeConfigError(
             f"judge {self.model!r} at {self.base_url or 'api.openai.com'}: no API key. Set the "
             f"environment variable {self.api_key_env} (the key is read from the environment only; "

@@ -41,13 +41,12 @@ class _WhisperTranscript(Metric):
 
         device = context.device or "cpu"
         o = self.options
-        compute_type = o["compute_type"] or ("float16" if device.startswith("cuda") else "int8")
-        key = ("whisper", o["backend"], o["model"], device, compute_type, o["language"],
+        key = ("whisper", o["backend"], o["model"], device, o["compute_type"], o["language"],
                o["beam_size"], o["batch_size"])
         asr = context.shared.get(key)
         if asr is None:
             asr = WhisperASR(backend=o["backend"], model=o["model"], device=device,
-                             compute_type=compute_type, language=o["language"],
+                             compute_type=o["compute_type"], language=o["language"],
                              beam_size=o["beam_size"], batch_size=o["batch_size"])
             asr.load()
             context.shared[key] = asr

@@ -46,8 +46,6 @@ def bundled_voices() -> list[str]:
         return sorted(npz.files)
 
 
-
-
 def _assembled_model(expected: str) -> Path:
     """The joined model file, checked against the package's sha256 (a cache file left
     half-written or corrupted by an earlier run is rebuilt once)."""

@@ -10,8 +10,6 @@ from ..cache import sha256_file
 from .base import Voice
 
 
-
-
 class PiperVoice(Voice):
     """Options: `model` (path to a .onnx voice; default the bundled joe voice),
     `length_scale`, `noise_scale`, `noise_w_scale` (0 and 0 make it deterministic)."""

