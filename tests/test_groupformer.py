@@ -630,6 +630,43 @@ def test_graph_bodies_never_wait_for_the_host(tiny):
             RecordedOps(planted)
 
 
+def test_from_llm_turns_a_pretrained_causal_lm_into_a_groupformer(tmp_path):
+    """The start of training (the paper: Qwen2-7B-Instruct): a saved causal LM and tokenizer
+    without speech tokens get `<sosp>`, `<eosp>`, `<speech>`, embeddings for them and new heads."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from ivbench.systems.groupformer.chat import CHATML_TEMPLATE, SOSP, SPEECH, Message, Speech, _bytes_to_unicode
+    from ivbench.systems.groupformer.config import GroupFormerConfig
+    from ivbench.systems.groupformer.model import GroupFormer
+
+    # A chat model's tokenizer as it comes: byte-level, ChatML, no speech tokens.
+    core = Tokenizer(models.BPE(vocab={char: byte for byte, char in _bytes_to_unicode().items()}, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core)
+    tokenizer.add_special_tokens({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+                                  "additional_special_tokens": ["<|im_start|>"]})
+    tokenizer.chat_template = CHATML_TEMPLATE
+    assert SPEECH not in tokenizer.get_vocab()
+    torch.manual_seed(0)
+    llm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                       num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))
+    llm.save_pretrained(tmp_path / "llm")
+    tokenizer.save_pretrained(tmp_path / "llm")
+    heads = GroupFormerConfig(group_size=G, unit_dim=8, adaptor_hidden=16, group_layers=1, group_width=16,
+                              group_heads=2, group_ffn=32)
+    model = GroupFormer.from_llm(tmp_path / "llm", heads).eval()
+    assert len(model.tokenizer) == len(tokenizer) + 3 and {SOSP, SPEECH} <= set(model.tokenizer.get_vocab())
+    assert model.llm.get_input_embeddings().num_embeddings >= len(model.tokenizer)
+    rendered = model.render([Message("user", [Speech(tuple(range(2 * G)))])], add_generation_prompt=True)
+    assert rendered.ids.count(model.special.speech) == 2 and len(rendered.groups) == 2
+    with torch.no_grad():
+        hidden = model(torch.tensor([rendered.ids]), torch.tensor(rendered.groups))
+    assert hidden.shape == (1, len(rendered.ids), 32)
+    assert model.unit_logits(hidden[0, -1:]).shape == (1, G, heads.n_units + 1)
+
+
 def test_save_and_load_give_identical_outputs(trained, tmp_path):
     from ivbench.systems.groupformer.model import GroupFormer
     from ivbench.systems.groupformer.training import conversation

@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 
 from ...cache import sha256_file
 from ...openai_endpoint import api_key
+from ..streamed_text import StreamedText
 
 Messages = list[dict[str, str]]
 OnText = Callable[[str], None]
@@ -237,30 +238,23 @@ class TransformersLLM(LLM):
         inputs = {k: v.to(model.device) for k, v in inputs.items()}
 
         class _Streamer(BaseStreamer):
-            """Decodes each new token and hands on the text it adds (held back while a
-            multi-byte character is incomplete)."""
+            """Hands on the text each new token adds (StreamedText)."""
 
             def __init__(self) -> None:
-                self.ids: list[int] = []
-                self.text = ""
+                self.reply = StreamedText(tokenizer)
                 self.prompt_seen = False
 
             def put(self, value: Any) -> None:
                 if not self.prompt_seen:  # generate() first passes the prompt
                     self.prompt_seen = True
                     return
-                self.ids.extend(int(i) for i in value.reshape(-1).tolist())
-                self._emit(final=False)
+                self._emit(self.reply.add(value.reshape(-1).tolist()))
 
             def end(self) -> None:
-                self._emit(final=True)
+                self._emit(self.reply.finish())
 
-            def _emit(self, final: bool) -> None:
-                text = tokenizer.decode(self.ids, skip_special_tokens=True)
-                if not final and text.endswith("\ufffd"):
-                    return
-                if len(text) > len(self.text) and text.startswith(self.text):
-                    piece, self.text = text[len(self.text):], text
+            def _emit(self, piece: str) -> None:
+                if piece:
                     on_text(piece)
 
         class _Stop(StoppingCriteria):
@@ -279,7 +273,7 @@ class TransformersLLM(LLM):
             model.generate(**inputs, max_new_tokens=self.max_new_tokens, streamer=streamer,
                            stopping_criteria=StoppingCriteriaList([_Stop()]),
                            repetition_penalty=self.repetition_penalty, **sampling)
-        return streamer.text
+        return streamer.reply.text
 
     def close(self) -> None:
         self._weights = None  # the shared weights go when no system holds them

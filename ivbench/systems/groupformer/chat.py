@@ -160,7 +160,3 @@ def render(tokenizer: Any, messages: Sequence[Message], group_size: int, pad_uni
         raise ValueError(f"rendered {n_placeholders} {SPEECH} placeholders for {len(groups)} speech groups; "
                          "the tokenizer must keep the speech tokens whole (add them as special tokens)")
     return Rendered(ids, groups)
-
-
-def system_message(prompts: dict[str, str], kind: str) -> Message:
-    return Message("system", [prompts[kind]])

@@ -140,10 +140,6 @@ class GroupFormerConfig:
     def pad_unit(self) -> int:
         return self.n_units
 
-    @property
-    def samples_per_unit(self) -> int:
-        return self.sample_rate // self.unit_rate_hz
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -9,7 +9,7 @@ text-first chain (SpeechGPT style) writes its whole text reply, then `<sosp>` an
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
@@ -55,10 +55,7 @@ class Stats:
     prefill_tokens: int = 0
     cached_tokens: int = 0
     text_tokens: int = 0
-    groups: int = 0
-    units: int = 0
     ended_by: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 _Item = tuple[int, Optional[tuple[int, ...]]]
@@ -158,8 +155,6 @@ class Decoder:
             ended = pad in units
             group = tuple(units[: units.index(pad)]) if ended else tuple(units)
             n += 1
-            self.stats.groups = n
-            self.stats.units += len(group)
             if group:
                 yield Event("group", group)
             if ended:
@@ -177,14 +172,17 @@ class Decoder:
         stops = set(special.stop) | ({special.sosp} if then_speech else set())
         banned = [special.eosp, special.speech] + ([] if then_speech else [special.sosp])
         n = 0
+        masks: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # (-inf where never, where not yet)
         while n < limits.max_new_tokens:
             logits = model.token_logits(hidden)[0].float()
-            logits[banned] = float("-inf")
-            vocab = len(model.tokenizer)
-            if logits.shape[-1] > vocab:  # padding rows of a padded embedding matrix
-                logits[vocab:] = float("-inf")
-            if n < limits.min_new_tokens:
-                logits[list(stops)] = float("-inf")
+            if masks is None:  # built once per reply, on the device: no index copies per token
+                never = torch.zeros_like(logits)
+                never[banned] = float("-inf")
+                never[len(model.tokenizer):] = float("-inf")  # padding rows of a padded embedding matrix
+                not_yet = never.clone()
+                not_yet[list(stops)] = float("-inf")
+                masks = (never, not_yet)
+            logits += masks[1] if n < limits.min_new_tokens else masks[0]
             token = int(sampling.pick(logits))
             if token in stops:
                 self.stats.ended_by = "stop"

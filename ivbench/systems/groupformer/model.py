@@ -12,17 +12,16 @@
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .chat import SpecialIds, add_speech_tokens, build_fallback_tokenizer
-from .config import CONFIG_NAME, GroupFormerConfig, shape as named_shape
+from .chat import Message, Rendered, SpecialIds, add_speech_tokens, build_fallback_tokenizer, render
+from .config import GroupFormerConfig, shape as named_shape
 from .speech_tokenizer import SpeechTokenizer, load_speech_tokenizer, random_speech_tokenizer
 from .vocoder import UnitHiFiGAN, load_vocoder, random_vocoder
 
@@ -174,6 +173,11 @@ class GroupFormer(nn.Module):
                       **{self._cache_kwarg: cache}, **extra)
         return out.last_hidden_state
 
+    def render(self, messages: Sequence[Message], add_generation_prompt: bool = False) -> Rendered:
+        """A dialogue as this model's token ids and speech groups (chat.render)."""
+        return render(self.tokenizer, messages, self.config.group_size, self.config.pad_unit,
+                      add_generation_prompt=add_generation_prompt, special=self.special)
+
     def token_logits(self, hidden: torch.Tensor, only: Optional[list[int]] = None) -> torch.Tensor:
         """LM-head logits; `only` restricts them to a few token ids (cheap on a big vocab)."""
         head = self.llm.get_output_embeddings()
@@ -308,11 +312,3 @@ class GroupFormer(nn.Module):
                 "group_size": self.config.group_size, "n_units": self.config.n_units,
                 "shape": self.config.shape, "untrained": self.config.untrained,
                 "dtype": str(self.dtype).replace("torch.", ""), "device": str(self.device)}
-
-
-def is_checkpoint(folder: Union[str, Path]) -> bool:
-    return (Path(folder) / CONFIG_NAME).is_file()
-
-
-def read_config_json(folder: Union[str, Path]) -> dict[str, Any]:
-    return json.loads((Path(folder) / CONFIG_NAME).read_text())

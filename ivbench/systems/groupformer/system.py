@@ -38,14 +38,13 @@ log = logging.getLogger("ivbench.groupformer")
 
 def _checkpoint_untrained(folder: Optional[str]) -> bool:
     """A checkpoint saved from random weights says so in its groupformer.json (read without torch)."""
-    import json
     from pathlib import Path
 
-    from .config import CONFIG_NAME
+    from .config import GroupFormerConfig
 
     try:
-        return bool(json.loads((Path(folder).expanduser() / CONFIG_NAME).read_text()).get("untrained"))
-    except (OSError, ValueError, TypeError):
+        return GroupFormerConfig.load(Path(folder).expanduser()).untrained
+    except (OSError, ValueError, TypeError):  # load() says what is wrong with the folder
         return False
 
 
@@ -82,7 +81,7 @@ class GroupFormerSession(Session):
         return [Speech(tuple(units))]
 
     def _render(self, kind: str) -> Any:
-        from .chat import Message, render
+        from .chat import Message
 
         model = self.model
         prompt = Message("system", [model.config.system_prompts[kind]])
@@ -93,37 +92,36 @@ class GroupFormerSession(Session):
         limit = self.decoder.engine.capacity or 1 << 30
         budget = self.system.max_groups + self.system.max_new_tokens + 8
         while True:
-            rendered = render(model.tokenizer, self.messages, model.config.group_size, model.config.pad_unit,
-                              add_generation_prompt=True, special=model.special)
+            rendered = model.render(self.messages, add_generation_prompt=True)
             if len(rendered.ids) + budget <= limit or len(self.messages) <= 2:
                 return rendered
             del self.messages[1:3]  # forget the oldest exchange
 
     def respond(self, turn: TurnInput) -> Iterator[ReplyEvent]:
+        from ..streamed_text import StreamedText
         from .chat import Message, Speech
         from .vocoder import StreamingVocoder
 
         system, model = self.system, self.model
-        t_start = time.perf_counter()
         mode = turn.mode
+        speech_out = mode.speech_out
+        if speech_out and model.vocoder is None:  # before the user turn joins the dialogue
+            raise RuntimeError("this GroupFormer checkpoint has no vocoder; give vocoder=…/hifigan_lj_mhubert_base_25hz.pt "
+                               "and vocoder_config=…/hifigan_lj_mhubert_base_25hz_config.json (TWIST 25 Hz LJ)")
         kind = self._output_kind(mode)
         content = self._user_content(turn)
         if mode.speech_in:
             yield StageMark("speech_tokenized", {"units": len(content[0].units)})
         self.messages.append(Message("user", content))
         rendered = self._render(kind)
-        speech_out = mode.speech_out
-        if speech_out and model.vocoder is None:
-            raise RuntimeError("this GroupFormer checkpoint has no vocoder; give vocoder=…/hifigan_lj_mhubert_base_25hz.pt "
-                               "and vocoder_config=…/hifigan_lj_mhubert_base_25hz_config.json (TWIST 25 Hz LJ)")
         stream = (StreamingVocoder(system.unit_vocoder, system.chunk_groups, system.lookahead, system.context,
                                    system.fade) if speech_out else None)
-        tokens: list[int] = []
+        reply_text = StreamedText(model.tokenizer)
         units: list[int] = []
-        said = ""
-        # time inside the model, by phase: prefill, text, speech (LLM + GroupModel steps)
+        # time inside the model, by phase: prefill, text, speech (LLM + GroupModel steps); the
+        # moments of the turn (first group, first packet) are the runner's clock's
         stats: dict[str, Any] = {"groups": 0, "prefill_generate_s": 0.0, "text_generate_s": 0.0,
-                                 "speech_generate_s": 0.0, "vocoder_s": 0.0}
+                                 "speech_generate_s": 0.0}
         events = self.decoder.respond(rendered, speech_out=speech_out, text_out=kind != "speech",
                                       limits=system.limits(), sampling=system.sampling())
         phase = "prefill"
@@ -134,41 +132,31 @@ class GroupFormerSession(Session):
             if event is None:
                 break
             if event.kind == "token":
-                tokens.append(int(event.value))
-                text = model.tokenizer.decode(tokens, skip_special_tokens=True)
-                if not text.endswith("\ufffd") and len(text) > len(said):
-                    yield TextDelta(text[len(said):])
-                    said = text
+                piece = reply_text.add([event.value])
+                if piece:
+                    yield TextDelta(piece)
             elif event.kind == "group":
                 group = list(event.value)
                 if not units:
-                    stats["first_group_s"] = time.perf_counter() - t_start
                     yield StageMark("first_group")
                 units.extend(group)
                 stats["groups"] += 1
-                t0 = time.perf_counter()
                 chunk = stream.push(group)
-                stats["vocoder_s"] += time.perf_counter() - t0
                 if chunk is not None and len(chunk):
-                    if "first_packet_s" not in stats:
-                        stats["first_packet_s"] = time.perf_counter() - t_start
                     yield AudioChunk(chunk, model.vocoder.sample_rate)
             elif event.kind == "stage":
                 if event.value == "prefill":
-                    stats["prefill_s"] = time.perf_counter() - t_start
                     phase = "speech" if kind == "speech" else "text"
                 elif event.value == "text_done":
                     phase = "speech"
                 yield StageMark(str(event.value))
-        text = model.tokenizer.decode(tokens, skip_special_tokens=True) if tokens else ""
-        if len(text) > len(said):
-            yield TextDelta(text[len(said):])
+        piece = reply_text.finish()
+        if piece:
+            yield TextDelta(piece)
+        text = reply_text.text
         if stream is not None and units:
-            t0 = time.perf_counter()
             chunk = stream.flush()
-            stats["vocoder_s"] += time.perf_counter() - t0
             if chunk is not None and len(chunk):
-                stats.setdefault("first_packet_s", time.perf_counter() - t_start)
                 yield AudioChunk(chunk, model.vocoder.sample_rate)
         reply: list[Any] = []
         if kind != "speech":
@@ -178,7 +166,7 @@ class GroupFormerSession(Session):
         self.messages.append(Message("assistant", reply))
         d = self.decoder.stats
         stats.update(prefill_tokens=d.prefill_tokens, cached_tokens=d.cached_tokens, text_tokens=d.text_tokens,
-                     units=len(units), ended_by=d.ended_by, end_s=time.perf_counter() - t_start)
+                     units=len(units), ended_by=d.ended_by)
         self.last_stats = stats
 
     def close(self) -> None:
@@ -217,10 +205,9 @@ class GroupFormerSystem(System):
         if init == "checkpoint" and not checkpoint:
             raise ValueError("groupformer: init=checkpoint needs checkpoint=PATH")
         if init == "random":
-            from .config import SHAPES
+            from .config import shape
 
-            if size not in SHAPES:
-                raise ValueError(f"groupformer: size {size!r}: use one of {', '.join(SHAPES)}")
+            shape(size)  # an unknown size fails here, not at load
         if int(group_size) < 1:
             raise ValueError("groupformer: group_size must be at least 1")
         self.init = init
@@ -348,7 +335,7 @@ class GroupFormerSystem(System):
         """First-call costs (kernels, allocator) stay out of the first measured turn."""
         import numpy as np
 
-        from .chat import Message, Speech, render
+        from .chat import Message, Speech
         from .generation import Decoder, Limits, Sampling
         from .vocoder import StreamingVocoder
 
@@ -357,8 +344,7 @@ class GroupFormerSystem(System):
             self.unit_tokenizer.encode(np.zeros(SAMPLE_RATE, dtype=np.float32))
         messages = [Message("system", [model.config.system_prompts["speech"]]),
                     Message("user", [Speech(tuple(range(2 * model.config.group_size)))])]
-        rendered = render(model.tokenizer, messages, model.config.group_size, model.config.pad_unit,
-                          add_generation_prompt=True, special=model.special)
+        rendered = model.render(messages, add_generation_prompt=True)
         decoder = Decoder(model, self.engine)
         limits = Limits(max_groups=2, min_groups=2, max_new_tokens=2, min_new_tokens=2)
         units = [u for e in decoder.respond(rendered, speech_out=True, text_out=True, limits=limits,

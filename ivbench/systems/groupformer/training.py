@@ -14,7 +14,7 @@ from typing import Any, Iterable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .chat import Message, Speech, SpecialIds, render
+from .chat import Message, Speech, SpecialIds
 from .model import GroupFormer
 
 TASKS = ("s2s", "s2t", "t2s", "t2t")
@@ -70,14 +70,14 @@ class Example:
 
 def encode(model: GroupFormer, messages: Sequence[Message]) -> Example:
     """Token ids, groups and next-token labels; every assistant turn is learnt."""
-    tok, cfg, special = model.tokenizer, model.config, model.special
-    full = render(tok, messages, cfg.group_size, cfg.pad_unit, special=special)
+    special = model.special
+    full = model.render(messages)
     learn = [False] * len(full.ids)
     for i, message in enumerate(messages):
         if message.role != "assistant":
             continue
-        prefix = render(tok, messages[:i], cfg.group_size, cfg.pad_unit, add_generation_prompt=True, special=special)
-        upto = render(tok, messages[: i + 1], cfg.group_size, cfg.pad_unit, special=special)
+        prefix = model.render(messages[:i], add_generation_prompt=True)
+        upto = model.render(messages[: i + 1])
         start = len(prefix.ids)
         if upto.ids[:start] != prefix.ids or full.ids[: len(upto.ids)] != upto.ids:
             raise ValueError("the chat template does not render dialogues prefix by prefix")
