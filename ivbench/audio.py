@@ -7,6 +7,7 @@ from typing import Union
 
 import numpy as np
 
+from .errors import AudioError
 from .types import Audio
 
 MAX_DURATION_S = 600.0  # longer than any spoken turn; beyond it something is wrong
@@ -14,8 +15,6 @@ MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 192000
 
 
-class AudioError(ValueError):
-    """Audio that cannot be used, with the place it came from in the message."""
 
 
 def check_audio(samples: np.ndarray, sample_rate: int, where: str) -> Audio:

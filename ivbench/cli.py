@@ -10,14 +10,54 @@ import click
 
 from . import __version__
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, LookupError, FileNotFoundError, ImportError)
+EXIT_BUG = 1
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
 
 
-def _fail(exc: BaseException) -> None:
-    raise click.ClickException(f"{exc}")
+def _blame(exc: BaseException) -> str:
+    """Whose bug an unexpected exception is: the innermost plugin frame in its traceback names
+    the plugin; otherwise ivbench."""
+    from .registry import plugin_of
+
+    tb = exc.__traceback__
+    blamed = None
+    while tb is not None:
+        plugin = plugin_of(str(tb.tb_frame.f_globals.get("__name__", "")))
+        blamed = plugin or blamed
+        tb = tb.tb_next
+    return f"plugin {blamed}" if blamed else "ivbench"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The command group, with one rule for errors (docs/architecture.md, "Errors"): what the
+    user can fix (`IvbenchError`) is one line and exit 2; anything else is a bug, shown with its
+    traceback, exit 1; Ctrl-C is exit 130. The run directory is intact in every case: records
+    are appended one by one and every other file is replaced atomically."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from .errors import IvbenchError
+
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except IvbenchError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: what was finished is saved; the same command resumes", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except Exception as exc:  # noqa: BLE001 - a bug: show all of it
+            import traceback
+
+            traceback.print_exc()
+            click.echo(f"\nthis is a bug in {_blame(exc)}, not something you did: please report it with the "
+                       "traceback above", err=True)
+            ctx.exit(EXIT_BUG)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ivbench")
 def main() -> None:
     """Benchmark voice-interaction LLMs through multi-turn spoken dialogues.
@@ -88,10 +128,12 @@ def _score_and_print(run_dir: Path, records: Any, kwargs: dict[str, Any], device
     if judge is None and file_judge:
         from .judge import JudgeSettings
 
+        from .errors import ConfigError
+
         try:
             judge = JudgeSettings(**file_judge)
         except TypeError as exc:
-            raise ValueError(f"config 'judge': {exc}") from None
+            raise ConfigError(f"config 'judge': {exc}") from None
     metrics = _metric_specs(kwargs.get("metrics"))
     config = ScoreConfig(metrics=metrics if metrics is not None else file_metrics, judge=judge,
                          device=device, cache_dir=cache_dir, use_cache=use_cache)
@@ -148,60 +190,54 @@ def eval_command(ctx: click.Context, config_file: Optional[Path], task: str, sys
     from .runner import run_eval
     from .table import format_table, leaderboard
 
-    try:
-        kwargs: dict[str, Any] = load_config_file(config_file) if config_file else {}
-        if _given(ctx, "task") or "task" not in kwargs:
-            kwargs["task"] = parse_spec(task)
-        if systems:
-            kwargs["systems"] = [system_config(s) for s in systems]
-        if _given(ctx, "voice") or "voice" not in kwargs:
-            kwargs["voice"] = parse_spec(voice)
-        if modes:
-            kwargs["modes"] = list(modes)
-        for name, value in (("out", out), ("limit", limit), ("warmup", warmup), ("device", device),
-                            ("seed", seed), ("cache_dir", cache_dir)):
-            if _given(ctx, name) or name not in kwargs:
-                if value is not None:
-                    kwargs[name] = value
-        if _given(ctx, "turn_timeout") or "turn_timeout" not in kwargs:
-            kwargs["turn_timeout"] = turn_timeout
-        if kwargs.get("turn_timeout") is not None and kwargs["turn_timeout"] <= 0:
-            kwargs["turn_timeout"] = None
-        if no_cache:
-            kwargs["use_cache"] = False
-        config = EvalConfig(**kwargs, fresh=fresh, retry_failed=retry_failed)
-        result = run_eval(config, progress=not no_progress, argv=sys.argv)
-    except USER_ERRORS as exc:
-        _fail(exc)
-        return
+    kwargs: dict[str, Any] = load_config_file(config_file) if config_file else {}
+    if _given(ctx, "task") or "task" not in kwargs:
+        kwargs["task"] = parse_spec(task)
+    if systems:
+        kwargs["systems"] = [system_config(s) for s in systems]
+    if _given(ctx, "voice") or "voice" not in kwargs:
+        kwargs["voice"] = parse_spec(voice)
+    if modes:
+        kwargs["modes"] = list(modes)
+    for name, value in (("out", out), ("limit", limit), ("warmup", warmup), ("device", device),
+                        ("seed", seed), ("cache_dir", cache_dir)):
+        if _given(ctx, name) or name not in kwargs:
+            if value is not None:
+                kwargs[name] = value
+    if _given(ctx, "turn_timeout") or "turn_timeout" not in kwargs:
+        kwargs["turn_timeout"] = turn_timeout
+    if kwargs.get("turn_timeout") is not None and kwargs["turn_timeout"] <= 0:
+        kwargs["turn_timeout"] = None
+    if no_cache:
+        kwargs["use_cache"] = False
+    config = EvalConfig(**kwargs, fresh=fresh, retry_failed=retry_failed)
+    result = run_eval(config, progress=not no_progress, argv=sys.argv)
     if no_score:
         click.echo(format_table(leaderboard(result.records)))
     else:
         from .provenance import resolve_device
 
-        try:
-            _score_and_print(result.run_dir, result.records, scoring, resolve_device(config.device),
-                             config.cache_dir, config.use_cache, not no_progress, config.metrics, config.judge)
-        except USER_ERRORS as exc:
-            _fail(exc)
-            return
+        _score_and_print(result.run_dir, result.records, scoring, resolve_device(config.device),
+                         config.cache_dir, config.use_cache, not no_progress, config.metrics, config.judge)
     failed = sum(1 for r in result.records if not r.ok)
     click.echo(f"\nrun directory: {result.run_dir}")
     _eval_report(result.run_dir, config.cache_dir, config.use_cache)
     if failed:
-        click.echo(f"{failed} turns failed; their errors are in {result.run_dir / 'records.jsonl'} "
-                   "(`ivbench show` lists them)")
+        click.echo(f"{failed} turns failed; `ivbench show {result.run_dir}` lists their errors, and the same "
+                   "command with --retry-failed redoes their dialogues")
 
 
 def _eval_report(run_dir: Path, cache_dir: Optional[Path], use_cache: bool) -> None:
     """The report at the end of `eval`; the run is complete without it, so a failure only warns."""
     from .report import describe, write_report
 
+    from .errors import IvbenchError
+
     try:
         path = write_report([run_dir], run_dir / "report.html", cache_dir=cache_dir, use_cache=use_cache)
-    except Exception as exc:  # noqa: BLE001 - the run and its scores are saved either way
-        click.echo(f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
-                   f"try `ivbench report {run_dir}`", err=True)
+    except IvbenchError as exc:  # the run and its scores are saved either way
+        click.echo(f"warning: the report could not be written ({exc}); try `ivbench report {run_dir}`",
+                   err=True)
         return
     click.echo(f"report: {describe(path)}")
 
@@ -224,12 +260,8 @@ def report_command(runs: tuple[Path, ...], out: Optional[Path], fmt: str, audio:
     and every dialogue with its audio, as one self-contained HTML file (or Markdown, CSV)."""
     from .report import describe, write_report
 
-    try:
-        path = write_report(list(runs), out, fmt=fmt, audio=audio, title=title, cache_dir=cache_dir,
-                            use_cache=not no_cache)
-    except USER_ERRORS as exc:
-        _fail(exc)
-        return
+    path = write_report(list(runs), out, fmt=fmt, audio=audio, title=title, cache_dir=cache_dir,
+                        use_cache=not no_cache)
     click.echo(f"report: {describe(path)}")
 
 
@@ -246,13 +278,9 @@ def score_command(run_dir: Path, device: str, cache_dir: Optional[Path], no_cach
     from .provenance import resolve_device
     from .store import RunStore
 
-    try:
-        records = RunStore(run_dir).records()
-        _score_and_print(run_dir, records, scoring, resolve_device(device), cache_dir, not no_cache,
-                         not no_progress)
-    except USER_ERRORS as exc:
-        _fail(exc)
-        return
+    records = RunStore(run_dir).records()
+    _score_and_print(run_dir, records, scoring, resolve_device(device), cache_dir, not no_cache,
+                     not no_progress)
     click.echo(f"\nscores: {run_dir / 'scores.jsonl'}\nsummary: {run_dir / 'summary.csv'}")
 
 
@@ -296,12 +324,8 @@ def show_command(run_dir: Path, as_json: bool) -> None:
     from .table import format_table
 
     store = RunStore(run_dir)
-    try:
-        manifest = store.read_manifest()
-        records = store.records()
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(exc)
-        return
+    manifest = store.read_manifest()
+    records = store.records()
     if as_json:
         click.echo(json.dumps(manifest, indent=2, sort_keys=True))
         return

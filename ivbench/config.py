@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from .errors import ConfigError
 from .registry import Spec, parse_spec
 
 DEFAULT_TASK = "demo"
@@ -31,8 +32,6 @@ CONFIG_KEYS = {"task", "systems", "voice", "mode", "out", "limit", "warmup", "tu
                "device", "seed", "cache_dir", "use_cache", "metrics", "judge"}
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot be run, naming the file and key."""
 
 
 @dataclass

@@ -21,6 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from .errors import IvbenchError, PluginError
+
 KINDS = ("tasks", "systems", "metrics", "voices")
 
 # name -> ("module:attribute", one-line description). Tasks are added from tasks/*.yaml.
@@ -68,7 +70,7 @@ BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
 }
 
 
-class RegistryError(LookupError):
+class RegistryError(PluginError):
     """An unknown or unloadable plugin, with what to do about it."""
 
 
@@ -161,8 +163,12 @@ def _looks_like_code_ref(ref: str) -> bool:
     return ":" in ref
 
 
+def _file_module_name(path: Path) -> str:
+    return f"ivbench_plugin_{abs(hash(str(path.resolve())))}"
+
+
 def _import_file(path: Path) -> Any:
-    module_name = f"ivbench_plugin_{abs(hash(str(path.resolve())))}"
+    module_name = _file_module_name(path)
     if module_name in sys.modules:
         return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, path)
@@ -178,6 +184,23 @@ def _import_file(path: Path) -> Any:
     return module
 
 
+# Modules imported as plugins (module name -> the reference that named it), so that a bug
+# raised from inside one can be blamed on that plugin rather than on ivbench.
+PLUGIN_MODULES: dict[str, str] = {}
+
+
+def plugin_of(module_name: str) -> Optional[str]:
+    """The plugin reference whose code `module_name` is (its module or a submodule of its
+    package); None for ivbench's own code and everything else."""
+    if module_name == "ivbench" or module_name.startswith("ivbench."):
+        return None
+    for name, ref in PLUGIN_MODULES.items():
+        package = name.split(".")[0]
+        if module_name == name or module_name.startswith(package + "."):
+            return ref
+    return None
+
+
 def load_target(target: str, kind: str = "plugin") -> Any:
     """Import "module:attr" or "file.py:attr" and return the attribute."""
     module_part, sep, attr = target.rpartition(":")
@@ -187,8 +210,11 @@ def load_target(target: str, kind: str = "plugin") -> Any:
         path = Path(module_part).expanduser()
         if not path.is_file():
             raise RegistryError(f"{kind} {target!r}: file {path} not found")
+        PLUGIN_MODULES.setdefault(_file_module_name(path), f"{kind} {target}")
         module = _import_file(path)
     else:
+        if not module_part.startswith("ivbench."):
+            PLUGIN_MODULES.setdefault(module_part, f"{kind} {target}")
         try:
             module = importlib.import_module(module_part)
         except ModuleNotFoundError as exc:
@@ -259,4 +285,11 @@ def create(kind: str, spec: Spec) -> Any:
         raise RegistryError(f"{kind[:-1]} {spec.ref!r} ({entry.origin}): bad options {options}: {exc}") from None
     except ValueError:  # no introspectable signature (a C callable): let the call decide
         pass
-    return factory(**options)
+    try:
+        return factory(**options)
+    except IvbenchError:
+        raise
+    except ValueError as exc:
+        # A plugin's constructor validates its options and raises ValueError for a bad one
+        # (docs/architecture.md, "Plugins"): that is the user's to fix, so it is one line.
+        raise RegistryError(f"{kind[:-1]} {spec.label!r} ({entry.origin}): {exc}") from None

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from . import registry
 from .cache import SqliteCache, content_key, default_cache_dir
+from .errors import RunDirError
 from .metrics.base import (DialogueItem, Metric, MetricResult, Need, ScoreItem, ScoringContext,
                            Status)
 from .registry import Spec, parse_spec
@@ -87,7 +88,7 @@ def read_scores(run_dir: Path) -> list[ScoreRow]:
                 try:
                     rows.append(ScoreRow.from_json(json.loads(line)))
                 except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise ValueError(f"{path}:{line_no}: corrupt score line ({exc}); "
+                    raise RunDirError(f"{path}:{line_no}: corrupt score line ({exc}); "
                                      "re-run `ivbench score` to rewrite it") from None
     return rows
 

@@ -93,8 +93,11 @@ def summarize_scores(frame: "pd.DataFrame", metrics: dict[str, "Metric"]) -> "pd
     for (system, metric), values in frame.groupby(["system", "metric"], sort=True):
         fields = set(values["field"])
         if {"errors", "ref_words"} <= fields:
-            wide = values.pivot_table(index=["dialogue_id", "turn_index"], columns="field",
-                                      values="value", aggfunc="first").dropna(subset=["errors", "ref_words"])
+            # pivot_table drops columns whose values are all missing (no turn had a reference, or
+            # every turn failed): put them back so such a metric summarises to no value, not a crash.
+            wide = (values.pivot_table(index=["dialogue_id", "turn_index"], columns="field", values="value",
+                                       aggfunc="first", dropna=False)
+                    .reindex(columns=sorted(fields)).dropna(subset=["errors", "ref_words"]))
             total_words = wide["ref_words"].sum()
             corpus = float(wide["errors"].sum() / total_words) if total_words > 0 else None
             per_dialogue = wide.groupby(level="dialogue_id")["wer"].mean() if "wer" in wide else pd.Series(dtype=float)

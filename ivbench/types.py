@@ -8,6 +8,8 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from .errors import ConfigError
+
 
 class Mode(str, Enum):
     """Input→output modality of a turn (the four cross-modal tasks of IntrinsicVoice)."""
@@ -30,7 +32,7 @@ class Mode(str, Enum):
         try:
             return cls(str(value.value if isinstance(value, Mode) else value).lower())
         except ValueError:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown mode {value!r}: use one of {', '.join(m.value for m in cls)}"
             ) from None
 

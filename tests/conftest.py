@@ -26,3 +26,14 @@ def write_task(folder: Path, dialogues: list[list[str]], name: str = "tiny") -> 
     (folder / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
     (folder / f"{name}.yaml").write_text(f"name: {name}\ndialogues_file: {name}.jsonl\n")
     return folder / f"{name}.yaml"
+
+
+def assert_user_error(result, *fragments: str) -> None:
+    """What the user can fix: exit 2, one line 'error: …' naming the problem, no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.output
+    for fragment in fragments:
+        assert fragment in result.output, (fragment, result.output)

@@ -15,7 +15,7 @@ import pytest
 import soundfile
 from click.testing import CliRunner
 
-from conftest import ROOT, write_task
+from conftest import ROOT, assert_user_error, write_task
 from ivbench.cli import main
 from ivbench.store.run_store import RECORDS, RunStore, read_jsonl_records
 
@@ -134,13 +134,6 @@ def _records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / RECORDS).read_text().splitlines() if line.strip()]
 
 
-def _assert_clean_error(result, *fragments: str) -> None:
-    assert result.exit_code != 0, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    assert result.output.startswith("Error: "), result.output
-    for fragment in fragments:
-        assert fragment in result.output, (fragment, result.output)
 
 
 # --- run configuration ----------------------------------------------------------------------
@@ -148,7 +141,7 @@ def _assert_clean_error(result, *fragments: str) -> None:
 def test_malformed_run_config_yaml(here):
     (here / "bad.yaml").write_text("task: demo\nsystems: [parrot\nlimit: 2\n")
     result = _ivbench("eval", "-c", "bad.yaml", "--out", "run", "--no-progress")
-    _assert_clean_error(result, "bad.yaml:3: not valid YAML")
+    assert_user_error(result, "bad.yaml:3: not valid YAML")
     assert not (here / "run").exists()
 
 
@@ -167,12 +160,12 @@ def test_malformed_run_config_yaml(here):
 def test_bad_run_config_values(here, text, message):
     (here / "bad.yaml").write_text(text)
     result = _ivbench("eval", "-c", "bad.yaml", "--out", "run", "--no-progress")
-    _assert_clean_error(result, message)
+    assert_user_error(result, message)
     assert not (here / "run").exists()
 
 
 def test_missing_run_config_file(here):
-    _assert_clean_error(_ivbench("eval", "-c", "nope.yaml", "--no-progress"), "nope.yaml: config file not found")
+    assert_user_error(_ivbench("eval", "-c", "nope.yaml", "--no-progress"), "nope.yaml: config file not found")
 
 
 # --- recorded user audio in a task ----------------------------------------------------------
@@ -211,7 +204,7 @@ def test_bad_recorded_audio(here, kind, message):
         + json.dumps({"id": "d1", "turns": [{"text": "Hi.", "audio": "good.wav"},
                                             {"text": "Bye.", "audio": "bad.wav"}]}) + "\n")
     result = _eval(task_dir / "tiny.jsonl", "Good", "--mode", "s2t")
-    _assert_clean_error(result, "dialogue 'd1' turn 1", str((task_dir / "bad.wav").resolve()), message)
+    assert_user_error(result, "dialogue 'd1' turn 1", str((task_dir / "bad.wav").resolve()), message)
     assert not (here / "run").exists()  # stopped before the run directory was made
 
 
@@ -238,7 +231,7 @@ def test_missing_recorded_audio_file(here):
         json.dumps({"id": "d0", "turns": ["Hello."]}) + "\n"
         + json.dumps({"id": "d1", "turns": ["Hi.", {"text": "Bye.", "audio": "audio/gone.wav"}]}) + "\n")
     result = _eval(task_dir / "tiny.jsonl", "Good")
-    _assert_clean_error(result, "tiny.jsonl:2: field 'turns[1].audio'", "gone.wav not found")
+    assert_user_error(result, "tiny.jsonl:2: field 'turns[1].audio'", "gone.wav not found")
     assert not (here / "run").exists()
 
 
@@ -249,11 +242,11 @@ def test_audio_path_escaping_the_task_folder(here):
     (task_dir / "tiny.jsonl").write_text(
         json.dumps({"id": "d0", "turns": [{"text": "Hello.", "audio": "../outside.wav"}]}) + "\n")
     result = _eval(task_dir / "tiny.jsonl", "Good", "--mode", "s2t")
-    _assert_clean_error(result, "tiny.jsonl:1: field 'turns[0].audio'", "'../outside.wav' leaves the task's folder")
+    assert_user_error(result, "tiny.jsonl:1: field 'turns[0].audio'", "'../outside.wav' leaves the task's folder")
     (task_dir / "tiny.jsonl").write_text(
         json.dumps({"id": "d0", "turns": [{"text": "Hello.", "audio": str(here / "outside.wav")}]}) + "\n")
     result = _eval(task_dir / "tiny.jsonl", "Good", "--mode", "s2t")
-    _assert_clean_error(result, "leaves the task's folder")
+    assert_user_error(result, "leaves the task's folder")
     assert not (here / "run").exists()
 
 

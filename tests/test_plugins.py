@@ -16,7 +16,7 @@ import pytest
 import soundfile
 from click.testing import CliRunner, Result
 
-from conftest import write_task
+from conftest import assert_user_error, write_task
 from ivbench.cli import main
 
 HERE = Path(__file__).resolve().parent
@@ -90,14 +90,6 @@ def _ivbench(*args: str) -> Result:
     return CliRunner().invoke(main, list(args), catch_exceptions=True)
 
 
-def _assert_clean_error(result, *fragments: str) -> None:
-    """Non-zero exit, a one-line 'Error: …' message and no traceback."""
-    assert result.exit_code != 0, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    assert "Error: " in result.output
-    for fragment in fragments:
-        assert fragment in result.output, (fragment, result.output)
 
 
 # --- (a) a plugin from a file path ---------------------------------------------------------
@@ -140,13 +132,13 @@ def test_file_path_with_missing_attribute_or_non_system(tmp_path, monkeypatch):
     (tmp_path / "my_system.py").write_text(MY_SYSTEM + "\nNOT_A_SYSTEM = 42\n\nclass NotASystem:\n    pass\n")
     task = write_task(tmp_path / "task", DIALOGUES)
     base = ["eval", "--task", str(task), "--warmup", "0", "--out", "run", "--no-progress"]
-    _assert_clean_error(_ivbench(*base, "--system", "./my_system.py:MySystm"),
+    assert_user_error(_ivbench(*base, "--system", "./my_system.py:MySystm"),
                         "has no attribute 'MySystm'")
-    _assert_clean_error(_ivbench(*base, "--system", "./my_system.py:NOT_A_SYSTEM"),
+    assert_user_error(_ivbench(*base, "--system", "./my_system.py:NOT_A_SYSTEM"),
                         "a int object, not a class")
-    _assert_clean_error(_ivbench(*base, "--system", "./my_system.py:NotASystem"),
+    assert_user_error(_ivbench(*base, "--system", "./my_system.py:NotASystem"),
                         "made a NotASystem, not an ivbench System")
-    _assert_clean_error(_ivbench(*base, "--system", "./missing.py:MySystem"), "missing.py not found")
+    assert_user_error(_ivbench(*base, "--system", "./missing.py:MySystem"), "missing.py not found")
     assert not (tmp_path / "run").exists()
 
 
@@ -270,7 +262,7 @@ def test_module_object_spec(tmp_path, monkeypatch):
 
     missing = _ivbench("eval", "--task", str(task), "--system", "acme_voice_ai.nothing_here:MySystem",
                        "--warmup", "0", "--out", "run2", "--no-progress")
-    _assert_clean_error(missing, "cannot import 'acme_voice_ai.nothing_here'", "installed")
+    assert_user_error(missing, "cannot import 'acme_voice_ai.nothing_here'", "installed")
     assert not (tmp_path / "run2").exists()
 
 
@@ -279,19 +271,19 @@ def test_module_object_spec(tmp_path, monkeypatch):
 def test_unknown_system_suggests_close_match(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = _ivbench("eval", "--system", "parot", "--out", "run", "--no-progress")
-    _assert_clean_error(result, "unknown system 'parot'", "Did you mean 'parrot'?", "ivbench list")
+    assert_user_error(result, "unknown system 'parot'", "Did you mean 'parrot'?", "ivbench list")
     assert not (tmp_path / "run").exists()
 
 
 def test_unknown_task_suggests_close_match(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = _ivbench("eval", "--task", "mt-bnech", "--out", "run", "--no-progress")
-    _assert_clean_error(result, "unknown task 'mt-bnech'", "Did you mean 'mt-bench'?")
+    assert_user_error(result, "unknown task 'mt-bnech'", "Did you mean 'mt-bench'?")
     result = _ivbench("eval", "--task", "vicuan", "--out", "run", "--no-progress")
-    _assert_clean_error(result, "unknown task 'vicuan'", "'vicuna'")
+    assert_user_error(result, "unknown task 'vicuan'", "'vicuna'")
     # Nothing close: no suggestion, but the known names.
     result = _ivbench("eval", "--task", "zzzzzz", "--out", "run", "--no-progress")
-    _assert_clean_error(result, "unknown task 'zzzzzz'", "Known tasks: demo")
+    assert_user_error(result, "unknown task 'zzzzzz'", "Known tasks: demo")
     assert "Did you mean" not in result.output
     assert not (tmp_path / "run").exists()
 
@@ -334,12 +326,12 @@ def test_bad_option_name_is_a_clear_error(tmp_path, monkeypatch):
     task = write_task(tmp_path / "task", [["Hi."]])
     result = _ivbench("eval", "--task", str(task), "--system", "./configurable.py:Configurable:sped=2",
                       "--warmup", "0", "--out", "run", "--no-progress")
-    _assert_clean_error(result, "./configurable.py:Configurable", "bad options", "'sped'")
+    assert_user_error(result, "./configurable.py:Configurable", "bad options", "'sped'")
     assert not (tmp_path / "run").exists()
     # An option without '=' is not silently dropped.
     result = _ivbench("eval", "--task", str(task), "--system", "./configurable.py:Configurable:speed=2,fast",
                       "--warmup", "0", "--out", "run", "--no-progress")
-    _assert_clean_error(result, "'fast' is not key=value")
+    assert_user_error(result, "'fast' is not key=value")
     assert not (tmp_path / "run").exists()
 
 

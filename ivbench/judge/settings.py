@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from ..errors import ConfigError
 from ..openai_endpoint import api_key, is_openai
 
 
 
-class JudgeConfigError(ValueError):
+class JudgeConfigError(ConfigError):
     """A judge configuration that cannot work, with what to do about it."""
 
 

@@ -15,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from ..errors import RunDirError
 from ..types import TurnRecord
 
 MANIFEST = "manifest.json"
@@ -25,7 +26,7 @@ PARTIAL = "records.partial.jsonl"
 IDENTITY_KEYS = ("task", "systems", "voice", "mode", "seed")
 
 
-class ConfigMismatch(ValueError):
+class ConfigMismatch(RunDirError):
     """Resuming a run directory with a configuration that measures something else."""
 
 
@@ -55,7 +56,7 @@ def read_jsonl_records(path: Path) -> list[TurnRecord]:
             if is_last:
                 warnings.warn(f"{path}:{i}: skipping a torn last line (the run was interrupted)")
                 continue
-            raise ValueError(f"{path}:{i}: corrupt record ({exc}); the file was edited or damaged") from None
+            raise RunDirError(f"{path}:{i}: corrupt record ({exc}); the file was edited or damaged") from None
     return records
 
 
@@ -87,9 +88,15 @@ class RunStore:
     # -- manifest ---------------------------------------------------------------------------
     def read_manifest(self) -> dict[str, Any]:
         if not self.exists():
-            raise FileNotFoundError(f"{self.root}: not a run directory (no {MANIFEST})")
-        with open(self.manifest_path, encoding="utf-8") as f:
-            return json.load(f)
+            raise RunDirError(f"{self.root}: not a run directory (no {MANIFEST}); `ivbench eval --out DIR` makes one")
+        try:
+            with open(self.manifest_path, encoding="utf-8") as f:
+                manifest = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RunDirError(f"{self.manifest_path}: not valid JSON ({exc}); the file was edited or damaged") from None
+        if not isinstance(manifest, dict):
+            raise RunDirError(f"{self.manifest_path}: a manifest is a JSON object; the file was edited or damaged")
+        return manifest
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

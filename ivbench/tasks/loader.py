@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from ..errors import TaskFileError
 from ..types import Dialogue, Task, UserTurn
 
 HEADER_FIELDS = {"name", "description", "source", "licence", "license", "judge_prompt",
@@ -34,8 +35,6 @@ TURN_FIELDS = {"text", "audio", "reference"}
 TASK_OPTIONS = {"categories"}
 
 
-class TaskFileError(ValueError):
-    """A task file that cannot be used; the message says where and what to do."""
 
 
 def _where(path: Path, line: Optional[int], field: str) -> str:

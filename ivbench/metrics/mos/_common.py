@@ -6,6 +6,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from ...errors import ConfigError
 from ..base import MetricResult, ScoreItem, Status
 
 SAMPLE_RATE = 16000  # every MOS model here listens at 16 kHz
@@ -13,18 +14,20 @@ INSTALL = "pip install 'ivbench[scoring]'"
 
 
 def require(module: str, metric: str, dist: Optional[str] = None, hint: str = INSTALL) -> Any:
-    """Import `module` or raise an ImportError that says what to install."""
+    """Import `module` or raise a MissingDependency that says what to install."""
+    from ...errors import MissingDependency
+
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(
+        raise MissingDependency(
             f"the {metric} metric needs the {dist or module!r} package ({exc}); install it with `{hint}`"
         ) from None
 
 
 def check_batch_size(metric: str, batch_size: Any) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"{metric} batch_size={batch_size!r}: give an integer of at least 1")
+        raise ConfigError(f"{metric} batch_size={batch_size!r}: give an integer of at least 1")
     return batch_size
 
 

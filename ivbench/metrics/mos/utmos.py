@@ -22,13 +22,14 @@ import numpy as np
 
 from ..base import FieldInfo, Metric, MetricResult, Need, ScoreItem, ScoringContext, Status
 from ...cache import sha256_file
+from ...errors import ModelFileError
 from ._common import SAMPLE_RATE, check_batch_size, failed, reply_16k, require
 
 RELEASE_URL = "https://github.com/tarepan/SpeechMOS/releases/download/v1.0.0/utmos22_strong_step7459_v1.pt"
 FILE_NAME = "utmos22_strong_step7459_v1.pt"
 
 
-class CheckpointError(FileNotFoundError):
+class CheckpointError(ModelFileError, FileNotFoundError):
     """No usable UTMOS checkpoint, with where to get one."""
 
 
