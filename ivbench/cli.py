@@ -160,8 +160,9 @@ def _given(ctx: click.Context, name: str) -> bool:
               help="System to test (repeatable): a name, name:key=value,…, module:Object or ./file.py:Object. "
                    "Default: parrot.")
 @click.option("--voice", default="piper:joe", show_default=True, help="Voice that speaks the user turns.")
-@click.option("--mode", "modes", multiple=True, type=click.Choice(["s2s", "s2t", "t2s", "t2t"]),
-              help="Modality (repeatable). Default: each system's first declared mode.")
+@click.option("--mode", "modes", multiple=True, type=click.Choice(["s2s", "s2t", "t2s", "t2t", "all"]),
+              help="Modality (repeatable); 'all': every mode each system declares. "
+                   "Default: each system's first declared mode.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Run directory. Default: runs/<task>__<systems>; the same command again resumes it.")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N dialogues.")

@@ -139,7 +139,11 @@ class _JudgeMetric(Metric):
         prepared = self._prepare(item)
         if isinstance(prepared, MetricResult):
             return None
-        return {"template": prepared.rendered.template, "messages": prepared.rendered.messages}
+        # The sources (where question and answer came from) are part of the cached details, so
+        # they are part of the key: two turns with the same prompt text but different sources
+        # (an S2S and a T2S turn) must not read each other's result.
+        return {"template": prepared.rendered.template, "messages": prepared.rendered.messages,
+                "sources": prepared.sources}
 
     def score(self, items: list[Any]) -> list[MetricResult]:
         outcomes: list[Union[_Job, MetricResult]] = []

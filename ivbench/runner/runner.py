@@ -33,6 +33,7 @@ from .clock import TurnTiming, time_turn
 from .user_audio import UserAudioSource
 
 log = logging.getLogger("ivbench")
+ALL_MODES = "all"  # `--mode all`: every mode each system declares
 
 
 @dataclass
@@ -79,7 +80,10 @@ def _plan_units(config: EvalConfig, systems: dict[str, System]) -> list[_Unit]:
     units: list[_Unit] = []
     for sc in config.systems:
         supported = systems[sc.label].supported_modes()
-        modes = [Mode.parse(m) for m in config.modes] or [supported[0]]
+        if ALL_MODES in config.modes:
+            modes = list(supported)
+        else:
+            modes = [Mode.parse(m) for m in config.modes] or [supported[0]]
         for mode in modes:
             if mode not in supported:
                 raise ConfigError(f"system {sc.label!r} does not support mode {mode.value}; "
