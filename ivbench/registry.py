@@ -184,7 +184,7 @@ def _import_file(path: Path) -> Any:
     return module
 
 
-# Modules imported as plugins (module name -> the reference that named it), so that a bug
+# Modules imported as plugins (module name -> the file or module the user named), so that a bug
 # raised from inside one can be blamed on that plugin rather than on ivbench.
 PLUGIN_MODULES: dict[str, str] = {}
 
@@ -210,11 +210,11 @@ def load_target(target: str, kind: str = "plugin") -> Any:
         path = Path(module_part).expanduser()
         if not path.is_file():
             raise RegistryError(f"{kind} {target!r}: file {path} not found")
-        PLUGIN_MODULES.setdefault(_file_module_name(path), f"{kind} {target}")
+        PLUGIN_MODULES.setdefault(_file_module_name(path), module_part)
         module = _import_file(path)
     else:
         if not module_part.startswith("ivbench."):
-            PLUGIN_MODULES.setdefault(module_part, f"{kind} {target}")
+            PLUGIN_MODULES.setdefault(module_part, module_part)
         try:
             module = importlib.import_module(module_part)
         except ModuleNotFoundError as exc:
