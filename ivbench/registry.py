@@ -107,7 +107,7 @@ def parse_spec(text: str, extra: Optional[dict[str, Any]] = None) -> Spec:
     Options start at the first ``:``-separated part that holds ``=``; from there on, values may
     contain ``:`` (``voice=piper:joe``, ``base_url=http://h:8000/v1``); ``,`` separates options.
     """
-    import yaml
+    from .yaml_file import read_yaml_text
 
     text = text.strip()
     if not text:
@@ -123,7 +123,9 @@ def parse_spec(text: str, extra: Optional[dict[str, Any]] = None) -> Spec:
             key, sep, value = item.partition("=")
             if not sep or not key.strip():
                 raise RegistryError(f"{text!r}: option {item!r} is not key=value")
-            kwargs[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+            # Bounded like a YAML file (nesting, aliases): a value is user input too.
+            kwargs[key.strip()] = (read_yaml_text(value, f"{text!r} option {key.strip()!r}", RegistryError).data
+                                   if value.strip() else "")
         parts = parts[:first_option]
     kwargs.update(extra or {})
     return Spec(":".join(parts), tuple(sorted(kwargs.items())))

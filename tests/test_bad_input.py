@@ -146,16 +146,16 @@ def test_malformed_run_config_yaml(here):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("task: demo\nlimt: 2\n", "bad.yaml: unknown key 'limt' (did you mean 'limit'?); keys: cache_dir, device,"),
+    ("task: demo\nlimt: 2\n", "bad.yaml:2: field 'limt': unknown key (did you mean 'limit'?); keys: cache_dir,"),
     ("- demo\n- parrot\n", "bad.yaml: a run config is a YAML mapping"),
-    ("limit: two\n", "bad.yaml: 'limit' must be a number, got 'two'"),
-    ("limit: 0\n", "bad.yaml: 'limit' must be at least 1"),
-    ("warmup: -1\n", "bad.yaml: 'warmup' must be at least 0"),
-    ("mode: 5\n", "bad.yaml: 'mode' must be a mode or a list of modes"),
-    ("mode: [s3s]\n", "unknown mode 's3s'"),
-    ("systems: []\n", "bad.yaml: 'systems' must be a non-empty list"),
-    ("systems:\n  - {label: mine}\n", "bad.yaml: 'systems[0]': a system mapping needs 'name'"),
-    ("task: 42\n", "bad.yaml: 'task': give a name"),
+    ("limit: two\n", "bad.yaml:1: field 'limit': expected an integer, got a string ('two')"),
+    ("limit: 0\n", "bad.yaml:1: field 'limit': must be at least 1"),
+    ("warmup: -1\n", "bad.yaml:1: field 'warmup': must be at least 0"),
+    ("mode: 5\n", "bad.yaml:1: field 'mode': must be a mode or a list of modes"),
+    ("mode: [s3s]\n", "bad.yaml:1: field 'mode[0]': unknown mode 's3s'"),
+    ("systems: []\n", "bad.yaml:1: field 'systems': must be a non-empty list"),
+    ("systems:\n  - {label: mine}\n", "bad.yaml:2: field 'systems[0]': a system mapping needs 'name'"),
+    ("task: 42\n", "bad.yaml:1: field 'task': give a name"),
 ])
 def test_bad_run_config_values(here, text, message):
     (here / "bad.yaml").write_text(text)

@@ -214,7 +214,7 @@ def test_duplicate_id_inline(tmp_path):
     path = tmp_path / "inline.yaml"
     path.write_text(yaml.safe_dump({"name": "inline", "dialogues": [GOOD, GOOD]}), encoding="utf-8")
     message = _error(path)
-    assert str(path) in message and "'id'" in message and "'a'" in message
+    assert f"{path}:7: field 'dialogues[1].id'" in message and "'a'" in message and "line 4" in message
 
 
 @pytest.mark.parametrize("line, field", [

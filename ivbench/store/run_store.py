@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from ..errors import RunDirError
+from ..errors import ConfigError, RunDirError, TaskFileError
 from ..types import TurnRecord
 
 MANIFEST = "manifest.json"
@@ -31,9 +31,18 @@ class ConfigMismatch(RunDirError):
 
 
 def safe_name(text: str) -> str:
-    """A file-system-safe rendering of a label or id."""
+    """A file-system-safe rendering of a label or id: letters, digits and ._=- kept, every other
+    run of characters one '_', no leading or trailing '.' or '_' (so never '.' or '..'), at most
+    120 characters. Different texts can share a rendering: see `name_key`."""
     cleaned = re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("._")
     return cleaned[:120] or "_"
+
+
+def name_key(text: str) -> str:
+    """Texts with the same key get the same file name on some file system (`safe_name` equal up
+    to case, for case-insensitive ones). Task files refuse dialogue ids, and run configs system
+    labels, that share a key, since their audio would overwrite each other's."""
+    return safe_name(text).lower()
 
 
 def read_jsonl_records(path: Path) -> list[TurnRecord]:
@@ -73,6 +82,9 @@ def _write_json_atomic(path: Path, data: Any) -> None:
 class RunStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        # name_key -> the owner / dialogue id given it in this session (see audio_path).
+        self._owners: dict[str, str] = {"user": "user"}
+        self._dialogues: dict[str, str] = {}
 
     @property
     def manifest_path(self) -> Path:
@@ -195,8 +207,21 @@ class RunStore:
 
     # -- audio ------------------------------------------------------------------------------
     def audio_path(self, owner: str, dialogue_id: str, turn_index: int) -> Path:
-        """Where a turn's audio goes; `owner` is "user" or a system label."""
+        """Where a turn's audio goes; `owner` is "user" or a system label.
+
+        Task files and run configs refuse ids and labels that share a file name; this refuses
+        them too (for tasks made by code), rather than let one reply overwrite another's audio.
+        """
+        self._claim(self._owners, owner, "system labels", ConfigError, "label")
+        self._claim(self._dialogues, dialogue_id, "dialogue ids", TaskFileError, "id")
         return self.root / "audio" / safe_name(owner) / safe_name(dialogue_id) / f"turn{turn_index}.wav"
+
+    @staticmethod
+    def _claim(claimed: dict[str, str], text: str, what: str, error: type[Exception], noun: str) -> None:
+        first = claimed.setdefault(name_key(text), text)
+        if first != text:
+            raise error(f"{what} {first!r} and {text!r} map to the same audio folder {safe_name(text)!r} "
+                        f"(file names keep letters, digits and ._=- and ignore case); give each a distinct {noun}")
 
     def relative(self, path: Optional[Path]) -> Optional[str]:
         return None if path is None else path.relative_to(self.root).as_posix()

@@ -26,6 +26,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Optional, Sequence
 
+from ...errors import ConfigError
+
 HERE = Path(__file__).resolve().parent
 NEED_REF_CATEGORIES = frozenset({"math", "reasoning", "coding"})  # FastChat's NEED_REF_CATS
 NO_REPLY = "(no reply)"
@@ -220,9 +222,14 @@ TURN_PROMPTS = ("llama-omni", "content-style", "mt-bench")
 DIALOGUE_PROMPTS = ("dialogue",)
 
 
+def prompt_names(level: str = "turn") -> tuple[str, ...]:
+    """The names of the prompts of a level ("turn" or "dialogue"), without reading their texts."""
+    return TURN_PROMPTS if level == "turn" else DIALOGUE_PROMPTS
+
+
 def get_prompt(name: str, level: str = "turn") -> JudgePrompt:
     """The prompt called `name`; a name that is unknown or of the wrong level lists the known ones."""
-    known = TURN_PROMPTS if level == "turn" else DIALOGUE_PROMPTS
+    known = prompt_names(level)
     if name not in known:
-        raise ValueError(f"unknown {level}-level judge prompt {name!r}: use one of {', '.join(known)}")
+        raise ConfigError(f"unknown {level}-level judge prompt {name!r}: use one of {', '.join(known)}")
     return _load()[name]
