@@ -162,6 +162,9 @@ class TurnRecord:
     error: Optional[dict[str, str]] = None
     category: Optional[str] = None
     stage_data: dict[str, Any] = field(default_factory=dict)  # stage name -> StageMark.data
+    # What the runner changed or noticed without failing the turn (audio outside [-1, 1] clipped,
+    # a session that failed to close after an already failed turn).
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -2,6 +2,7 @@
 or a recorded failed turn, and never loses what a run has already written."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -19,97 +20,18 @@ from conftest import ROOT, assert_user_error, write_task
 from ivbench.cli import main
 from ivbench.store.run_store import RECORDS, RunStore, read_jsonl_records
 
-# Systems that misbehave in one way each; `Good` is the control. Written into each test's
-# folder and named as ./systems.py:Class, as a user's plugin would be.
-SYSTEMS = '''
-import time
-
-import numpy as np
-
-from ivbench.systems import Session, System
-from ivbench.types import AudioChunk, Mode, StageMark, TextDelta
-
-
-class _Session(Session):
-    def __init__(self, owner):
-        self.owner = owner
-
-    def respond(self, turn):
-        self.owner.before_reply(turn)
-        yield TextDelta("reply to " + turn.text)
-        yield from self.owner.marks(turn)
-        if turn.mode.speech_out:
-            yield AudioChunk(self.owner.audio(), 16000)
-
-
-class Good(System):
-    modes = (Mode.T2T, Mode.T2S, Mode.S2T)
-
-    def new_session(self):
-        return _Session(self)
-
-    def before_reply(self, turn):
-        pass
-
-    def marks(self, turn):
-        return [StageMark("heard", {"transcript": turn.text.lower(), "words": len(turn.text.split())})]
-
-    def audio(self):
-        return np.full(1600, 0.1, dtype=np.float32)
-
-
-class RaisesOnFirstTurn(Good):
-    def before_reply(self, turn):
-        if turn.dialogue_id == "d0" and turn.turn_index == 0:
-            raise RuntimeError("the model exploded on d0")
-
-
-class Hangs(Good):
-    def before_reply(self, turn):
-        if turn.dialogue_id == "d0" and turn.turn_index == 0:
-            time.sleep(30)
-
-
-class LoadFails(Good):
-    def load(self, device):
-        raise OSError("weights file model.bin not found")
-
-
-class FakeTensor:
-    """What a torch tensor looks like from here: array-ish, but not a numpy array."""
-
-    shape = (1600,)
-    dtype = "torch.float32"
-
-    def __len__(self):
-        return 1600
-
-    def numpy(self):
-        return np.zeros(1600, dtype=np.float32)
-
-
-class YieldsTensor(Good):
-    modes = (Mode.T2S,)
-
-    def audio(self):
-        return FakeTensor()
-
-
-class BadStageData(Good):
-    modes = (Mode.T2S,)
-
-    def marks(self, turn):
-        return [StageMark("heard", {"at": {1, 2}})]
-
-
-class YieldsNaN(Good):
-    modes = (Mode.T2S,)
-
-    def audio(self):
-        samples = np.full(1600, 0.1, dtype=np.float32)
-        samples[700] = np.nan
-        return samples
-'''
+# Systems that misbehave in one way each (ivbench.testing.Scripted, told how); `Good` is the control.
+SCRIPTED = "ivbench.testing:Scripted"
+SYSTEMS = {
+    "Good": f"{SCRIPTED}:modes=t2t+t2s+s2t",
+    "RaisesOnFirstTurn": f"{SCRIPTED}:modes=t2t+t2s+s2t,raise_in=respond,dialogue=d0,turn=0,"
+                         "message=the model exploded on d0",
+    "Hangs": f"{SCRIPTED}:modes=t2t+t2s+s2t,hang_in=respond,dialogue=d0,turn=0,hang_s=30",
+    "LoadFails": f"{SCRIPTED}:modes=t2t+t2s+s2t,raise_in=load,error=OSError,message=weights file model.bin not found",
+    "YieldsTensor": f"{SCRIPTED}:modes=t2s,bad=tensor",
+    "BadStageData": f"{SCRIPTED}:modes=t2s,bad=stage_data,stage=false",
+    "YieldsNaN": f"{SCRIPTED}:modes=t2s,bad=nan",
+}
 
 TWO_BY_TWO = [["Hello there.", "How are you?"], ["What time is it?", "Thanks."]]
 
@@ -117,7 +39,6 @@ TWO_BY_TWO = [["Hello there.", "How are you?"], ["What time is it?", "Thanks."]]
 @pytest.fixture
 def here(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "systems.py").write_text(SYSTEMS)
     return tmp_path
 
 
@@ -126,7 +47,7 @@ def _ivbench(*args: str):
 
 
 def _eval(task: Path, system: str, *extra: str, out: str = "run"):
-    return _ivbench("eval", "--task", str(task), "--system", f"./systems.py:{system}", "--warmup", "0",
+    return _ivbench("eval", "--task", str(task), "--system", SYSTEMS[system], "--warmup", "0",
                     "--out", out, "--no-progress", *extra)
 
 
@@ -264,7 +185,7 @@ def test_respond_raises_on_one_turn(here):
     assert failed["error"]["type"] == "RuntimeError"
     assert failed["error"]["message"] == "the model exploded on d0"
     assert "Traceback" in failed["error"]["traceback"]
-    assert "systems.py" in failed["error"]["traceback"] and "before_reply" in failed["error"]["traceback"]
+    assert "ivbench/testing.py" in failed["error"]["traceback"] and "_fault" in failed["error"]["traceback"]
     assert failed["reply_text"] is None
     for key in [("d0", 1), ("d1", 0), ("d1", 1)]:
         assert turns[key]["status"] == "ok" and turns[key]["error"] is None
@@ -280,11 +201,10 @@ def test_respond_raises_on_one_turn(here):
 def test_hanging_system_times_out(tmp_path):
     """A turn past --turn-timeout is recorded as a timeout, the rest of its dialogue as skipped,
     later dialogues run, and the process does not wait for the hung worker to finish."""
-    (tmp_path / "systems.py").write_text(SYSTEMS)
     task = write_task(tmp_path / "task", [["one", "two", "three"], ["four", "five"]])
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), "eval", "--task", str(task), "--system", "./systems.py:Hangs",
+        [sys.executable, str(ROOT / "cli.py"), "eval", "--task", str(task), "--system", SYSTEMS["Hangs"],
          "--turn-timeout", "1", "--warmup", "0", "--out", "run", "--no-progress", "--device", "cpu"],
         cwd=tmp_path, capture_output=True, text=True, timeout=25, env=dict(os.environ))
     elapsed = time.monotonic() - started
@@ -319,7 +239,8 @@ def test_load_failure_fails_every_turn(here):
 
 
 @pytest.mark.parametrize("system, message", [
-    ("YieldsTensor", "AudioChunk.samples is a FakeTensor; yield numpy arrays on the CPU"),
+    pytest.param("YieldsTensor", "AudioChunk.samples is a torch.Tensor; yield numpy arrays on the CPU",
+                 marks=pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")),
     ("YieldsNaN", "audio contains NaN or infinite samples"),
     ("BadStageData", "StageMark('heard').data is not a dict of JSON values (Object of type set is not JSON "
                      "serializable); give str, numbers"),
@@ -351,16 +272,17 @@ def test_failed_invocations_leave_an_existing_run_untouched(here):
     bad_task_dir = here / "bad-task"
     bad_task_dir.mkdir()
     _write_audio(bad_task_dir / "bad.wav", "corrupt")
-    (bad_task_dir / "bad.jsonl").write_text(json.dumps({"id": "x", "turns": [{"text": "a", "audio": "bad.wav"}]}) + "\n")
+    (bad_task_dir / "bad.jsonl").write_text(
+        json.dumps({"id": "x", "turns": [{"text": "a", "audio": "bad.wav"}]}) + "\n")
     (here / "bad.yaml").write_text("task: demo\nsytems: [parrot]\n")
     attempts = [
         ("eval", "--task", str(task), "--system", "parot", "--out", "run", "--no-progress"),
         ("eval", "--task", str(task), "--system", "parot", "--out", "run", "--fresh", "--no-progress"),
         ("eval", "-c", "bad.yaml", "--out", "run", "--fresh", "--no-progress"),
-        ("eval", "--task", str(bad_task_dir / "bad.jsonl"), "--system", "./systems.py:Good", "--mode", "s2t",
+        ("eval", "--task", str(bad_task_dir / "bad.jsonl"), "--system", SYSTEMS["Good"], "--mode", "s2t",
          "--out", "run", "--fresh", "--no-progress"),
         # Another task into the same run directory: refused, not mixed in.
-        ("eval", "--task", "demo", "--system", "./systems.py:Good", "--out", "run", "--no-progress"),
+        ("eval", "--task", "demo", "--system", SYSTEMS["Good"], "--out", "run", "--no-progress"),
     ]
     for args in attempts:
         result = _ivbench(*args)

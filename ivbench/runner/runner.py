@@ -4,37 +4,40 @@ For each system (loaded once) and each of its modes, every dialogue of the task 
 fresh session, turn by turn, under the clock of `clock.time_turn`. Each finished turn is one
 record appended to the run's records.jsonl. A failing turn is a record with its error and
 the run goes on; a dialogue cut by an interruption is redone from its first turn.
+
+Every call into a system but `load()` runs in a worker thread bounded by the turn timeout
+(`workers.call`, `clock.time_turn`): a system that raises, hangs, yields forever or yields
+nonsense in its warm-up, `new_session()`, a turn, `session.close()` or `system.close()` costs a
+recorded failure or a warning, never the run (docs/architecture.md, "Runs survive their systems").
 """
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import logging
 import random
 import shutil
 import sys
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from .. import __version__, registry
-from ..audio import AudioError, check_audio, concat, write_wav
+from ..audio import AudioError, write_wav
 from ..cache import SqliteCache, default_cache_dir
 from ..config import ConfigError, EvalConfig, SystemConfig
 from ..provenance import git_revision, hardware, package_versions, resolve_device
 from ..store.run_store import RunStore, safe_name
 from ..systems.base import System
-from ..types import (Audio, AudioChunk, Dialogue, Mode, StageMark, Task, TextDelta, TurnInput,
-                     TurnRecord, TurnStatus)
+from ..types import Audio, Dialogue, Mode, Task, TurnInput, TurnRecord, TurnStatus
+from . import workers
 from .clock import TurnTiming, time_turn
+from .reply import Reply, read_reply
 from .user_audio import UserAudioSource
 
-log = logging.getLogger("ivbench")
 ALL_MODES = "all"  # `--mode all`: every mode each system declares
-
 
 @dataclass
 class EvalResult:
@@ -105,7 +108,7 @@ def build_manifest(config: EvalConfig, task: Task, n_dialogues: int, device: str
                  "description": task.description, "judge_prompt": task.judge_prompt,
                  "options": task.options, "n_dialogues": n_dialogues,
                  "dialogue_ids": None},
-        "systems": {label: {**system.describe(), "untrained": system.untrained,
+        "systems": {label: {**_describe(system), "untrained": system.untrained,
                             "modes": [m.value for m in system.supported_modes()]}
                     for label, system in systems.items()},
         "seed": config.seed,
@@ -124,14 +127,7 @@ def run_eval(config: EvalConfig, progress: bool = True, argv: Optional[list[str]
     if not dialogues:
         raise ConfigError(f"task {task.name!r} has no dialogues to run (check --limit and its options)")
     registry.lookup("voices", config.voice.ref)  # an unknown voice fails before any work
-    # Build (cheap) every system first, so an unknown name or bad option stops us before any work.
-    systems: dict[str, System] = {}
-    for sc in config.systems:
-        system = registry.create("systems", sc.spec)
-        if not isinstance(system, System):
-            raise ConfigError(f"system {sc.spec.ref!r} made a {type(system).__name__}, "
-                              "not an ivbench System (subclass ivbench.systems.System)")
-        systems[sc.label] = system
+    systems = _build_systems(config)
     units = _plan_units(config, systems)
     device = resolve_device(config.device)
     _check_recorded_audio(dialogues)  # before the run directory is touched (--fresh deletes it)
@@ -143,14 +139,7 @@ def run_eval(config: EvalConfig, progress: bool = True, argv: Optional[list[str]
     manifest = build_manifest(config, task, len(dialogues), device, systems, argv)
     manifest["task"]["dialogue_ids"] = [d.id for d in dialogues]
     resumed = store.open(manifest)
-    dropped = store.drop_incomplete()
-    if dropped:
-        echo(f"resuming {out}: {dropped} records of interrupted dialogues will be redone")
-    done = store.completed_dialogues()
-    if config.retry_failed:
-        failed = {key for key, recs in done.items() if any(not r.ok for r in recs)}
-        store.remove_dialogues(failed)
-        done = {k: v for k, v in done.items() if k not in failed}
+    done = _finished(store, config.retry_failed, echo)
 
     cache = SqliteCache((config.cache_dir or default_cache_dir()) / "tts.sqlite", enabled=config.use_cache)
     user_audio = UserAudioSource(config.voice, cache, device="cpu")
@@ -164,10 +153,38 @@ def run_eval(config: EvalConfig, progress: bool = True, argv: Optional[list[str]
             if not unit_todo:
                 continue
             _run_system(systems[sc.label], unit_todo, store, user_audio, config, task, device, bar, echo)
+    except KeyboardInterrupt:
+        workers.interrupted(echo)  # lets a system's native call return, so the process exits cleanly
+        raise
     finally:
         bar.close()
         cache.close()
     return EvalResult(run_dir=out, records=store.records(), resumed=resumed)
+
+
+def _build_systems(config: EvalConfig) -> dict[str, System]:
+    """Build (cheap) every system first, so an unknown name or bad option stops us before any work."""
+    systems: dict[str, System] = {}
+    for sc in config.systems:
+        system = registry.create("systems", sc.spec)
+        if not isinstance(system, System):
+            raise ConfigError(f"system {sc.spec.ref!r} made a {type(system).__name__}, "
+                              "not an ivbench System (subclass ivbench.systems.System)")
+        systems[sc.label] = system
+    return systems
+
+
+def _finished(store: RunStore, retry_failed: bool, echo: Callable[[str], None]) -> set[tuple[str, str]]:
+    """(system, dialogue id) of the dialogues a resumed run keeps; half-done ones are set aside."""
+    dropped = store.drop_incomplete()
+    if dropped:
+        echo(f"resuming {store.root}: {dropped} records of interrupted dialogues will be redone")
+    done = store.completed_dialogues()
+    if retry_failed:
+        failed = {key for key, recs in done.items() if any(not r.ok for r in recs)}
+        store.remove_dialogues(failed)
+        return set(done) - failed
+    return set(done)
 
 
 def _progress(total: int, initial: int, enabled: bool) -> Any:
@@ -196,51 +213,113 @@ def _run_system(system: System, todo: list[tuple[_Unit, Dialogue]], store: RunSt
     label = todo[0][0].system.label
     set_seed(config.seed)
     try:
+        # In the main thread: libraries may set up signal handlers or thread-bound state while
+        # loading. Ctrl-C still stops it, once the native call in progress returns.
         system.load(device)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         echo(f"system {label!r} failed to load: {type(exc).__name__}: {exc}")
-        error = _error_dict(exc)
+        error = workers.error_dict(exc)
         for unit, dialogue in todo:
-            _record_failed_dialogue(store, unit, task, dialogue, error, user_audio)
+            _record_failed_dialogue(store, unit, task, dialogue, error)
             bar.update(1)
         return
-    store.note_loaded(label, system.describe())
+    info = _describe(system)
+    store.note_loaded(label, info)
+    if config.warmup > 0:
+        problem = _warm_up(system, todo[0][0].mode, todo[0][1], config, user_audio)
+        if problem is not None:
+            echo(f"warm-up of {label!r} failed ({problem}); its dialogues run anyway")
+            store.note_loaded(label, {**info, "warmup_failed": problem})
+    for unit, dialogue in todo:
+        bar.set_postfix_str(f"{unit.label} {dialogue.id}", refresh=False)
+        set_seed(dialogue_seed(config.seed, dialogue.id))
+        _run_dialogue(system, unit, dialogue, store, user_audio, config, task)
+        bar.update(1)
+    # Not in a `finally`: after Ctrl-C or a bug the process ends, and closing could wait on a busy system.
+    closed = workers.call(system.close, config.turn_timeout, "system.close()")
+    if isinstance(closed, workers.Failure):  # best effort: the records are already safe
+        echo(f"system {label!r} failed to close: {closed.error['type']}: {closed.error['message']}")
+    else:
+        _take_torch_threads()
+
+
+def _take_torch_threads() -> None:
+    """torch's thread count is per thread under OpenMP: a close() that gives back the count its
+    load() set in this (main) thread runs in a worker, so it reaches new threads but not this one.
+    Take it here too, so what runs next in this thread (another load(), scoring) gets it."""
+    if "torch" not in sys.modules:
+        return
+    import torch
+
+    left = workers.call(torch.get_num_threads, 10.0, "torch.get_num_threads()")
+    if isinstance(left, int) and left != torch.get_num_threads():
+        torch.set_num_threads(left)
+
+
+def _describe(system: System) -> dict[str, Any]:
     try:
-        if config.warmup > 0:
-            _warm_up(system, todo[0][0].mode, todo[0][1], config, user_audio, echo, label)
-        for unit, dialogue in todo:
-            bar.set_postfix_str(f"{unit.label} {dialogue.id}", refresh=False)
-            set_seed(dialogue_seed(config.seed, dialogue.id))
-            _run_dialogue(system, unit, dialogue, store, user_audio, config, task)
-            bar.update(1)
-    finally:
-        try:
-            system.close()
-        except Exception as exc:  # closing is best effort; the records are already safe
-            echo(f"system {label!r} failed to close: {exc}")
+        return system.describe()
+    except Exception as exc:  # a plugin's describe() is for the manifest; its bug must not stop the run
+        return {"describe_failed": f"{type(exc).__name__}: {exc}"}
+
+
+def _say(error: dict[str, str]) -> str:
+    return f"{error['type']}: {error['message']}"
+
+
+def _open_session(system: System, timeout_s: Optional[float]) -> Any:
+    """A new session, or a `workers.Failure` saying why there is none."""
+    session = workers.call(system.new_session, timeout_s, "new_session()")
+    if not isinstance(session, workers.Failure) and not callable(getattr(session, "respond", None)):
+        return workers.Failure({"type": "InvalidSession", "traceback": "",
+                                "message": f"new_session() returned a {type(session).__name__}, which has no "
+                                           "respond(); return an ivbench Session"})
+    return session
+
+
+def _close_session(session: Any, timeout_s: Optional[float]) -> Optional[dict[str, str]]:
+    close = getattr(session, "close", None)
+    if close is None:
+        return None
+    closed = workers.call(close, timeout_s, "session.close()")
+    return closed.error if isinstance(closed, workers.Failure) else None
 
 
 def _warm_up(system: System, mode: Mode, dialogue: Dialogue, config: EvalConfig,
-             user_audio: UserAudioSource, echo: Callable[[str], None], label: str) -> None:
-    """Run `config.warmup` turns that are not recorded (first-call costs stay out of figures)."""
-    session = system.new_session()
-    try:
-        for n in range(config.warmup):
-            index = n % len(dialogue.turns)
-            turn_input = _turn_input(mode, dialogue, index, user_audio)
-            timing = time_turn(session, turn_input, config.turn_timeout)
-            if timing.error:
-                echo(f"warm-up turn of {label!r} failed: {timing.error['message']}")
-                if timing.timed_out:
-                    return
-    finally:
-        session.close()
+             user_audio: UserAudioSource) -> Optional[str]:
+    """Run `config.warmup` turns that are not recorded (first-call costs stay out of figures).
+    Returns what went wrong, if anything; every call is bounded by the turn timeout."""
+    session = _open_session(system, config.turn_timeout)
+    if isinstance(session, workers.Failure):
+        return _say(session.error)
+    problem: Optional[str] = None
+    for n in range(config.warmup):
+        index = n % len(dialogue.turns)
+        try:
+            turn_input, _ = _turn_input(mode, dialogue, index, user_audio)
+        except Exception as exc:  # the user turn's audio: its own dialogue will record this
+            problem = f"user turn {index}: {type(exc).__name__}: {exc}"
+            break
+        timing = time_turn(session, turn_input, config.turn_timeout)
+        if timing.timed_out and timing.error is not None:  # its worker may still be in the session: no close()
+            return _say(timing.error)
+        problem = _say(timing.error) if timing.error else read_reply(timing, "warm-up reply").problem
+        if problem is not None:
+            break
+    error = _close_session(session, config.turn_timeout)
+    if problem is None and error is not None:
+        problem = f"session.close(): {_say(error)}"
+    return problem
 
 
-def _turn_input(mode: Mode, dialogue: Dialogue, index: int, user_audio: UserAudioSource) -> TurnInput:
+def _turn_input(mode: Mode, dialogue: Dialogue, index: int,
+                user_audio: UserAudioSource) -> tuple[TurnInput, list[str]]:
     turn = dialogue.turns[index]
-    audio = user_audio.audio_for(turn, f"dialogue {dialogue.id!r} turn {index}") if mode.speech_in else None
-    return TurnInput(mode=mode, text=turn.text, audio=audio, dialogue_id=dialogue.id, turn_index=index)
+    audio, warning = None, None
+    if mode.speech_in:
+        audio, warning = user_audio.audio_for(turn, f"dialogue {dialogue.id!r} turn {index}")
+    turn_input = TurnInput(mode=mode, text=turn.text, audio=audio, dialogue_id=dialogue.id, turn_index=index)
+    return turn_input, [warning] if warning else []
 
 
 def _write_user_audio(store: RunStore, dialogue: Dialogue, index: int, audio: Optional[Audio]) -> Optional[str]:
@@ -262,35 +341,58 @@ def _attempt(store: RunStore, unit: _Unit, dialogue: Dialogue) -> int:
 
 def _run_dialogue(system: System, unit: _Unit, dialogue: Dialogue, store: RunStore,
                   user_audio: UserAudioSource, config: EvalConfig, task: Task) -> None:
+    """One dialogue in a fresh session. Its last record is written after `session.close()`
+    returns, so a session that fails to close fails its dialogue (--retry-failed redoes it)."""
     attempt = _attempt(store, unit, dialogue)
-    try:
-        session = system.new_session()
-    except Exception as exc:
-        _record_failed_dialogue(store, unit, task, dialogue, _error_dict(exc), user_audio, attempt)
+    session = _open_session(system, config.turn_timeout)
+    if isinstance(session, workers.Failure):
+        _record_failed_dialogue(store, unit, task, dialogue, session.error, attempt)
         return
+    last, timed_out = _run_turns(session, unit, dialogue, store, user_audio, config, task, attempt)
+    if not timed_out:  # after a timeout the session's worker may still be running: leave it be
+        error = _close_session(session, config.turn_timeout)
+        if error is not None:
+            last = _close_failed(last, error)
+    store.append(last)
+
+
+def _run_turns(session: Any, unit: _Unit, dialogue: Dialogue, store: RunStore, user_audio: UserAudioSource,
+               config: EvalConfig, task: Task, attempt: int) -> tuple[TurnRecord, bool]:
+    """Every turn's record is appended but the last, which is returned; and whether a turn timed out."""
     blocked: Optional[dict[str, str]] = None
-    for index, turn in enumerate(dialogue.turns):
+    records: list[TurnRecord] = []
+    for index in range(len(dialogue.turns)):
+        if records:
+            store.append(records.pop())
         base = _base_record(unit, task, dialogue, index, attempt)
         try:
-            turn_input = _turn_input(unit.mode, dialogue, index, user_audio)
+            turn_input, base["warnings"] = _turn_input(unit.mode, dialogue, index, user_audio)
         except Exception as exc:  # the user turn's own audio failed (voice error, bad file)
-            store.append(_failed(base, _error_dict(exc)))
+            records.append(_failed(base, workers.error_dict(exc)))
             continue
         base["user_audio"] = _write_user_audio(store, dialogue, index, turn_input.audio)
         if blocked is not None:
-            store.append(_failed(base, blocked))
+            records.append(_failed(base, blocked))
             continue
         timing = time_turn(session, turn_input, config.turn_timeout)
-        store.append(_finish_record(base, timing, unit.mode, store))
+        records.append(_finish_record(base, timing, unit.mode, store))
         if timing.timed_out:
             # The session's worker may still be running: it cannot take another turn.
             blocked = {"type": "Skipped", "traceback": "",
                        "message": f"not run: turn {index} of this dialogue timed out"}
-    if blocked is None:
-        try:
-            session.close()
-        except Exception:
-            log.warning("session of %s failed to close", unit.label, exc_info=True)
+    return records.pop(), blocked is not None
+
+
+def _close_failed(record: TurnRecord, error: dict[str, str]) -> TurnRecord:
+    """The dialogue's last record once `session.close()` failed: failed with that reason, unless
+    the turn had already failed for its own (then the close failure is a warning)."""
+    message = f"session.close() failed after the dialogue's last turn: {error['message']}"
+    if not record.ok:
+        record.warnings.append(f"{error['type']}: {message}")
+        return record
+    record.status = TurnStatus.FAILED.value
+    record.error = {**error, "message": message}
+    return record
 
 
 def _base_record(unit: _Unit, task: Task, dialogue: Dialogue, index: int, attempt: int) -> dict[str, Any]:
@@ -312,18 +414,10 @@ def _failed(base: dict[str, Any], error: dict[str, str], status: TurnStatus = Tu
 
 
 def _record_failed_dialogue(store: RunStore, unit: _Unit, task: Task, dialogue: Dialogue,
-                            error: dict[str, str], user_audio: UserAudioSource,
-                            attempt: Optional[int] = None) -> None:
+                            error: dict[str, str], attempt: Optional[int] = None) -> None:
     attempt = attempt or _attempt(store, unit, dialogue)
     for index in range(len(dialogue.turns)):
         store.append(_failed(_base_record(unit, task, dialogue, index, attempt), error))
-
-
-def _error_dict(exc: BaseException) -> dict[str, str]:
-    import traceback
-
-    return {"type": type(exc).__name__, "message": str(exc),
-            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
 
 
 def _ms(ns: Optional[int]) -> Optional[float]:
@@ -332,76 +426,33 @@ def _ms(ns: Optional[int]) -> Optional[float]:
 
 def _finish_record(base: dict[str, Any], timing: TurnTiming, mode: Mode, store: RunStore) -> TurnRecord:
     """Turn the clock's events into a record; the reply audio is written before the record."""
-    events: list[list[Any]] = []
-    texts: list[str] = []
-    chunks: list[Audio] = []
-    stages: dict[str, float] = {}
-    stage_data: dict[str, Any] = {}
-    first_audio = first_text = None
-    problem: Optional[str] = None
     where = f"reply of {base['system']!r} to dialogue {base['dialogue_id']!r} turn {base['turn_index']}"
-    for stamp, event in timing.events:
-        if isinstance(event, AudioChunk):
-            if not isinstance(event.samples, np.ndarray):
-                problem = (f"{where}: AudioChunk.samples is a {type(event.samples).__name__}; "
-                           "yield numpy arrays on the CPU (e.g. tensor.float().cpu().numpy())")
-                break
-            size = int(np.asarray(event.samples).size)
-            events.append(["audio", stamp / 1e6, size])
-            if size == 0:
-                continue
-            try:
-                chunks.append(check_audio(event.samples, event.sample_rate, where))
-            except AudioError as exc:
-                problem = str(exc)
-                break
-            first_audio = stamp if first_audio is None else first_audio
-        elif isinstance(event, TextDelta):
-            events.append(["text", stamp / 1e6, len(event.text)])
-            texts.append(event.text)
-            if event.text and first_text is None:
-                first_text = stamp
-        elif isinstance(event, StageMark):
-            events.append(["stage", stamp / 1e6, event.name])
-            stages.setdefault(event.name, stamp / 1e6)
-            if event.data is not None and event.name not in stage_data:
-                try:
-                    if not isinstance(event.data, dict):
-                        raise TypeError(f"a {type(event.data).__name__}")
-                    json.dumps(event.data, allow_nan=False)
-                except (TypeError, ValueError) as exc:
-                    problem = (f"{where}: StageMark({event.name!r}).data is not a dict of JSON values ({exc}); "
-                               "give str, numbers, bools, None, lists and dicts of them")
-                    break
-                stage_data[event.name] = event.data
-        else:
-            problem = (f"{where}: yielded a {type(event).__name__}; yield AudioChunk, TextDelta "
-                       "or StageMark from ivbench.types")
-            break
-    reply_text = "".join(texts).strip() if texts else None
-    outcome: dict[str, Any] = dict(reply_text=reply_text, events=events, stages=stages, stage_data=stage_data,
-                                   first_audio_ms=_ms(first_audio), first_text_ms=_ms(first_text),
-                                   end_ms=_ms(timing.end_ns))
-    reply: Optional[Audio] = None
-    if problem is None and chunks:
-        try:
-            reply = concat(chunks, where)
-        except AudioError as exc:
-            problem = str(exc)
-    if reply is not None:
-        path = store.audio_path(base["system"], base["dialogue_id"], base["turn_index"])
-        write_wav(path, reply)
-        outcome.update(reply_audio=store.relative(path), reply_sample_rate=reply.sample_rate,
-                       reply_duration_s=reply.duration_s)
-        if timing.end_ns is not None and reply.duration_s > 0:
-            outcome["rtf"] = (timing.end_ns / 1e9) / reply.duration_s
+    reply = read_reply(timing, where)
+    outcome: dict[str, Any] = dict(reply_text=reply.text, events=reply.events, stages=reply.stages,
+                                   stage_data=reply.stage_data, first_audio_ms=_ms(reply.first_audio_ns),
+                                   first_text_ms=_ms(reply.first_text_ns), end_ms=_ms(timing.end_ns),
+                                   warnings=list(base.pop("warnings", [])) + reply.warnings)
+    if reply.problem is None and reply.audio is not None:
+        outcome.update(_write_reply_audio(store, base, reply, timing))
     if timing.error is not None:
         status = TurnStatus.TIMEOUT if timing.timed_out else TurnStatus.FAILED
         return _failed(base, timing.error, status, **outcome)
-    if problem is None and mode.speech_out and reply is None:
+    problem = reply.problem
+    if problem is None and mode.speech_out and reply.audio is None:
         problem = f"{where}: no audio in mode {mode.value} (speech output expected)"
-    if problem is None and not mode.speech_out and not reply_text:
+    if problem is None and not mode.speech_out and not reply.text:
         problem = f"{where}: no text in mode {mode.value} (text output expected)"
     if problem is not None:
         return _failed(base, {"type": "InvalidReply", "message": problem, "traceback": ""}, **outcome)
     return TurnRecord(**base, **{**_empty_outcome(), **outcome}, status=TurnStatus.OK.value, error=None)
+
+
+def _write_reply_audio(store: RunStore, base: dict[str, Any], reply: Reply, timing: TurnTiming) -> dict[str, Any]:
+    assert reply.audio is not None
+    path = store.audio_path(base["system"], base["dialogue_id"], base["turn_index"])
+    write_wav(path, reply.audio)
+    fields: dict[str, Any] = dict(reply_audio=store.relative(path), reply_sample_rate=reply.audio.sample_rate,
+                                  reply_duration_s=reply.audio.duration_s)
+    if timing.end_ns is not None and reply.audio.duration_s > 0:
+        fields["rtf"] = (timing.end_ns / 1e9) / reply.audio.duration_s
+    return fields
