@@ -72,13 +72,19 @@ def test_an_internal_failure_in_eval_is_a_bug_and_keeps_the_run(tmp_path, monkey
     assert len(records) == 2  # what was generated is kept
 
 
-@pytest.mark.parametrize("cls, fragment", [("BrokenDescribe", "KeyError"), ("BrokenInit", "TypeError")])
-def test_a_bug_in_a_plugin_names_the_plugin(tmp_path, monkeypatch, cls, fragment):
+def test_a_bug_in_a_system_plugin_names_the_plugin(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     task = write_task(tmp_path, [["Hello there."]])
-    result = _ivbench("eval", "--task", str(task), "--system", f"{BUGGY}:{cls}", "--warmup", "0",
+    result = _ivbench("eval", "--task", str(task), "--system", f"{BUGGY}:BrokenInit", "--warmup", "0",
                       "--out", "run", "--no-progress")
-    assert_bug(result, f"plugin {BUGGY}", fragment)
+    assert_bug(result, f"plugin {BUGGY}", "TypeError")
+
+
+def test_a_bug_in_a_task_plugin_names_the_plugin(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = _ivbench("eval", "--task", f"{BUGGY}:broken_task", "--system", "parrot", "--out", "run",
+                      "--no-progress")
+    assert_bug(result, f"plugin {BUGGY}", "KeyError")
 
 
 @pytest.mark.parametrize("args, fragment", [

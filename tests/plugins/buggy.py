@@ -12,17 +12,10 @@ class _Session(Session):
         yield TextDelta("hi")
 
 
-class BrokenDescribe(System):
-    """A system whose describe() (read for the run's manifest, before any turn) has a bug."""
-
-    modes = (Mode.T2T,)
-
-    def new_session(self) -> Session:
-        return _Session()
-
-    def describe(self) -> dict[str, Any]:
-        settings: dict[str, Any] = {}
-        return {"model": settings["model"]}  # the bug: a key that was never set
+def broken_task(**options: Any) -> Any:
+    """A task plugin whose factory has a bug."""
+    settings: dict[str, Any] = {}
+    return settings["dialogues"]  # the bug: a key that was never set
 
 
 class BrokenInit(System):
