@@ -7,6 +7,7 @@ A task is a YAML file::
     source: where the dialogues come from
     licence: their licence
     judge_prompt: llama-omni          # optional
+    references: answers               # or expected-words (read-aloud, T2S); default answers
     options:                          # task options and their defaults
       categories: [writing, roleplay] # a list, or "all"
     dialogues_file: demo.jsonl        # or `dialogues:` inline, same shape as a JSONL line
@@ -26,10 +27,10 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..errors import TaskFileError
-from ..types import Dialogue, Task, UserTurn
+from ..types import REFERENCE_KINDS, REFERENCES_ANSWERS, Dialogue, Task, UserTurn
 
 HEADER_FIELDS = {"name", "description", "source", "licence", "license", "judge_prompt",
-                 "options", "dialogues_file", "dialogues"}
+                 "options", "references", "dialogues_file", "dialogues"}
 DIALOGUE_FIELDS = {"id", "category", "turns", "metadata"}
 TURN_FIELDS = {"text", "audio", "reference"}
 TASK_OPTIONS = {"categories"}
@@ -186,8 +187,13 @@ def load_task_file(path: Union[str, Path], **options: Any) -> Task:
     if not isinstance(default_options, dict):
         raise TaskFileError(f"{_where(path, None, 'options')}: must be a mapping")
     _reject_unknown(default_options, TASK_OPTIONS, path, None, "options.", "'options'")
+    references = header.get("references", REFERENCES_ANSWERS)
+    if references not in REFERENCE_KINDS:
+        raise TaskFileError(f"{_where(path, None, 'references')}: {references!r} is not a kind of reference; use "
+                            "'answers' (reference answers to free-form questions) or 'expected-words' "
+                            "(the words the reply should say: read-aloud, T2S)")
     task = Task(
-        name=name.strip(), dialogues=dialogues,
+        name=name.strip(), dialogues=dialogues, references=references,
         description=str(header.get("description", "")).strip(),
         source=str(header.get("source", "")).strip(),
         licence=str(header.get("licence", header.get("license", ""))).strip(),
