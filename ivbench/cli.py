@@ -122,7 +122,8 @@ def _score_and_print(run_dir: Path, records: Any, kwargs: dict[str, Any], device
                      file_judge: Optional[dict[str, Any]] = None) -> None:
     """Score a run and print its leaderboard. Flags win over a config file's metrics/judge."""
     from .scoring import ScoreConfig, score_run
-    from .table import format_table, leaderboard
+    from .store import RunStore
+    from .table import format_table, headline_note, leaderboard, references_of
 
     judge = _judge_settings(kwargs)
     if judge is None and file_judge:
@@ -141,7 +142,11 @@ def _score_and_print(run_dir: Path, records: Any, kwargs: dict[str, Any], device
     import pandas as pd
 
     summary = pd.read_csv(run_dir / "summary.csv")
-    click.echo(format_table(leaderboard(records, summary, outcome.metrics)))
+    references = references_of(RunStore(run_dir).read_manifest())
+    click.echo(format_table(leaderboard(records, summary, outcome.metrics, references)))
+    note = headline_note(outcome.metrics, references)
+    if note:
+        click.echo(note)
     if config.judge is None and any(m.name.startswith("judge") for m in outcome.metrics.values()):
         click.echo("judge scores are missing: no judge configured (--judge-model, --judge-base-url)")
 
@@ -285,7 +290,7 @@ def score_command(run_dir: Path, device: str, cache_dir: Optional[Path], no_cach
     click.echo(f"\nscores: {run_dir / 'scores.jsonl'}\nsummary: {run_dir / 'summary.csv'}")
 
 
-def _show_leaderboard(records: Any, summary: Any) -> list[dict[str, Any]]:
+def _show_leaderboard(records: Any, summary: Any, references: str) -> list[dict[str, Any]]:
     from .table import leaderboard
 
     if summary is None:
@@ -300,7 +305,7 @@ def _show_leaderboard(records: Any, summary: Any) -> list[dict[str, Any]]:
             metrics.update(dict(plan_metrics([parse_spec(label)])))
         except Exception:  # a metric plugin not installed here: show the others
             continue
-    return leaderboard(records, summary, metrics)
+    return leaderboard(records, summary, metrics, references)
 
 
 @main.command("list")
@@ -356,7 +361,9 @@ def show_command(run_dir: Path, as_json: bool) -> None:
             import pandas as pd
 
             summary = pd.read_csv(run_dir / "summary.csv")
-        click.echo("\n" + format_table(_show_leaderboard(records, summary)))
+        from .table import references_of
+
+        click.echo("\n" + format_table(_show_leaderboard(records, summary, references_of(manifest))))
     failures = [r for r in records if not r.ok]
     if failures:
         click.echo(f"\nfailed turns ({len(failures)}):")

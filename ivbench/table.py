@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 import numpy as np
 
 from .stats import clustered_bootstrap_ci, paired_permutation_test
-from .types import TurnRecord
+from .types import REFERENCE_KINDS, REFERENCES_ANSWERS, REFERENCES_EXPECTED_WORDS, TurnRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,12 +31,16 @@ SUMMARY = "summary.csv"
 PAIRWISE = "pairwise.csv"
 CROSSMODAL = "crossmodal.csv"
 
-# What the console leaderboard shows of each metric: (field, statistic, column title).
+# What the leaderboards show of each metric: (field, statistic, column title). A metric listed
+# with no columns is known but no headline number.
 HEADLINE: dict[str, list[tuple[str, str, str]]] = {
     "judge": [("score", "mean", "judge")],
     "judge_dialogue": [("score", "mean", "dialogue judge")],
     "asr_wer": [("wer_corpus", "value", "ASR-WER")],
-    "ref_wer": [("wer_corpus", "value", "ref-WER")],
+    # Against a reference *answer* to a free-form question a good reply still scores 200-300 %
+    # WER: it measures wording, not quality. Only where the task declares its references are the
+    # words the reply should say (`references: expected-words`) is it a headline (below).
+    "ref_wer": [],
     "utmos": [("mos", "mean", "UTMOS")],
     "dnsmos": [("ovrl", "mean", "DNSMOS")],
     "distillmos": [("mos", "mean", "DistillMOS")],
@@ -44,6 +48,33 @@ HEADLINE: dict[str, list[tuple[str, str, str]]] = {
     "first_speech": [("first_speech_ms", "p50", "1st speech p50 ms")],
 }
 RTF = ("latency", "rtf", "mean", "RTF")
+EXPECTED_WORDS_HEADLINE: dict[str, list[tuple[str, str, str]]] = {"ref_wer": [("wer_corpus", "value", "ref-WER")]}
+REF_WER_NOTE = ("ref_wer (the reply against the task's reference answers) is in summary.csv but not in this "
+                "leaderboard: the task's references are free-form answers (task header `references: answers`), "
+                "which a good reply words differently, so its WER (often 200-300 %) measures wording, not "
+                "quality. A task whose references are the words to say declares `references: expected-words`.")
+
+
+def references_of(manifest: Optional[dict[str, Any]]) -> str:
+    """What the run's task declared its references to be (`answers` for runs made before the
+    task header said)."""
+    task = manifest.get("task") if isinstance(manifest, dict) else None
+    value = task.get("references") if isinstance(task, dict) else None
+    return value if value in REFERENCE_KINDS else REFERENCES_ANSWERS
+
+
+def headline(name: str, references: str = REFERENCES_ANSWERS) -> list[tuple[str, str, str]]:
+    """The headline numbers of metric `name` on a task whose references are `references`."""
+    picks = EXPECTED_WORDS_HEADLINE.get(name) if references == REFERENCES_EXPECTED_WORDS else None
+    picks = list(HEADLINE.get(name, []) if picks is None else picks)
+    return picks + [RTF[1:]] if name == RTF[0] else picks
+
+
+def headline_note(metrics: dict[str, "Metric"], references: str) -> Optional[str]:
+    """Why a metric that ran is missing from the leaderboard, where one is."""
+    if references != REFERENCES_EXPECTED_WORDS and any(m.name == "ref_wer" for m in metrics.values()):
+        return REF_WER_NOTE
+    return None
 
 
 def percentile(values: Sequence[float], q: float) -> Optional[float]:
@@ -173,28 +204,32 @@ def _metric_names(metrics: dict[str, "Metric"]) -> dict[str, str]:
     return {label: metric.name for label, metric in metrics.items()}
 
 
+def _headline_cells(mine: "pd.DataFrame", names: dict[str, str], references: str) -> dict[str, Optional[float]]:
+    """One system's headline numbers, by column title, from its summary rows."""
+    cells: dict[str, Optional[float]] = {}
+    for label, name in names.items():
+        for field, stat, title in headline(name, references):
+            hit = mine[(mine["metric"] == label) & (mine["field"] == field)]
+            value = hit.iloc[0][stat] if len(hit) else None
+            if sum(1 for n in names.values() if n == name) > 1:
+                title = f"{title} ({label})"  # several configurations of one metric
+            cells[title] = None if value is None or value != value else float(value)
+    return cells
+
+
 def leaderboard(records: Sequence[TurnRecord], summary: Optional["pd.DataFrame"] = None,
-                metrics: Optional[dict[str, "Metric"]] = None) -> list[dict[str, Any]]:
-    """One row per system: turns, failures, and each metric's headline numbers."""
-    systems: list[str] = []
-    for r in records:
-        if r.system not in systems:
-            systems.append(r.system)
+                metrics: Optional[dict[str, "Metric"]] = None,
+                references: str = REFERENCES_ANSWERS) -> list[dict[str, Any]]:
+    """One row per system: turns, failures, and each metric's headline numbers (`references`:
+    what the task's references are, `references_of(manifest)`)."""
     names = _metric_names(metrics or {})
     rows = []
-    for system in systems:
+    for system in dict.fromkeys(r.system for r in records):
         recs = [r for r in records if r.system == system]
         row: dict[str, Any] = {"system": system, "turns": len(recs),
                                "failed": sum(1 for r in recs if not r.ok)}
         if summary is not None:
-            mine = summary[summary["system"] == system]
-            for label, name in names.items():
-                for field, stat, title in HEADLINE.get(name, []) + ([RTF[1:]] if name == RTF[0] else []):
-                    hit = mine[(mine["metric"] == label) & (mine["field"] == field)]
-                    value = hit.iloc[0][stat] if len(hit) else None
-                    if sum(1 for n in names.values() if n == name) > 1:
-                        title = f"{title} ({label})"  # several configurations of one metric
-                    row[title] = None if value is None or value != value else float(value)
+            row.update(_headline_cells(summary[summary["system"] == system], names, references))
         else:
             first_audio = [r.first_audio_ms for r in recs if r.ok and r.first_audio_ms is not None]
             row["1st audio p50 ms"] = percentile(first_audio, 50)

@@ -66,6 +66,15 @@ class Dialogue:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+# What a task's turn references are, as its header declares (`references:`). A reference
+# *answer* to a free-form question shares few words with a good reply, so a WER against it
+# measures wording, not quality; the words a system is expected to *say* (read-aloud, T2S)
+# make that WER a quality number. The report shows ref-WER as a headline only for those.
+REFERENCES_ANSWERS = "answers"
+REFERENCES_EXPECTED_WORDS = "expected-words"
+REFERENCE_KINDS = (REFERENCES_ANSWERS, REFERENCES_EXPECTED_WORDS)
+
+
 @dataclass
 class Task:
     """A named set of dialogues plus how to judge them."""
@@ -78,6 +87,7 @@ class Task:
     judge_prompt: Optional[str] = None
     path: Optional[str] = None  # the task file, when it came from one
     options: dict[str, Any] = field(default_factory=dict)
+    references: str = REFERENCES_ANSWERS  # one of REFERENCE_KINDS
 
 
 @dataclass

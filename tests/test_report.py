@@ -193,7 +193,7 @@ def test_html_renders_transcript_differences_and_judge_replies(runs, tmp_path):
     # 9 turns, 2 of them failed without audio; each user turn once (the same speech in both runs)
     assert page.count("<audio ") == 9 - 2 + 3
     assert 'src="data:audio/ogg;base64,' in page
-    for title in ("Quality against latency", "Latency distributions", "Every metric", "Quality by turn index",
+    for title in ("Quality against latency", "Latency distributions", "Every metric", "Quality by turn",
                   "Stage breakdown"):
         assert title in page
     assert page.count("<svg") == 5
@@ -314,3 +314,180 @@ def test_unscored_run_reads_latency_off_the_records(tmp_path):
     assert data.runs[0].derived_latency and {r.metric for r in data.rows} == {"latency"}
     page = write_report([tmp_path / "run"], tmp_path / "r.html", audio="none").read_text()
     assert "read off the records" in page
+
+
+# -- what a task's references are: ref-WER is a headline only against the words to say ------
+
+def _ref_wer_row(record, errors, words):
+    return _row("ref_wer", record["system"], record["dialogue_id"], record["turn_index"],
+                {"wer": errors / words, "cer": errors / words, "errors": float(errors), "ref_words": float(words)},
+                details={"alignment": _alignment("", "", [("substitute", "it is noon", "twelve o'clock it is")]),
+                         "hyp_source": "transcript"})
+
+
+def make_reference_runs(root: Path) -> dict[str, Path]:
+    """Two real runs of one system: a task of reference answers (the header's default) and a
+    read-aloud task declaring `references: expected-words`; each with known ref_wer results
+    (250% on the answers, 25% on the words to say)."""
+    runs = {}
+    for kind, (errors, words) in (("answers", (10, 4)), ("expected-words", (1, 4))):
+        task = write_task(root / kind, [["Say: it is noon.", "Say: it is one."]], name=f"task-{kind}")
+        turns = [{"text": f"Say: it is {t}.", "reference": f"It is {t}."} for t in ("noon", "one")]
+        (root / kind / f"task-{kind}.jsonl").write_text(json.dumps({"id": "d0", "turns": turns}) + "\n")
+        if kind == "expected-words":
+            task.write_text(task.read_text() + "references: expected-words\n")
+        config = EvalConfig(task=parse_spec(str(task)), voice=parse_spec("espeak"), warmup=0, out=root / f"run-{kind}",
+                            systems=[SystemConfig(Spec("report_systems:Staged", (("stages", False),)), "reader")])
+        run_eval(config, progress=False)
+        score_run(root / f"run-{kind}", ScoreConfig(metrics=[parse_spec("latency")]), progress=False)
+        records = [json.loads(line) for line in (root / f"run-{kind}" / "records.jsonl").read_text().splitlines()]
+        with open(root / f"run-{kind}" / "scores.jsonl", "a") as f:
+            f.writelines(json.dumps(_ref_wer_row(r, errors, words)) + "\n" for r in records)
+        runs[kind] = root / f"run-{kind}"
+    return runs
+
+
+@pytest.fixture(scope="module")
+def reference_runs(tmp_path_factory):
+    return make_reference_runs(tmp_path_factory.mktemp("references"))
+
+
+def test_the_task_header_says_what_its_references_are(tmp_path):
+    import yaml
+
+    from ivbench.errors import TaskFileError
+    from ivbench.tasks.loader import load_task_file
+
+    task = write_task(tmp_path, [["Hello."]])
+    assert load_task_file(task).references == "answers"  # the default
+    task.write_text(task.read_text() + "references: expected-words\n")
+    assert load_task_file(task).references == "expected-words"
+    task.write_text(task.read_text().replace("expected-words", "transcripts"))
+    with pytest.raises(TaskFileError, match=r"tiny\.yaml: field 'references': 'transcripts' is not a kind"):
+        load_task_file(task)
+    # Every built-in task says what its references are, in so many words.
+    from conftest import ROOT
+
+    for path in sorted((ROOT / "tasks").glob("*.yaml")):
+        assert yaml.safe_load(path.read_text())["references"] == "answers", path
+        assert load_task_file(path).references == "answers"
+
+
+def test_ref_wer_against_answers_is_kept_but_no_headline(reference_runs, tmp_path):
+    from ivbench.report import write_report
+    from ivbench.report.data import load_report_data
+    from ivbench.report.leaderboard import build_leaderboard
+    from ivbench.report.plots import metric_means
+    from ivbench.store import RunStore
+
+    run = reference_runs["answers"]
+    assert RunStore(run).read_manifest()["task"]["references"] == "answers"
+    data = load_report_data([run])
+    board = build_leaderboard(data)
+    assert not [c for c in board.columns if c.metric == "ref_wer"]
+    note = next(n for n in board.notes if n.startswith("ref_wer"))
+    assert "references: answers" in note and "here 250.0%–250.0%" in note and "summary.csv" in note
+    # Kept: in the summary (as summary.csv has it) and in each reply's scores, named for what it is.
+    s = data.summary
+    assert s[(s["metric"] == "ref_wer") & (s["field"] == "wer_corpus")]["value"].tolist() == [2.5]
+    page = write_report([run], tmp_path / "r.html", audio="none").read_text()
+    assert page.count("ref_wer · wording vs the reference answer</th>") == 2
+    assert page.count("reply against the reference answer (wording, not quality)") == 2  # the alignments
+    assert "wording only, a good reply words it differently" in page
+    assert "ref-WER ↓</th>" not in page and "ref_wer" not in metric_means(data)[1]  # no column, no plot
+    assert page.count('<div class="lbl">reference answer</div>') == 2 and "references: answers" in page
+    md = write_report([run], tmp_path / "r.md", fmt="md").read_text()
+    assert "| ref-WER" not in md and "references: answers" in md
+
+
+def test_ref_wer_against_the_words_to_say_is_a_headline(reference_runs):
+    from ivbench.report.audio import AudioSources
+    from ivbench.report.data import load_report_data
+    from ivbench.report.leaderboard import WORDING_ONLY, build_leaderboard
+    from ivbench.report.render_html import render_html
+
+    data = load_report_data([reference_runs["expected-words"]])
+    board = build_leaderboard(data)
+    col = next(c for c in board.columns if c.title == "ref-WER")
+    assert board.rows["reader"][col.key].value == pytest.approx(0.25)
+    assert not any(n.startswith("ref_wer") for n in board.notes)
+    page = render_html(data, board, [], [], AudioSources("none", Path(".")), "t")
+    assert page.count('<div class="lbl">expected words</div>') == 2 and "ref_wer · wording" not in page
+    assert "references: expected-words" in page  # the run's task, in the runs section
+    # Both runs in one report: the column is there for the read-aloud task only.
+    data = load_report_data([reference_runs["answers"], reference_runs["expected-words"]])
+    board = build_leaderboard(data)
+    col = next(c for c in board.columns if c.title == "ref-WER")
+    answers, words = (board.rows[f"reader [run-{kind}]"][col.key] for kind in ("answers", "expected-words"))
+    assert answers.value is None and answers.note == WORDING_ONLY
+    assert words.value == pytest.approx(0.25) and words.best is False  # no contest with a non-number
+    assert any("task-answers" in n for n in board.notes if n.startswith("ref_wer"))
+
+
+def test_console_leaderboard_follows_the_task_header(reference_runs):
+    from ivbench.scoring import plan_metrics, read_scores
+    from ivbench.store import RunStore
+    from ivbench.table import REF_WER_NOTE, headline_note, leaderboard, references_of, write_summary
+
+    for kind, shown in (("answers", False), ("expected-words", True)):
+        run = reference_runs[kind]
+        store = RunStore(run)
+        metrics = dict(plan_metrics([parse_spec("latency"), parse_spec("ref_wer")]))
+        write_summary(run, store.records(), read_scores(run), metrics, store.read_manifest())
+        assert "ref_wer,wer_corpus" in (run / "summary.csv").read_text()  # computed either way
+        references = references_of(store.read_manifest())
+        assert references == kind
+        import pandas as pd
+
+        rows = leaderboard(store.records(), pd.read_csv(run / "summary.csv"), metrics, references)
+        assert ("ref-WER" in rows[0]) is shown
+        assert rows[0].get("ref-WER") in ((None,) if not shown else (pytest.approx(0.25),))
+        assert headline_note(metrics, references) == (None if shown else REF_WER_NOTE)
+        result = CliRunner().invoke(main, ["show", str(run)])
+        assert result.exit_code == 0 and ("ref-WER" in result.output) is shown
+    assert references_of({}) == references_of({"task": {"references": "bogus"}}) == "answers"  # older runs
+
+
+# -- plots ------------------------------------------------------------------------------------
+
+def test_log_axis_labels_are_plain_numbers_at_1_2_5():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from ivbench.report.plots import _log_if_wide
+
+    fig = Figure(figsize=(3, 2))
+    ax = fig.subplots()
+    ax.plot([150, 6000], [1, 2])
+    _log_if_wide(ax, [150, 6000])  # 1.6 decades: matplotlib alone labels 2×10², 3×10², 4×10², 6×10², …
+    FigureCanvasAgg(fig).draw()
+    assert ax.get_xscale() == "log"
+    low, high = ax.get_xlim()
+    shown = [t for t in ax.get_xticklabels() + ax.get_xticklabels(minor=True) if low <= t.get_position()[0] <= high]
+    assert [t.get_text() for t in shown if t.get_text()] == ["200", "500", "1000", "2000", "5000"]
+
+
+def test_system_names_are_shortened_in_the_middle_and_kept_apart():
+    from ivbench.report.plots import _names
+
+    long = "a-cascade-with-a-long-label:voice=espeak:en-us"
+    names = _names([f"{long}@s2s", f"{long}@s2t", "short"], 1.5)
+    assert names[0].endswith("@s2s") and names[1].endswith("@s2t") and "…" in names[0] and names[2] == "short"
+    # Names that only differ where the ellipsis goes are written out in full.
+    assert _names([f"{long}-x-{long}", f"{long}-y-{long}"], 1.5) == [f"{long}-x-{long}", f"{long}-y-{long}"]
+    assert _names(["$x$"], 3) == [r"\$x\$"]
+
+
+def test_a_run_where_every_turn_failed_says_so_instead_of_plotting(tmp_path):
+    from ivbench.report.data import load_report_data
+    from ivbench.report.leaderboard import build_leaderboard
+    from ivbench.report.plots import all_plots
+
+    task = write_task(tmp_path / "t", [["Hello.", "Again."]])
+    config = EvalConfig(task=parse_spec(str(task)), voice=parse_spec("espeak"), warmup=0, out=tmp_path / "run",
+                        systems=[SystemConfig(Spec("report_systems:Staged", (("fail", True),)), "broken")])
+    run_eval(config, progress=False)
+    data = load_report_data([tmp_path / "run"])
+    plots, notes = all_plots(data, build_leaderboard(data))
+    assert plots == [] and notes == ["No plots: every one of the 2 turns failed; the leaderboard's notes and the "
+                                     "dialogues below give the errors."]

@@ -3,15 +3,20 @@
 The report of tests/test_report.py's runs: the leaderboard has a row per system with the
 right numbers and sorts; every audio element loads with a positive duration (embedded and
 linked); dialogues open and filter; hostile replies render as text and run nothing; the
-console stays free of errors. Screenshots are kept in the test's temporary folder.
+console stays free of errors. Every plot, of those runs and of a run made to stress the
+layout (long system names, a log axis, a long stage legend), as the browser lays it out:
+no two texts overlap and none leaves its SVG. Screenshots are kept in the test's temporary
+folder.
 """
 import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import write_task
 from test_report import ODD_ID, XSS_IMG, XSS_TEXT, make_runs
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -188,3 +193,122 @@ def test_hostile_text_renders_as_text_and_runs_nothing(browser, pages):
     raw = browser.find_elements("css selector", "details.raw pre")
     assert any("window.__pwned = 3" in browser.execute_script("return arguments[0].textContent", r) for r in raw)
     assert _console_errors(browser) == []
+
+
+# Every text of every plot as the browser lays it out: its box, and the box of its SVG.
+# matplotlib writes each text (a tick label, a title, a legend entry) as one <g id="text_N">.
+PLOT_TEXTS = """
+return Array.from(document.querySelectorAll("figure")).map(function (figure) {
+  const svg = figure.querySelector("svg");
+  const box = function (r) { return {left: r.left, right: r.right, top: r.top, bottom: r.bottom}; };
+  const texts = Array.from(svg.querySelectorAll('g[id^="text_"]')).map(function (g) {
+    return Object.assign({text: g.textContent.replace(/\\s+/g, " ").trim()}, box(g.getBoundingClientRect()));
+  }).filter(function (t) { return t.text && t.right > t.left && t.bottom > t.top; });
+  return {title: figure.querySelector("h3").textContent, svg: box(svg.getBoundingClientRect()), texts: texts};
+});
+"""
+SLACK = 1.0  # px: a browser's rounding
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    return (min(a["right"], b["right"]) - max(a["left"], b["left"]) > SLACK
+            and min(a["bottom"], b["bottom"]) - max(a["top"], b["top"]) > SLACK)
+
+
+def _inside(text: dict, svg: dict) -> bool:
+    return (text["left"] >= svg["left"] - SLACK and text["right"] <= svg["right"] + SLACK
+            and text["top"] >= svg["top"] - SLACK and text["bottom"] <= svg["bottom"] + SLACK)
+
+
+def layout_problems(browser) -> list:
+    """Texts of a plot that overlap another text or stick out of their SVG (clipped)."""
+    problems = []
+    for figure in browser.execute_script(PLOT_TEXTS):
+        texts = figure["texts"]
+        assert texts, figure["title"]
+        problems += [(figure["title"], "clipped", t["text"]) for t in texts if not _inside(t, figure["svg"])]
+        problems += [(figure["title"], "overlap", a["text"], b["text"])
+                     for i, a in enumerate(texts) for b in texts[i + 1:] if _overlap(a, b)]
+    return problems
+
+
+LONG = "MW-cascade-with-a-long-label:voice=espeak:en-us"
+
+
+@pytest.fixture(scope="module")
+def stress_page(tmp_path_factory):
+    """A real run made to stress the plots' layout: three systems, two of them one long label in
+    two modes (names alike but for their ends), a cascade-like legend of ten stage marks for a
+    breakdown of one row, judge
+    scores, and first-speech latencies from 150 ms to 6 s (a log axis spanning less than two decades, where
+    matplotlib's own labels pile up: "2×10²3×10²4×10²")."""
+    import json
+
+    from ivbench.config import EvalConfig, SystemConfig
+    from ivbench.registry import Spec, parse_spec
+    from ivbench.report import write_report
+    from ivbench.runner import run_eval
+    from ivbench.scoring import ScoreConfig, score_run
+
+    root = tmp_path_factory.mktemp("stress")
+    task = write_task(root / "task", [["Hello there.", "And again?"], ["One more thing."]], name="plots")
+    run = root / "run"
+    config = EvalConfig(task=parse_spec(str(task)), voice=parse_spec("espeak"), warmup=0, out=run,
+                        modes=["s2s", "s2t"],
+                        systems=[SystemConfig(Spec("report_systems:Staged"), LONG),
+                                 SystemConfig(Spec("report_systems:Staged", (("stages", False), ("tone", 660.0))),
+                                              "short")])
+    run_eval(config, progress=False)
+    score_run(run, ScoreConfig(metrics=[parse_spec("latency")]), progress=False)
+    records = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines()]
+    spoken = [r for r in records if r["mode"] == "s2s"]
+    rows = []
+    for i, r in enumerate(spoken):
+        ms = 150.0 * 40 ** (i / (len(spoken) - 1))
+        rows.append({"metric": "first_speech", "system": r["system"], "dialogue_id": r["dialogue_id"],
+                     "turn_index": r["turn_index"], "mode": "s2s", "status": "ok", "reason": None, "details": {},
+                     "values": {"first_speech_ms": ms, "vad_onset_ms": ms * 1e-7}})  # a long decimal
+    for i, r in enumerate(records):  # a quality number, for the quality-against-latency plot
+        rows.append({"metric": "judge", "system": r["system"], "dialogue_id": r["dialogue_id"],
+                     "turn_index": r["turn_index"], "mode": r["mode"], "status": "ok", "reason": None,
+                     "details": {}, "values": {"score": 2.0 + i % 3}})
+    with open(run / "scores.jsonl", "a") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    return write_report([run], root / "report.html", audio="none")
+
+
+def test_no_plot_text_overlaps_another_or_leaves_its_svg(browser, pages, stress_page, tmp_path):
+    for name, page in (("runs", pages["embed"]), ("stress", stress_page)):
+        _open(browser, page)
+        figures = browser.find_elements("css selector", "figure")
+        assert len(figures) == 5, name  # every plot, the stage breakdown included
+        for i, figure in enumerate(figures):
+            browser.execute_script("arguments[0].scrollIntoView()", figure)
+            figure.screenshot(str(tmp_path / f"{name}-{i}.png"))
+        assert layout_problems(browser) == [], name
+    figures = browser.execute_script(PLOT_TEXTS)
+    texts = [t["text"] for f in figures for t in f["texts"]]
+    # The log axis is labelled with plain numbers, every stage is named, and the two long names,
+    # however shortened, are told apart in every plot.
+    assert not [t for t in texts if re.search(r"\d\s*×\s*1\s*0", t)] and "1000" in texts  # no "2×10²"
+    for figure in figures:
+        names = {t["text"] for t in figure["texts"] if t["text"].startswith("MW-cascade")}
+        assert sorted(name[-4:] for name in names) in (["@s2s"], ["@s2s", "@s2t"]), (figure["title"], names)
+    from report_systems import STAGES
+
+    assert set(STAGES) <= set(texts)
+    assert _console_errors(browser) == []
+
+
+def test_latency_rows_stay_with_their_system(browser, stress_page):
+    """A system without values in a panel keeps its row, marked "no value": the boxes of the
+    others stay beside their own names (the panels share one set of row labels)."""
+    _open(browser, stress_page)
+    figure = next(f for f in browser.execute_script(PLOT_TEXTS) if f["title"] == "Latency distributions")
+    middle = {t["text"]: (t["top"] + t["bottom"]) / 2 for t in figure["texts"] if "@" in t["text"]}
+    assert len(middle) == 4
+    empty = [(t["top"] + t["bottom"]) / 2 for t in figure["texts"] if t["text"] == "no value"]
+    # S2T replies have no audio: no first packet, no first speech, in 2 panels × 2 systems.
+    assert len(empty) == 4
+    s2t = [y for name, y in middle.items() if name.endswith("@s2t")]
+    assert all(min(abs(y - row) for row in s2t) < 2 for y in empty)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..metrics.base import FieldInfo
 from ..store import RunStore
-from ..types import TurnRecord
+from ..types import REFERENCES_ANSWERS, REFERENCES_EXPECTED_WORDS, TurnRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,6 +50,7 @@ class ReportData:
     summary: "pd.DataFrame"
     pairwise: "pd.DataFrame"
     crossmodal: "pd.DataFrame"
+    references: dict[str, str] = field(default_factory=dict)  # system -> what its task's references are
 
     @property
     def tasks(self) -> list[str]:
@@ -57,6 +58,20 @@ class ReportData:
 
     def metric_name(self, label: str) -> str:
         return self.metrics[label].name if label in self.metrics else label.split(":", 1)[0]
+
+    def wording_only(self, label: str, system: str) -> bool:
+        """Whether metric `label` of `system` compares the reply's words with a free-form reference
+        answer (ref_wer on a task declaring `references: answers`): kept, but no quality number."""
+        return (self.metric_name(label) == "ref_wer"
+                and self.references.get(system, REFERENCES_ANSWERS) != REFERENCES_EXPECTED_WORDS)
+
+    def wording_only_base(self, label: str, base: str) -> bool:
+        """`wording_only` for any system run from base system `base` (the cross-modal table,
+        whose means would mix it in)."""
+        from ..table import base_system
+
+        mine = [s for s in self.systems if base_system(s) == base] or [base]
+        return any(self.wording_only(label, s) for s in mine)
 
 
 def _run_names(paths: list[Path]) -> list[str]:
@@ -140,7 +155,7 @@ def _metric_objects(labels: list[str], runs: list[Run]) -> dict[str, Any]:
 
 
 def load_report_data(paths: list[Path]) -> ReportData:
-    from ..table import crossmodal, pairwise_tests, score_frame, summarize_scores
+    from ..table import crossmodal, pairwise_tests, references_of, score_frame, summarize_scores
 
     paths = [Path(p) for p in paths]
     if not paths:
@@ -164,9 +179,11 @@ def load_report_data(paths: list[Path]) -> ReportData:
     labels = list(dict.fromkeys(r.metric for r in rows))
     metrics = _metric_objects(labels, runs)
     frame = score_frame(rows)
+    references = {label: references_of(run.manifest) for run in runs for label in run.labels.values()}
     return ReportData(runs=runs, records=records, rows=rows, systems=systems, metrics=metrics,
                       frame=frame, summary=summarize_scores(frame, metrics),
-                      pairwise=pairwise_tests(frame, metrics), crossmodal=crossmodal(frame))
+                      pairwise=pairwise_tests(frame, metrics), crossmodal=crossmodal(frame),
+                      references=references)
 
 
 def judge_models(data: ReportData) -> list[str]:

@@ -12,7 +12,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..table import HEADLINE, RTF, base_system
+from ..table import HEADLINE, base_system, headline
+from ..types import REFERENCES_ANSWERS
 from .data import TRANSCRIPT_METRICS, ReportData
 
 # Metric names in the order their columns appear; others follow in the order they were run.
@@ -23,6 +24,8 @@ ARROWS = {True: " ↑", False: " ↓", None: ""}
 SIGNIFICANCE = 0.05
 # A corpus-level number has no per-turn values to test; its per-turn counterpart is tested.
 TEST_FIELD = {"wer_corpus": "wer", "wer_dialogue_mean": "wer"}
+WORDING_ONLY = ("this system's task declares its references are free-form answers (`references: answers`): "
+                "a WER against them measures wording, not quality; see the note below the leaderboard")
 
 
 @dataclass
@@ -92,33 +95,41 @@ def finite(value: Any) -> Optional[float]:
     return None if math.isnan(out) else out
 
 
+def _picks(data: ReportData, label: str, kinds: list[str], present: set[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """(field, statistic, title) of each column metric `label` gets."""
+    name = data.metric_name(label)
+    if name in HEADLINE:  # the headline of any of the runs' tasks
+        return list(dict.fromkeys(pick for kind in kinds for pick in headline(name, kind)))
+    fields = getattr(data.metrics[label], "fields", {}) or {}
+    # A metric the report does not know: every field's mean.
+    return [(f, "mean", f"{label} {f}") for f in
+            list(fields) + sorted(f for m, f in present if m == label and f not in fields)]
+
+
+def _column(label: str, fields: dict[str, Any], field_name: str, stat: str, title: str) -> Column:
+    info = fields.get(TEST_FIELD.get(field_name, field_name))
+    hib = False if field_name in TEST_FIELD else info.higher_is_better if info is not None else None
+    description = info.description if info is not None and info.description else f"{label} {field_name}"
+    return Column(key=f"{label}|{field_name}|{stat}", title=title, metric=label, field=field_name, stat=stat,
+                  higher_is_better=hib, unit=info.unit if info is not None else "", description=description)
+
+
 def _columns(data: ReportData) -> list[Column]:
     labels = [label for label in data.metrics if data.metric_name(label) not in TRANSCRIPT_METRICS]
     labels.sort(key=lambda label: metric_rank(data.metric_name(label)))
     present = {(m, f) for m, f in zip(data.summary["metric"], data.summary["field"])}
+    kinds = sorted(set(data.references.values()) or {REFERENCES_ANSWERS})
+    names = Counter(data.metric_name(label) for label in labels)
     columns: list[Column] = []
     for label in labels:
         name = data.metric_name(label)
         fields = getattr(data.metrics[label], "fields", {}) or {}
-        if name in HEADLINE:
-            picks = HEADLINE[name] + ([RTF[1:]] if name == RTF[0] else [])
-        else:  # a metric the report does not know: every field's mean
-            picks = [(f, "mean", f"{label} {f}") for f in
-                     list(fields) + sorted(f for m, f in present if m == label and f not in fields)]
-        for field_name, stat, title in picks:
+        for field_name, stat, title in _picks(data, label, kinds, present):
             if (label, field_name) not in present:
                 continue
-            info = fields.get(TEST_FIELD.get(field_name, field_name))
-            hib = info.higher_is_better if info is not None else None
-            if field_name in TEST_FIELD:
-                hib = False
-            unit = info.unit if info is not None else ""
-            if name in HEADLINE and sum(1 for other in labels if data.metric_name(other) == name) > 1:
+            if name in HEADLINE and names[name] > 1:
                 title = f"{title} ({label})"  # several configurations of one metric
-            description = (info.description if info is not None and info.description else f"{label} {field_name}")
-            columns.append(Column(key=f"{label}|{field_name}|{stat}", title=title, metric=label,
-                                  field=field_name, stat=stat, higher_is_better=hib, unit=unit,
-                                  description=description))
+            columns.append(_column(label, fields, field_name, stat, title))
     return columns
 
 
@@ -131,59 +142,69 @@ def _why(reasons: Counter, n: int, missing: int) -> str:
     return f"{missing} of {n} results have no value: {listed}{more}"
 
 
+class _Results:
+    """What a leaderboard cell is read from: the summary rows, and why values are missing."""
+
+    def __init__(self, data: ReportData) -> None:
+        # (system, metric, field) -> reasons of the missing values
+        self.reasons: dict[tuple[str, str, str], Counter] = defaultdict(Counter)
+        for row in data.rows:
+            for name, value in row.result.values.items():
+                if value is None:
+                    reason = row.result.reason or f"status {row.result.status}"
+                    self.reasons[(row.system, row.metric, name)][reason] += 1
+        self.summary = {(s, m, f): row for s, m, f, row in
+                        zip(data.summary["system"], data.summary["metric"], data.summary["field"],
+                            data.summary.to_dict("records"))}
+        self.scored = {(r.system, r.metric) for r in data.rows}
+        self.data = data
+
+    def cell(self, system: str, col: Column) -> Cell:
+        assert col.metric is not None
+        if self.data.wording_only(col.metric, system):  # the column is another run's headline
+            return Cell(None, note=WORDING_ONLY)
+        hit = self.summary.get((system, col.metric, col.field))
+        if hit is None:
+            return Cell(None, note=(f"{col.metric} was not run for this system" if (system, col.metric) not in
+                                    self.scored else f"{col.metric} gave no {col.field}"))
+        value = finite(hit.get(col.stat))
+        ci = (finite(hit.get("ci_low")), finite(hit.get("ci_high"))) if col.stat == "mean" else (None, None)
+        n = int(finite(hit.get("n")) or 0)
+        missing = int(finite(hit.get("missing")) or 0)
+        if col.stat == "value":  # a corpus number: its missing turns are those of the per-turn field
+            base = self.summary.get((system, col.metric, col.test_field))
+            if base is not None:
+                missing = int(finite(base.get("missing")) or 0)
+                n = int(finite(base.get("n")) or 0) + missing
+        else:
+            n = n + missing
+        why = self.reasons.get((system, col.metric, col.test_field))
+        note = (_why(why, n, missing) if missing and why
+                else f"{col.metric} gave no {col.field}" if value is None else None)
+        cell = Cell(value, ci, n, missing, note)
+        if col.field == "wer_corpus":  # the other aggregate peers report, named
+            mean = finite((self.summary.get((system, col.metric, "wer_dialogue_mean")) or {}).get("value"))
+            if mean is not None:
+                cell.tests.append(f"corpus WER (Σ errors ÷ Σ reference words); mean over dialogues "
+                                  f"of the per-turn mean (URO-Bench): {fmt(mean, 'wer')}")
+        return cell
+
+
+def _count_cells(data: ReportData, system: str) -> dict[str, Cell]:
+    recs = [r for r in data.records if r.system == system]
+    failed = sum(1 for r in recs if not r.ok)
+    return {"turns": Cell(float(len(recs)), text=str(len(recs))),
+            "failed": Cell(float(failed), text=f"{failed}",
+                           note="; ".join(sorted({f"{r.dialogue_id} turn {r.turn_index}: {r.status}"
+                                                  for r in recs if not r.ok}))[:600] or None)}
+
+
 def build_leaderboard(data: ReportData) -> Leaderboard:
     columns = _columns(data)
-    # (system, metric, field) -> reasons of the missing values
-    reasons: dict[tuple[str, str, str], Counter] = defaultdict(Counter)
-    for row in data.rows:
-        for name, value in row.result.values.items():
-            if value is None:
-                reason = row.result.reason or f"status {row.result.status}"
-                reasons[(row.system, row.metric, name)][reason] += 1
-    summary = {(s, m, f): row for s, m, f, row in
-               zip(data.summary["system"], data.summary["metric"], data.summary["field"],
-                   data.summary.to_dict("records"))}
-    scored = {(r.system, r.metric) for r in data.rows}
+    results = _Results(data)
     rows: dict[str, dict[str, Cell]] = {}
     for system in data.systems:
-        recs = [r for r in data.records if r.system == system]
-        failed = sum(1 for r in recs if not r.ok)
-        cells = {"turns": Cell(float(len(recs)), text=str(len(recs))),
-                 "failed": Cell(float(failed), text=f"{failed}",
-                                note="; ".join(sorted({f"{r.dialogue_id} turn {r.turn_index}: {r.status}"
-                                                       for r in recs if not r.ok}))[:600] or None)}
-        for col in columns:
-            assert col.metric is not None
-            hit = summary.get((system, col.metric, col.field))
-            if hit is None:
-                why = (f"{col.metric} was not run for this system" if (system, col.metric) not in scored
-                       else f"{col.metric} gave no {col.field}")
-                cells[col.key] = Cell(None, note=why)
-                continue
-            value = finite(hit.get(col.stat))
-            ci = (finite(hit.get("ci_low")), finite(hit.get("ci_high"))) if col.stat == "mean" else (None, None)
-            n = int(finite(hit.get("n")) or 0)
-            missing = int(finite(hit.get("missing")) or 0)
-            why = reasons.get((system, col.metric, col.test_field))
-            note = None
-            if col.stat == "value":  # a corpus number: its missing turns are those of the per-turn field
-                base = summary.get((system, col.metric, col.test_field))
-                if base is not None:
-                    missing = int(finite(base.get("missing")) or 0)
-                    n = int(finite(base.get("n")) or 0) + missing
-            else:
-                n = n + missing
-            if missing and why:
-                note = _why(why, n, missing)
-            elif value is None:
-                note = f"{col.metric} gave no {col.field}"
-            cells[col.key] = Cell(value, ci, n, missing, note)
-            if col.field == "wer_corpus":  # the other aggregate peers report, named
-                mean = finite((summary.get((system, col.metric, "wer_dialogue_mean")) or {}).get("value"))
-                if mean is not None:
-                    cells[col.key].tests.append(f"corpus WER (Σ errors ÷ Σ reference words); mean over dialogues "
-                                                f"of the per-turn mean (URO-Bench): {fmt(mean, 'wer')}")
-        rows[system] = cells
+        rows[system] = _count_cells(data, system) | {col.key: results.cell(system, col) for col in columns}
     _mark(data, columns, rows)
     gap = _gap_columns(data, rows)
     notes = _notes(data, columns)
@@ -199,7 +220,7 @@ def _mark(data: ReportData, columns: list[Column], rows: dict[str, dict[str, Cel
     for col in columns:
         if col.higher_is_better is None:
             continue
-        values = {s: cells[col.key].value for s, cells in rows.items() if cells[col.key].value is not None}
+        values: dict[str, float] = {s: v for s, cells in rows.items() if (v := cells[col.key].value) is not None}
         if len(values) < 2:
             continue
         best_value = max(values.values()) if col.higher_is_better else min(values.values())
@@ -262,4 +283,27 @@ def _notes(data: ReportData, columns: list[Column]) -> list[str]:
     derived = [run.name for run in data.runs if run.derived_latency]
     if derived:
         notes.append(f"Latency of {', '.join(derived)} is read off the records: the run was not scored.")
+    wording = _wording_only_note(data)
+    if wording:
+        notes.append(wording)
     return notes
+
+
+def _wording_only_note(data: ReportData) -> Optional[str]:
+    """Why ref_wer is no headline (or n/a) for systems whose task's references are answers."""
+    labels = [label for label in data.metrics if data.metric_name(label) == "ref_wer"]
+    systems = [s for s in data.systems if any(data.wording_only(label, s) for label in labels)]
+    if not systems:
+        return None
+    s = data.summary
+    found = (finite(v) for v in s[s["metric"].isin(labels) & s["system"].isin(systems)
+                                  & (s["field"] == "wer_corpus")]["value"])
+    values = [v for v in found if v is not None]
+    seen = f" (here {fmt(min(values), 'wer')}–{fmt(max(values), 'wer')})" if values else ""
+    tasks = sorted({r.task for r in data.records if r.system in systems})
+    return (f"ref_wer is not a quality number for {', '.join(tasks)}: the task declares its references are "
+            "free-form answers (task header `references: answers`), and a good reply says the same in its own "
+            f"words, so its WER against them is typically 200–300 %{seen} and measures wording, not quality. "
+            "It is kept in summary.csv and in each reply's scores (\"ref_wer · wording vs the reference "
+            "answer\"). A task whose references are the words the reply should say (read-aloud, T2S) declares "
+            "`references: expected-words` and gets ref-WER as a headline column.")

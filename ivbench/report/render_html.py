@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional
 from .. import __version__
 from .assets import CSS, JS
 from .audio import AudioSources
-from .data import TRANSCRIPT_METRICS, ReportData, details_text, judge_models
+from ..types import REFERENCES_EXPECTED_WORDS
+from .data import TRANSCRIPT_METRICS, ReportData, Run, details_text, judge_models
 from .leaderboard import ARROWS, Cell, Column, Leaderboard, fmt, metric_rank
 
 if TYPE_CHECKING:
@@ -32,6 +33,10 @@ RAW_REPLY_KEYS = ("raw_replies", "raw", "raw_reply", "replies")
 SHOWN_DETAIL_KEYS = {"alignment", "text", "words", "ref", "hyp", *RAW_REPLY_KEYS}
 ALIGNMENT_TITLES = {"asr_wer": "ASR transcript against the reply's text",
                     "ref_wer": "reply against the reference answer"}
+# ref_wer where the task's references are free-form answers: kept, named for what it measures.
+WORDING_ONLY_TITLE = "reply against the reference answer: wording only, a good reply words it differently"
+WORDING_ONLY_LABEL = "wording vs the reference answer"
+WORDING_ONLY_ALIGNMENT = "reply against the reference answer (wording, not quality)"
 
 
 def esc(value: Any) -> str:
@@ -83,53 +88,69 @@ def _loaded_html(sessions: list[dict], labels: dict[str, str]) -> str:
                    for label, info in found.items())
 
 
-def _runs_html(data: ReportData) -> str:
-    judges = judge_models(data)
-    out = []
-    for run in data.runs:
-        m = run.manifest
-        config = m.get("config") or {}
-        task = m.get("task") or {}
-        git = m.get("git") or {}
-        sessions = [s for s in m.get("sessions") or [] if isinstance(s, dict)]
-        last = sessions[-1].get("started") if sessions else None
-        modes = sorted({r.mode for r in run.records})
-        systems = ", ".join(esc(label) for label in run.labels.values())
-        git_text = (f"{esc(str(git.get('commit', 'unknown'))[:12])}{' (dirty)' if git.get('dirty') else ''}"
-                    if isinstance(git, dict) else esc(git))
-        run_judges = sorted({str(r.result.details.get("judge_model")) for r in run.rows
-                             if isinstance(r.result.details, dict) and r.result.details.get("judge_model")})
-        judge = ", ".join(esc(j) for j in run_judges) or '<span class="na">none configured</span>'
-        rows = [("path", esc(run.path)),
-                ("task", f"{esc(task.get('name') or config.get('task'))} <span class=\"sub\">"
-                         + " · ".join(esc(x) for x in (f"{task.get('n_dialogues')} dialogues", task.get("source"),
-                                                       task.get("licence") or "no licence given") if x)
-                         + "</span>"),
-                ("systems", systems),
-                ("modes", esc(", ".join(modes))),
-                ("user voice", esc(config.get("voice"))),
-                ("turns", f"{len(run.records)} ({sum(1 for r in run.records if not r.ok)} failed)"),
-                ("hardware", _hardware(m)),
-                ("judge model", judge),
-                ("ivbench", f"{esc(m.get('ivbench_version'))} · git {git_text} · seed {esc(config.get('seed'))}"),
-                ("dates", f"created {esc(m.get('created'))}"
-                          + (f" · last session {esc(last)} ({len(sessions)} sessions)" if last else ""))]
-        loaded = _loaded_html(sessions, run.labels)
-        if loaded:
-            rows.insert(3, ("systems as loaded", loaded))
-        body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-        out.append(f"<h3>Run {esc(run.name)}</h3><table class=\"kv\">{body}</table>")
+def _task_html(task: dict[str, Any], config: dict[str, Any], references: str) -> str:
+    about = (f"{task.get('n_dialogues')} dialogues", task.get("source"), task.get("licence") or "no licence given",
+             f"references: {references}")
+    return (f"{esc(task.get('name') or config.get('task'))} <span class=\"sub\">"
+            + " · ".join(esc(x) for x in about if x) + "</span>")
+
+
+def _git_html(git: Any) -> str:
+    if not isinstance(git, dict):
+        return esc(git)
+    return f"{esc(str(git.get('commit', 'unknown'))[:12])}{' (dirty)' if git.get('dirty') else ''}"
+
+
+def _judges_html(run: "Run") -> str:
+    judges = sorted({str(r.result.details.get("judge_model")) for r in run.rows
+                     if isinstance(r.result.details, dict) and r.result.details.get("judge_model")})
+    return ", ".join(esc(j) for j in judges) or '<span class="na">none configured</span>'
+
+
+def _run_html(run: "Run", references: str) -> str:
+    m = run.manifest
+    config = m.get("config") or {}
+    sessions = [s for s in m.get("sessions") or [] if isinstance(s, dict)]
+    last = sessions[-1].get("started") if sessions else None
+    rows = [("path", esc(run.path)),
+            ("task", _task_html(m.get("task") or {}, config, references)),
+            ("systems", ", ".join(esc(label) for label in run.labels.values())),
+            ("modes", esc(", ".join(sorted({r.mode for r in run.records})))),
+            ("user voice", esc(config.get("voice"))),
+            ("turns", f"{len(run.records)} ({sum(1 for r in run.records if not r.ok)} failed)"),
+            ("hardware", _hardware(m)),
+            ("judge model", _judges_html(run)),
+            ("ivbench", f"{esc(m.get('ivbench_version'))} · git {_git_html(m.get('git') or {})} · "
+                        f"seed {esc(config.get('seed'))}"),
+            ("dates", f"created {esc(m.get('created'))}"
+                      + (f" · last session {esc(last)} ({len(sessions)} sessions)" if last else ""))]
+    loaded = _loaded_html(sessions, run.labels)
+    if loaded:
+        rows.insert(3, ("systems as loaded", loaded))
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f"<h3>Run {esc(run.name)}</h3><table class=\"kv\">{body}</table>"
+
+
+def _packages_html(data: ReportData) -> str:
     packages: dict[str, dict[str, str]] = defaultdict(dict)
     for run in data.runs:
         for name, version in (run.manifest.get("packages") or {}).items():
             packages[name][run.name] = str(version)
-    if packages:
-        head = "".join(f"<th>{esc(r.name)}</th>" for r in data.runs)
-        body = "".join(f"<tr><td>{esc(p)}</td>" + "".join(f"<td>{esc(v.get(r.name, '–'))}</td>" for r in data.runs)
-                       + "</tr>" for p, v in sorted(packages.items()))
-        out.append(f"<details><summary>Package versions</summary><table><tr><th>package</th>{head}</tr>"
-                   f"{body}</table></details>")
-    if not judges:
+    if not packages:
+        return ""
+    head = "".join(f"<th>{esc(r.name)}</th>" for r in data.runs)
+    body = "".join(f"<tr><td>{esc(p)}</td>" + "".join(f"<td>{esc(v.get(r.name, '–'))}</td>" for r in data.runs)
+                   + "</tr>" for p, v in sorted(packages.items()))
+    return (f"<details><summary>Package versions</summary><table><tr><th>package</th>{head}</tr>"
+            f"{body}</table></details>")
+
+
+def _runs_html(data: ReportData) -> str:
+    from ..table import references_of
+
+    out = [_run_html(run, references_of(run.manifest)) for run in data.runs]
+    out.append(_packages_html(data))
+    if not judge_models(data):
         out.append('<p class="muted">No judge model: content scores are absent (see the notes below the '
                    "leaderboard).</p>")
     return "".join(out)
@@ -190,34 +211,43 @@ def _leaderboard_html(data: ReportData, board: Leaderboard, colors: dict[str, st
             + notes.html() + (f'<ul class="notes">{notes_html}</ul>' if notes_html else ""))
 
 
+def _pairwise_html(data: ReportData) -> str:
+    rows = []
+    for t in data.pairwise.to_dict("records"):
+        if data.wording_only(t["metric"], t["system_a"]) or data.wording_only(t["metric"], t["system_b"]):
+            continue  # no quality number, so no contest (pairwise.csv keeps the test)
+        ci = "" if t["ci_low"] != t["ci_low"] else f"[{t['ci_low']:.4g}, {t['ci_high']:.4g}]"
+        effect = "" if t["effect_size"] != t["effect_size"] or t["effect_size"] is None else f"{t['effect_size']:.2f}"
+        rows.append(f"<tr><td>{esc(t['metric'])}</td><td>{esc(t['field'])}</td><td>{esc(t['system_a'])}</td>"
+                    f"<td>{esc(t['system_b'])}</td><td class=\"num\">{int(t['n'])}</td>"
+                    f"<td class=\"num\">{t['mean_difference']:+.4g}</td><td class=\"num\">{ci}</td>"
+                    f"<td class=\"num\">{t['p_value']:.3g}</td><td class=\"num\">{effect}</td></tr>")
+    if not rows:
+        return ""
+    return ("<details><summary>Paired tests between systems "
+            f"({len(rows)})</summary><table><tr><th>metric</th><th>field</th><th>A</th><th>B</th>"
+            "<th>shared turns</th><th>mean A − B</th><th>95% CI</th><th>p (permutation)</th>"
+            "<th>Cohen's d<sub>z</sub></th></tr>" + "".join(rows) + "</table></details>")
+
+
+def _crossmodal_html(data: ReportData) -> str:
+    rows = []
+    for t in data.crossmodal.to_dict("records"):
+        if data.wording_only_base(t["metric"], t["system"]):
+            continue
+        cells = "".join(f'<td class="num">{fmt(t[m], t["field"])}</td>' for m in ("s2s", "s2t", "t2s", "t2t"))
+        gap = t["gap_s2t_minus_s2s"]
+        gap_text = "–" if gap is None or gap != gap else f"{gap:+.3g}"
+        rows.append(f"<tr><td>{esc(t['system'])}</td><td>{esc(t['metric'])}</td><td>{esc(t['field'])}</td>"
+                    f"{cells}<td class=\"num\">{gap_text}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h3>Cross-modal</h3><table><tr><th>system</th><th>metric</th><th>field</th><th>S2S</th>"
+            "<th>S2T</th><th>T2S</th><th>T2T</th><th>gap S2T − S2S</th></tr>" + "".join(rows) + "</table>")
+
+
 def _tests_html(data: ReportData) -> str:
-    out = []
-    p = data.pairwise
-    if not p.empty:
-        rows = []
-        for t in p.to_dict("records"):
-            ci = "" if t["ci_low"] != t["ci_low"] else f"[{t['ci_low']:.4g}, {t['ci_high']:.4g}]"
-            effect = "" if t["effect_size"] != t["effect_size"] or t["effect_size"] is None else f"{t['effect_size']:.2f}"
-            rows.append(f"<tr><td>{esc(t['metric'])}</td><td>{esc(t['field'])}</td><td>{esc(t['system_a'])}</td>"
-                        f"<td>{esc(t['system_b'])}</td><td class=\"num\">{int(t['n'])}</td>"
-                        f"<td class=\"num\">{t['mean_difference']:+.4g}</td><td class=\"num\">{ci}</td>"
-                        f"<td class=\"num\">{t['p_value']:.3g}</td><td class=\"num\">{effect}</td></tr>")
-        out.append("<details><summary>Paired tests between systems "
-                   f"({len(rows)})</summary><table><tr><th>metric</th><th>field</th><th>A</th><th>B</th>"
-                   "<th>shared turns</th><th>mean A − B</th><th>95% CI</th><th>p (permutation)</th>"
-                   "<th>Cohen's d<sub>z</sub></th></tr>" + "".join(rows) + "</table></details>")
-    c = data.crossmodal
-    if not c.empty:
-        rows = []
-        for t in c.to_dict("records"):
-            cells = "".join(f'<td class="num">{fmt(t[m], t["field"])}</td>' for m in ("s2s", "s2t", "t2s", "t2t"))
-            gap = t["gap_s2t_minus_s2s"]
-            gap_text = "–" if gap is None or gap != gap else f"{gap:+.3g}"
-            rows.append(f"<tr><td>{esc(t['system'])}</td><td>{esc(t['metric'])}</td><td>{esc(t['field'])}</td>"
-                        f"{cells}<td class=\"num\">{gap_text}</td></tr>")
-        out.append("<h3>Cross-modal</h3><table><tr><th>system</th><th>metric</th><th>field</th><th>S2S</th>"
-                   "<th>S2T</th><th>T2S</th><th>T2T</th><th>gap S2T − S2S</th></tr>" + "".join(rows) + "</table>")
-    return "".join(out)
+    return _pairwise_html(data) + _crossmodal_html(data)
 
 
 # -- dialogues ------------------------------------------------------------------------------
@@ -281,6 +311,9 @@ def _score_html(data: ReportData, row: "ScoreRow") -> str:
         value = " · ".join(parts)
         if result.reason:
             value += f'<div class="sub">{esc(result.reason[:200])}</div>'
+    if data.wording_only(row.metric, row.system):
+        return (f'<tr><th title="{esc(WORDING_ONLY_TITLE)}">{esc(row.metric)} · {WORDING_ONLY_LABEL}</th>'
+                f"<td>{value}</td></tr>")
     return f"<tr><th>{esc(row.metric)}</th><td>{value}</td></tr>"
 
 
@@ -309,7 +342,8 @@ def _transcript_html(data: ReportData, rows: list["ScoreRow"]) -> str:
         name = data.metric_name(row.metric)
         aligned = aligned or name == "asr_wer"
         wer = row.result.values.get("wer")
-        label = ALIGNMENT_TITLES.get(name, f"{row.metric}: alignment")
+        label = (WORDING_ONLY_ALIGNMENT if data.wording_only(row.metric, row.system)
+                 else ALIGNMENT_TITLES.get(name, f"{row.metric}: alignment"))
         wer_text = f" · {esc(row.metric)} {fmt(wer, 'wer')}" if wer is not None else ""
         out.append(f'<div class="lbl">{esc(label)}{wer_text}</div><div class="txt diff">{alignment_html(alignment)}</div>')
     for row in rows:
@@ -377,12 +411,80 @@ def _turn_wer(data: ReportData, rows: list["ScoreRow"]) -> Optional[float]:
     return None
 
 
+Turns = dict[int, dict[str, "TurnRecord"]]  # turn index -> system -> its (latest) record
+
+
+class _DialogueView:
+    """Renders the dialogues: each turn's user card and every system's reply card."""
+
+    def __init__(self, data: ReportData, audio: AudioSources, colors: dict[str, str]) -> None:
+        self.data, self.audio, self.colors = data, audio, colors
+        self.run_dir = {label: run.path for run in data.runs for label in run.labels.values()}
+        self.scores: dict[tuple[str, str, Optional[int]], list["ScoreRow"]] = defaultdict(list)
+        for row in data.rows:
+            self.scores[(row.system, row.dialogue_id, row.turn_index)].append(row)
+
+    def user_card(self, dialogue_id: str, turn_index: int, by_system: dict[str, "TurnRecord"]) -> str:
+        first = next(iter(by_system.values()))
+        user = ['<div class="card user"><div class="card-h">User</div>']
+        seen_audio: set[str] = set()
+        for s, r in by_system.items():
+            if r.user_audio:
+                path = self.run_dir[s] / r.user_audio
+                digest = self.audio.digest(path)
+                if digest not in seen_audio:
+                    seen_audio.add(digest)
+                    user.append(_audio_html(self.audio, path, "user turn audio"))
+        user.append(f'<div class="lbl">user text</div><div class="txt">{esc(first.user_text)}</div>')
+        if first.reference:
+            what = ("expected words" if self.data.references.get(first.system) == REFERENCES_EXPECTED_WORDS
+                    else "reference answer")
+            user.append(f'<div class="lbl">{what}</div><div class="txt">{esc(first.reference)}</div>')
+        for s in by_system:
+            heard = [row for row in self.scores.get((s, dialogue_id, turn_index), [])
+                     if self.data.metric_name(row.metric) == "user_transcript"]
+            text = heard[0].result.details.get("text") if heard else None
+            if text is not None:
+                user.append(f'<div class="lbl">user turn as ASR heard it</div><div class="txt">{esc(text)}</div>')
+                break
+        user.append("</div>")
+        return "".join(user)
+
+    def dialogue_scores(self, dialogue_id: str, systems: list[str]) -> str:
+        level = [(s, r) for s in systems for r in self.scores.get((s, dialogue_id, None), [])]
+        if not level:
+            return ""
+        lines = "".join(f"<tr><th>{esc(s)}</th><td><table class=\"m\">{_score_html(self.data, r)}</table>"
+                        f"{_extras_html(self.data, [r])}</td></tr>" for s, r in level)
+        return f'<div class="lbl">whole-dialogue scores</div><table class="m">{lines}</table>'
+
+    def dialogue(self, i: int, task: str, dialogue_id: str, turns: Turns, category: Optional[str]) -> str:
+        data = self.data
+        systems = [s for s in data.systems if any(s in t for t in turns.values())]
+        failed_by = {s: sum(1 for t in turns.values() if s in t and not t[s].ok) for s in systems}
+        wers = [w for s in systems for ti in turns
+                for w in [_turn_wer(data, self.scores.get((s, dialogue_id, ti), []))] if w is not None]
+        worst = max(wers) if wers else None
+        chips = "".join(f'<span class="chip bad">{esc(s)}: {n} failed</span>' for s, n in failed_by.items() if n)
+        if worst is not None:
+            chips += f'<span class="chip">worst WER {fmt(worst, "wer")}</span>'
+        summary = (f"<summary><b>{esc(dialogue_id)}</b> <span class=\"muted\">{esc(task)}"
+                   f"{' · ' + esc(category) if category else ''} · {len(turns)} turns</span>{chips}</summary>")
+        body = [self.dialogue_scores(dialogue_id, systems)]
+        for turn_index in sorted(turns):
+            by_system = turns[turn_index]
+            cards = "".join(_reply_card(data, by_system[s], self.scores.get((s, dialogue_id, turn_index), []),
+                                        self.audio, self.run_dir[s], self.colors[s]) for s in systems if s in by_system)
+            body.append(f'<div class="turn-h">Turn {turn_index + 1}</div><div class="turn">'
+                        f"{self.user_card(dialogue_id, turn_index, by_system)}{cards}</div>")
+        any_failed = int(any(failed_by.values()))
+        return (f'<details class="dlg" data-i="{i}" data-task="{esc(task)}" data-failed="{any_failed}" '
+                f'data-wer="{_attr_num(worst)}">{summary}<div class="dlg-body">{"".join(body)}</div></details>')
+
+
 def _dialogues_html(data: ReportData, audio: AudioSources, colors: dict[str, str]) -> tuple[str, int]:
-    run_dir = {label: run.path for run in data.runs for label in run.labels.values()}
-    scores: dict[tuple[str, str, Optional[int]], list["ScoreRow"]] = defaultdict(list)
-    for row in data.rows:
-        scores[(row.system, row.dialogue_id, row.turn_index)].append(row)
-    dialogues: dict[tuple[str, str], dict[int, dict[str, "TurnRecord"]]] = {}
+    view = _DialogueView(data, audio, colors)
+    dialogues: dict[tuple[str, str], Turns] = {}
     categories: dict[tuple[str, str], Optional[str]] = {}
     for r in data.records:
         turns = dialogues.setdefault((r.task, r.dialogue_id), {})
@@ -391,61 +493,10 @@ def _dialogues_html(data: ReportData, audio: AudioSources, colors: dict[str, str
         if held is None or r.attempt >= held.attempt:
             turns[r.turn_index][r.system] = r
     # Encode every clip in one pass before rendering.
-    paths: list[Path] = []
-    for turns in dialogues.values():
-        for by_system in turns.values():
-            for system, r in by_system.items():
-                paths += [run_dir[system] / p for p in (r.user_audio, r.reply_audio) if p]
-    audio.prepare(paths)
-
-    out = []
-    for i, ((task, dialogue_id), turns) in enumerate(dialogues.items()):
-        systems = [s for s in data.systems if any(s in t for t in turns.values())]
-        failed_by = {s: sum(1 for t in turns.values() if s in t and not t[s].ok) for s in systems}
-        wers = [w for s in systems for ti in turns for w in [_turn_wer(data, scores.get((s, dialogue_id, ti), []))]
-                if w is not None]
-        worst = max(wers) if wers else None
-        chips = "".join(f'<span class="chip bad">{esc(s)}: {n} failed</span>' for s, n in failed_by.items() if n)
-        if worst is not None:
-            chips += f'<span class="chip">worst WER {fmt(worst, "wer")}</span>'
-        category = categories.get((task, dialogue_id))
-        summary = (f"<summary><b>{esc(dialogue_id)}</b> <span class=\"muted\">{esc(task)}"
-                   f"{' · ' + esc(category) if category else ''} · {len(turns)} turns</span>{chips}</summary>")
-        body = []
-        level = [(s, r) for s in systems for r in scores.get((s, dialogue_id, None), [])]
-        if level:
-            lines = "".join(f"<tr><th>{esc(s)}</th><td><table class=\"m\">{_score_html(data, r)}</table>"
-                            f"{_extras_html(data, [r])}</td></tr>" for s, r in level)
-            body.append(f'<div class="lbl">whole-dialogue scores</div><table class="m">{lines}</table>')
-        for turn_index in sorted(turns):
-            by_system = turns[turn_index]
-            first = next(iter(by_system.values()))
-            user = ['<div class="card user"><div class="card-h">User</div>']
-            seen_audio: set[str] = set()
-            for s, r in by_system.items():
-                if r.user_audio:
-                    path = run_dir[s] / r.user_audio
-                    digest = audio.digest(path)
-                    if digest not in seen_audio:
-                        seen_audio.add(digest)
-                        user.append(_audio_html(audio, path, "user turn audio"))
-            user.append(f'<div class="lbl">user text</div><div class="txt">{esc(first.user_text)}</div>')
-            if first.reference:
-                user.append(f'<div class="lbl">reference answer</div><div class="txt">{esc(first.reference)}</div>')
-            for s in by_system:
-                heard = [row for row in scores.get((s, dialogue_id, turn_index), [])
-                         if data.metric_name(row.metric) == "user_transcript"]
-                text = heard[0].result.details.get("text") if heard else None
-                if text is not None:
-                    user.append(f'<div class="lbl">user turn as ASR heard it</div><div class="txt">{esc(text)}</div>')
-                    break
-            user.append("</div>")
-            cards = "".join(_reply_card(data, by_system[s], scores.get((s, dialogue_id, turn_index), []), audio,
-                                        run_dir[s], colors[s]) for s in systems if s in by_system)
-            body.append(f'<div class="turn-h">Turn {turn_index + 1}</div><div class="turn">{"".join(user)}{cards}</div>')
-        any_failed = int(any(failed_by.values()))
-        out.append(f'<details class="dlg" data-i="{i}" data-task="{esc(task)}" data-failed="{any_failed}" '
-                   f'data-wer="{_attr_num(worst)}">{summary}<div class="dlg-body">{"".join(body)}</div></details>')
+    audio.prepare([view.run_dir[system] / p for turns in dialogues.values() for by_system in turns.values()
+                   for system, r in by_system.items() for p in (r.user_audio, r.reply_audio) if p])
+    out = [view.dialogue(i, task, dialogue_id, turns, categories.get((task, dialogue_id)))
+           for i, ((task, dialogue_id), turns) in enumerate(dialogues.items())]
     return "".join(out), len(dialogues)
 
 

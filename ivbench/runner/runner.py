@@ -106,7 +106,7 @@ def build_manifest(config: EvalConfig, task: Task, n_dialogues: int, device: str
                    "turn_timeout": config.turn_timeout, "device": config.device},
         "task": {"name": task.name, "path": task.path, "source": task.source, "licence": task.licence,
                  "description": task.description, "judge_prompt": task.judge_prompt,
-                 "options": task.options, "n_dialogues": n_dialogues,
+                 "options": task.options, "references": task.references, "n_dialogues": n_dialogues,
                  "dialogue_ids": None},
         "systems": {label: {**_describe(system), "untrained": system.untrained,
                             "modes": [m.value for m in system.supported_modes()]}

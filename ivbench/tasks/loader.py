@@ -7,6 +7,7 @@ A task is a YAML file::
     source: where the dialogues come from
     licence: their licence            # or `license`
     judge_prompt: llama-omni          # optional: llama-omni, content-style or mt-bench
+    references: answers               # or expected-words (read-aloud, T2S); default answers
     options:                          # task options and their defaults
       categories: [writing, roleplay] # a list, "a+b", or "all"
     dialogues_file: demo.jsonl        # or `dialogues:` inline, same shape as a JSONL line
@@ -42,12 +43,12 @@ from typing import Any, Callable, Optional, Union
 
 from ..errors import TaskFileError
 from ..store.run_store import name_key, safe_name
-from ..types import Dialogue, Task, UserTurn
+from ..types import REFERENCE_KINDS, REFERENCES_ANSWERS, Dialogue, Task, UserTurn
 from ..yaml_file import (MAX_DEPTH, Limit, Where, decode_text, got, kind, nested_too_deep, read_limited,
                          read_yaml_file, shown)
 
 HEADER_FIELDS = {"name", "description", "source", "licence", "license", "judge_prompt",
-                 "options", "dialogues_file", "dialogues"}
+                 "options", "references", "dialogues_file", "dialogues"}
 DIALOGUE_FIELDS = {"id", "category", "turns", "metadata"}
 TURN_FIELDS = {"text", "audio", "reference"}
 TASK_OPTIONS = {"categories"}
@@ -405,6 +406,11 @@ def _yaml_task(path: Path, limits: Limits) -> tuple[Task, dict[str, Any], Callab
     licence = "licence" if "licence" in data else "license"
     header = {key: _header_text(data.get(key), root.at(key), limits) for key in ("description", "source", licence)}
     judge_prompt = _judge_prompt(data.get("judge_prompt"), root.at("judge_prompt"))
+    references = data.get("references", REFERENCES_ANSWERS)
+    if references not in REFERENCE_KINDS:
+        raise _fail(root.at("references"), f"{shown(repr(references))} is not a kind of reference; use 'answers' "
+                    "(reference answers to free-form questions) or 'expected-words' (the words the reply "
+                    "should say: read-aloud, T2S)")
 
     def default_where(key: str) -> str:
         return str(root.at("options", key) if key else root.at("options"))
@@ -414,7 +420,8 @@ def _yaml_task(path: Path, limits: Limits) -> tuple[Task, dict[str, Any], Callab
     found = _dialogues(data, root, limits, path.parent)
     _check_ids(found)
     task = Task(name=name.strip(), dialogues=[d for d, _ in found], description=header["description"],
-                source=header["source"], licence=header[licence], judge_prompt=judge_prompt, path=str(path))
+                source=header["source"], licence=header[licence], judge_prompt=judge_prompt, path=str(path),
+                references=references)
     return task, defaults, default_where
 
 
