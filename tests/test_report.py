@@ -363,7 +363,7 @@ def test_the_task_header_says_what_its_references_are(tmp_path):
     task.write_text(task.read_text() + "references: expected-words\n")
     assert load_task_file(task).references == "expected-words"
     task.write_text(task.read_text().replace("expected-words", "transcripts"))
-    with pytest.raises(TaskFileError, match=r"tiny\.yaml: field 'references': 'transcripts' is not a kind"):
+    with pytest.raises(TaskFileError, match=r"tiny\.yaml:\d+: field 'references': 'transcripts' is not a kind"):
         load_task_file(task)
     # Every built-in task says what its references are, in so many words.
     from conftest import ROOT

@@ -408,7 +408,7 @@ def _yaml_task(path: Path, limits: Limits) -> tuple[Task, dict[str, Any], Callab
     judge_prompt = _judge_prompt(data.get("judge_prompt"), root.at("judge_prompt"))
     references = data.get("references", REFERENCES_ANSWERS)
     if references not in REFERENCE_KINDS:
-        raise _fail(root.at("references"), f"{shown(repr(references))} is not a kind of reference; use 'answers' "
+        raise _fail(root.at("references"), f"{references!r} is not a kind of reference; use 'answers' "
                     "(reference answers to free-form questions) or 'expected-words' (the words the reply "
                     "should say: read-aloud, T2S)")
 
