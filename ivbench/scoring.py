@@ -16,40 +16,20 @@ from typing import Any, Callable, Iterable, Optional
 
 from . import registry
 from .cache import SqliteCache, content_key, default_cache_dir
-from .errors import RunDirError
 from .metrics.base import (DialogueItem, Metric, MetricResult, Need, ScoreItem, ScoringContext,
                            Status)
 from .registry import Spec, parse_spec
 from .store import RunStore
+from .store.scores import ScoreRow, write_scores
 from .types import TurnRecord
 
 log = logging.getLogger("ivbench")
 
-SCORES = "scores.jsonl"
 DEFAULT_METRICS = ("latency", "first_speech", "asr_wer", "ref_wer", "dnsmos", "distillmos",
                    "judge", "judge_dialogue")
 # Left out of the defaults on a CPU: DistillMOS takes about a minute per audio minute there.
 GPU_ONLY_DEFAULTS = ("distillmos",)
 BATCH_SIZE = 16
-
-
-@dataclass
-class ScoreRow:
-    metric: str
-    system: str
-    dialogue_id: str
-    turn_index: Optional[int]
-    mode: str
-    result: MetricResult
-
-    def to_json(self) -> dict[str, Any]:
-        return {"metric": self.metric, "system": self.system, "dialogue_id": self.dialogue_id,
-                "turn_index": self.turn_index, "mode": self.mode, **self.result.to_json()}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ScoreRow":
-        return cls(data["metric"], data["system"], data["dialogue_id"], data.get("turn_index"),
-                   data.get("mode", ""), MetricResult.from_json(data))
 
 
 @dataclass
@@ -75,22 +55,6 @@ def _encode(result: MetricResult) -> bytes:
 
 def _decode(blob: bytes) -> MetricResult:
     return MetricResult.from_json(json.loads(blob))
-
-
-def read_scores(run_dir: Path) -> list[ScoreRow]:
-    path = Path(run_dir) / SCORES
-    if not path.exists():
-        return []
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    rows.append(ScoreRow.from_json(json.loads(line)))
-                except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise RunDirError(f"{path}:{line_no}: corrupt score line ({exc}); "
-                                     "re-run `ivbench score` to rewrite it") from None
-    return rows
 
 
 def default_metric_specs(manifest: dict[str, Any], device: str = "cpu") -> list[Spec]:
@@ -270,12 +234,8 @@ def score_run(run_dir: Path, config: Optional[ScoreConfig] = None, progress: boo
                                  "usage": judge_client.stats.to_json(config.judge)}
             store.write_manifest(manifest)
             judge_client.close()
-    rows.sort(key=lambda r: (r.metric, r.system, r.dialogue_id, -1 if r.turn_index is None else r.turn_index))
-    tmp = run_dir / (SCORES + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row.to_json(), sort_keys=True, default=str) + "\n")
-    tmp.replace(run_dir / SCORES)
+    rows.sort(key=lambda r: r.sort_key)
+    write_scores(run_dir, rows)
     metrics = {label: metric for label, metric in planned}
     write_summary(run_dir, records, rows, metrics, manifest)
     for note in notes:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .metrics.base import Metric
-    from .scoring import ScoreRow
+    from .store.scores import ScoreRow
 
 SUMMARY = "summary.csv"
 PAIRWISE = "pairwise.csv"

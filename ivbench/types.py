@@ -187,3 +187,47 @@ class TurnRecord:
     @property
     def ok(self) -> bool:
         return self.status == TurnStatus.OK.value
+
+
+# -- scoring -------------------------------------------------------------------------------
+
+class Status(str, Enum):
+    """A metric result's status: only `ok` carries values; the others say why there are none."""
+
+    OK = "ok"
+    MISSING = "missing"  # could not be computed (no judge configured, system turn failed…)
+    NOT_APPLICABLE = "not_applicable"  # the question does not arise (no text output for asr_wer)
+    FAILED = "failed"  # the metric itself failed (unparseable judge reply, model error)
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """What a metric field means: which way is better (None: neither), its unit, a description."""
+
+    higher_is_better: Optional[bool]
+    unit: str = ""
+    description: str = ""
+
+
+@dataclass
+class MetricResult:
+    """A metric's result for one turn or dialogue; a value that cannot be computed is None with
+    a status other than ok and a reason, never 0."""
+
+    values: dict[str, Optional[float]]
+    status: str = Status.OK.value
+    reason: Optional[str] = None
+    details: dict[str, Any] = field(default_factory=dict)  # alignments, raw judge replies…
+
+    @classmethod
+    def unavailable(cls, fields: Any, status: Status, reason: str,
+                    details: Optional[dict[str, Any]] = None) -> "MetricResult":
+        return cls({name: None for name in fields}, status.value, reason, details or {})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"values": self.values, "status": self.status, "reason": self.reason,
+                "details": self.details}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "MetricResult":
+        return cls(data["values"], data["status"], data.get("reason"), data.get("details") or {})

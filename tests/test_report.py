@@ -425,7 +425,8 @@ def test_ref_wer_against_the_words_to_say_is_a_headline(reference_runs):
 
 
 def test_console_leaderboard_follows_the_task_header(reference_runs):
-    from ivbench.scoring import plan_metrics, read_scores
+    from ivbench.scoring import plan_metrics
+    from ivbench.store.scores import read_scores
     from ivbench.store import RunStore
     from ivbench.table import REF_WER_NOTE, headline_note, leaderboard, references_of, write_summary
 

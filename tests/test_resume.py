@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+import pytest
 
 from conftest import ROOT, write_task
 
@@ -103,3 +104,49 @@ def test_sigkill_mid_dialogue_then_resume(tmp_path):
 def test_ctrl_c_mid_dialogue_then_resume(tmp_path):
     reference, resumed, ref_dir, out = _interrupt_then_resume(tmp_path, signal.SIGINT)
     _check(reference, resumed, ref_dir, out)
+
+
+def test_files_carry_a_format_version_and_newer_ones_are_refused(tmp_path):
+    """manifest.json, each line of records.jsonl and of scores.jsonl carry `format_version`; a
+    file without one is format 1 (written before versions); a newer one is refused with a message
+    that says to upgrade, never misread."""
+    import json
+
+    from ivbench.errors import RunDirError
+    from ivbench.store import RunStore
+    from ivbench.store.formats import KEY
+    from ivbench.store.scores import ScoreRow, read_scores, write_scores
+    from ivbench.types import MetricResult, TurnRecord
+
+    store = RunStore(tmp_path)
+    store.write_manifest({"config": {}})
+    record = TurnRecord(system="s", task="t", dialogue_id="d", turn_index=0, n_turns=1, mode="t2t", attempt=1,
+                        status="ok", user_text="hi", user_audio=None, reference=None, reply_text="hello",
+                        reply_audio=None, reply_sample_rate=None, reply_duration_s=None, first_audio_ms=None,
+                        first_text_ms=1.0, end_ms=2.0, rtf=None, events=[], stages={})
+    store.append(record)
+    write_scores(tmp_path, [ScoreRow("latency", "s", "d", 0, "t2t", MetricResult({"end_ms": 2.0}))])
+    assert json.loads(store.manifest_path.read_text())[KEY] == 1
+    assert json.loads(store.records_path.read_text())[KEY] == 1
+    assert json.loads((tmp_path / "scores.jsonl").read_text())[KEY] == 1
+    assert store.records() == [record] and read_scores(tmp_path)[0].result.values == {"end_ms": 2.0}
+
+    # Without a version (an older run): read as format 1.
+    line = json.loads(store.records_path.read_text())
+    del line[KEY]
+    store.records_path.write_text(json.dumps(line) + "\n")
+    assert store.records() == [record]
+
+    for path, write in ((store.records_path, lambda d: json.dumps(d) + "\n"),
+                        (tmp_path / "scores.jsonl", lambda d: json.dumps(d) + "\n"),
+                        (store.manifest_path, json.dumps)):
+        data = json.loads(path.read_text().splitlines()[0] if path.suffix == ".jsonl" else path.read_text())
+        data[KEY] = 2
+        path.write_text(write(data))
+        with pytest.raises(RunDirError, match=r"written by a newer ivbench \(format 2; this one reads up to 1\)"):
+            if path.name == "records.jsonl":
+                store.records()
+            elif path.name == "scores.jsonl":
+                read_scores(tmp_path)
+            else:
+                store.read_manifest()

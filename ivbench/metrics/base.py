@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 from ..cache import sha256_file
-from ..types import Audio, TurnRecord
+from ..types import Audio, FieldInfo, MetricResult, Status, TurnRecord
 
 
 class Need(str, Enum):
@@ -31,41 +31,6 @@ class Need(str, Enum):
     TRANSCRIPT = "transcript"  # ASR of the reply's speech
     USER_TRANSCRIPT = "user_transcript"  # ASR of the user turn's speech
     JUDGE = "judge"
-
-
-class Status(str, Enum):
-    OK = "ok"
-    MISSING = "missing"  # could not be computed (no judge configured, system turn failed…)
-    NOT_APPLICABLE = "not_applicable"  # the question does not arise (no text output for asr_wer)
-    FAILED = "failed"  # the metric itself failed (unparseable judge reply, model error)
-
-
-@dataclass(frozen=True)
-class FieldInfo:
-    higher_is_better: Optional[bool]
-    unit: str = ""
-    description: str = ""
-
-
-@dataclass
-class MetricResult:
-    values: dict[str, Optional[float]]
-    status: str = Status.OK.value
-    reason: Optional[str] = None
-    details: dict[str, Any] = field(default_factory=dict)  # alignments, raw judge replies…
-
-    @classmethod
-    def unavailable(cls, fields: Any, status: Status, reason: str,
-                    details: Optional[dict[str, Any]] = None) -> "MetricResult":
-        return cls({name: None for name in fields}, status.value, reason, details or {})
-
-    def to_json(self) -> dict[str, Any]:
-        return {"values": self.values, "status": self.status, "reason": self.reason,
-                "details": self.details}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "MetricResult":
-        return cls(data["values"], data["status"], data.get("reason"), data.get("details") or {})
 
 
 @dataclass

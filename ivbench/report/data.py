@@ -23,7 +23,7 @@ from ..types import REFERENCES_ANSWERS, REFERENCES_EXPECTED_WORDS, TurnRecord
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..scoring import ScoreRow
+    from ..store.scores import ScoreRow
 
 TRANSCRIPT_METRICS = ("transcript", "user_transcript")
 
@@ -89,7 +89,7 @@ def _latency_rows(records: list[TurnRecord], run_dir: Path) -> list["ScoreRow"]:
     """Latency per turn straight from the records, for a run that was never scored."""
     from ..metrics.base import ScoreItem
     from ..metrics.latency import LatencyMetric
-    from ..scoring import ScoreRow
+    from ..store.scores import ScoreRow
 
     results = LatencyMetric().evaluate([ScoreItem(record=record, run_dir=run_dir) for record in records])
     return [ScoreRow("latency", record.system, record.dialogue_id, record.turn_index, record.mode, result)
@@ -97,7 +97,7 @@ def _latency_rows(records: list[TurnRecord], run_dir: Path) -> list["ScoreRow"]:
 
 
 def load_run(path: Path, name: str) -> Run:
-    from ..scoring import read_scores
+    from ..store.scores import read_scores
 
     store = RunStore(path)
     manifest = store.read_manifest()

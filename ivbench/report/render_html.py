@@ -26,7 +26,7 @@ from .data import TRANSCRIPT_METRICS, ReportData, Run, details_text, judge_model
 from .leaderboard import ARROWS, Cell, Column, Leaderboard, fmt, metric_rank
 
 if TYPE_CHECKING:
-    from ..scoring import ScoreRow
+    from ..store.scores import ScoreRow
     from ..types import TurnRecord
 
 RAW_REPLY_KEYS = ("raw_replies", "raw", "raw_reply", "replies")

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Optional
 
 from ..errors import ConfigError, RunDirError, TaskFileError
 from ..types import TurnRecord
+from . import formats
 
 MANIFEST = "manifest.json"
 RECORDS = "records.jsonl"
@@ -59,7 +60,7 @@ def read_jsonl_records(path: Path) -> list[TurnRecord]:
             data = json.loads(raw)
             if not isinstance(data, dict):
                 raise TypeError(f"a record is a JSON object, not {type(data).__name__}")
-            records.append(TurnRecord.from_json(data))
+            records.append(TurnRecord.from_json(formats.check(data, formats.RECORDS_FORMAT, f"{path}:{i}")))
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
             is_last = all(not rest.strip() for rest in lines[i:])
             if is_last:
@@ -67,6 +68,11 @@ def read_jsonl_records(path: Path) -> list[TurnRecord]:
                 continue
             raise RunDirError(f"{path}:{i}: corrupt record ({exc}); the file was edited or damaged") from None
     return records
+
+
+def record_line(record: TurnRecord) -> str:
+    """A record as its line of records.jsonl (or records.partial.jsonl), format version included."""
+    return json.dumps(formats.stamp(record.to_json(), formats.RECORDS_FORMAT), sort_keys=True, default=str) + "\n"
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -108,11 +114,12 @@ class RunStore:
             raise RunDirError(f"{self.manifest_path}: not valid JSON ({exc}); the file was edited or damaged") from None
         if not isinstance(manifest, dict):
             raise RunDirError(f"{self.manifest_path}: a manifest is a JSON object; the file was edited or damaged")
+        formats.check(manifest, formats.MANIFEST_FORMAT, str(self.manifest_path))
         return manifest
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(self.manifest_path, manifest)
+        _write_json_atomic(self.manifest_path, formats.stamp(manifest, formats.MANIFEST_FORMAT))
 
     def open(self, manifest: dict[str, Any]) -> bool:
         """Create the run, or check that `manifest` may resume it; True when resuming."""
@@ -145,7 +152,7 @@ class RunStore:
         return read_jsonl_records(self.records_path)
 
     def append(self, record: TurnRecord) -> None:
-        line = json.dumps(record.to_json(), sort_keys=True, default=str) + "\n"
+        line = record_line(record)
         with open(self.records_path, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
@@ -171,7 +178,7 @@ class RunStore:
         if partial:
             with open(self.root / PARTIAL, "a", encoding="utf-8") as f:
                 for r in partial:
-                    f.write(json.dumps(r.to_json(), sort_keys=True, default=str) + "\n")
+                    f.write(record_line(r))
                 f.flush()
                 os.fsync(f.fileno())
         self._rewrite(keep)
@@ -186,14 +193,14 @@ class RunStore:
             return
         with open(self.root / PARTIAL, "a", encoding="utf-8") as f:
             for r in gone:
-                f.write(json.dumps(r.to_json(), sort_keys=True, default=str) + "\n")
+                f.write(record_line(r))
         self._rewrite([r for r in records if (r.system, r.dialogue_id) not in keys])
 
     def _rewrite(self, records: list[TurnRecord]) -> None:
         tmp = self.records_path.with_name(RECORDS + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             for r in records:
-                f.write(json.dumps(r.to_json(), sort_keys=True, default=str) + "\n")
+                f.write(record_line(r))
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(self.records_path)
