@@ -40,7 +40,10 @@ is a dict:
   ``token_delay``, 0);
 - ``{"stall": 2.0, "stall_after": 3}``: in a streamed reply, fall silent that long after
   that many words (a server that hangs mid-reply);
-- ``{"finish_reason": "length"}``: how the reply ends (default "stop"), e.g. cut at max_tokens.
+- ``{"finish_reason": "length"}``: how the reply ends (default "stop"), e.g. cut at max_tokens;
+- ``{"fail_after": 2, "error": {...}}``: after that many streamed words, an error event and
+  the end of the stream;
+- ``{"no_usage": True}``: a stream without the usage chunk (a server that reports no tokens).
 
 The default reply may be a string or a function of the request's JSON returning one.
 """
@@ -290,6 +293,9 @@ class FakeOpenAIServer:
                     index = choice["index"]
                     send(index, {"role": "assistant", "content": ""})
                     for i, piece in enumerate(pieces(choice["message"]["content"])):
+                        if i == action.get("fail_after"):  # as llama.cpp reports a failure mid-reply
+                            self._write(f"data: {json.dumps({'error': action['error']})}\n\n".encode())
+                            return
                         if i == stall_after:
                             time.sleep(float(action["stall"]))
                         if delay:
@@ -297,7 +303,7 @@ class FakeOpenAIServer:
                         send(index, {"content": piece})
                         server._count(words_sent=1)
                     send(index, {}, choice["finish_reason"])
-                if (request.get("stream_options") or {}).get("include_usage"):
+                if (request.get("stream_options") or {}).get("include_usage") and not action.get("no_usage"):
                     event = {**base, "choices": [], "usage": completion["usage"]}
                     self._write(f"data: {json.dumps(event)}\n\n".encode())
                 self._write(b"data: [DONE]\n\n")

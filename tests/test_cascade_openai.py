@@ -7,6 +7,7 @@ Whisper tiny.en and Piper run for real where a test has speech; no LLM weights a
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -133,6 +134,18 @@ def test_streamed_tokens_are_spoken_before_the_endpoint_has_finished(server):
     assert first_audio < stages["llm_done"], stages
     # The endpoint takes ≥ 1.5 s to send the reply; the first word is spoken well before.
     assert stages["llm_done"] - first_audio > 0.5e3
+
+
+def test_an_abandoned_turn_closes_its_request_and_the_server_stops(server):
+    reply = " ".join(f"word{i}" for i in range(40)) + "."
+    server.push({"content": reply, "token_delay": 0.05})
+    events = _text_cascade(server.url).new_session().respond(TurnInput(Mode.T2T, FIRST))
+    assert isinstance(next(e for e in events if isinstance(e, TextDelta)), TextDelta)
+    events.close()  # the runner gave up on the turn (timeout, Ctrl-C)
+    deadline = time.monotonic() + 10
+    while server.aborted == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.aborted == 1 and server.words_sent < len(pieces(reply))
 
 
 def test_an_unreachable_endpoint_fails_the_turn_clearly(tmp_path):

@@ -561,6 +561,18 @@ def test_error_bodies_of_any_shape_reach_the_reason(server, settings, tmp_path, 
     assert len(server.requests) == 1  # a 400 is not retried
 
 
+def test_a_failure_mid_reply_and_a_reply_without_token_counts(server, settings, tmp_path):
+    server.push({"content": LONG_REPLY, "fail_after": 2, "error": {"code": 500, "message": "context size exceeded"}},
+                {"content": "Score: 2", "no_usage": True})
+    client = JudgeClient(settings(concurrency=1))
+    failed, unreported = run(JudgeScore(), [s2s_item(tmp_path, 0), s2s_item(tmp_path, 1)], client)[0]
+    assert failed.details["error"] == "the server failed mid-reply: context size exceeded"
+    assert len(server.requests) == 2  # not retried: the server said why
+    assert unreported.values == {"score": 2.0}
+    assert unreported.details["usage"] == {"prompt_tokens": None, "completion_tokens": None}  # unknown, not 0
+    assert client.stats.endpoint.unreported_usage == 1 and client.stats.to_json()["unreported_usage"] == 1
+
+
 def test_a_reply_cut_at_max_tokens_says_so(server, settings, tmp_path):
     server.push({"content": "Let me weigh the answer carefully before", "finish_reason": "length"},
                 {"content": "Score: 3", "finish_reason": "length"})  # cut, but the rating made it
