@@ -77,14 +77,21 @@ def scoring_options(command: Any) -> Any:
                      help="Comma-separated metrics (name or name:key=value; separate those with ';'). "
                           "Default: latency, first_speech, asr_wer, ref_wer, dnsmos, judge, judge_dialogue, "
                           "and distillmos on a GPU."),
-        click.option("--judge-model", help="LLM judge model name (OpenAI-compatible endpoint); key from "
-                                           "$OPENAI_API_KEY or --judge-api-key-env."),
-        click.option("--judge-base-url", help="Judge endpoint, e.g. http://127.0.0.1:8000/v1 (vLLM, llama.cpp, Ollama)."),
-        click.option("--judge-api-key-env", default="OPENAI_API_KEY", show_default=True,
-                     help="Environment variable holding the judge's API key."),
+        click.option("--judge-model", help="LLM judge model name (OpenAI-compatible endpoint)."),
+        click.option("--judge-base-url", help="Judge endpoint, e.g. http://127.0.0.1:8080/v1 (vLLM, llama.cpp, "
+                                              "Ollama). Default: OpenAI's API."),
+        click.option("--judge-api-key-env", default=None, metavar="NAME",
+                     help="Environment variable holding the judge's API key. Default: $OPENAI_API_KEY for "
+                          "OpenAI's API only; another endpoint gets $IVBENCH_JUDGE_API_KEY, else no key."),
         click.option("--judge-samples", default=1, show_default=True, type=click.IntRange(min=1)),
         click.option("--judge-temperature", default=0.0, show_default=True, type=float),
-        click.option("--judge-concurrency", default=4, show_default=True, type=click.IntRange(min=1)),
+        click.option("--judge-max-tokens", default=2048, show_default=True, type=click.IntRange(min=1),
+                     help="Longest judge reply, in tokens; a reply cut there before its rating fails and says so."),
+        click.option("--judge-timeout", default=120.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+                     help="Seconds of silence (no connection, no first token, no next token) before a judge "
+                          "request is given up and retried; a slow reply that keeps streaming is never cut."),
+        click.option("--judge-concurrency", default=4, show_default=True, type=click.IntRange(min=1),
+                     help="Judge requests at once (a server that answers one at a time gains nothing from more)."),
         click.option("--judge-retries", default=5, show_default=True, type=click.IntRange(min=0)),
         click.option("--judge-price-in", type=float, help="Judge price per 1M input tokens (for the cost line)."),
         click.option("--judge-price-out", type=float, help="Judge price per 1M output tokens."),
@@ -112,8 +119,9 @@ def _judge_settings(kwargs: dict[str, Any]) -> Any:
     if kwargs.get("judge_price_in") is not None or kwargs.get("judge_price_out") is not None:
         prices = (kwargs.get("judge_price_in") or 0.0, kwargs.get("judge_price_out") or 0.0)
     return JudgeSettings(model=kwargs["judge_model"], base_url=kwargs.get("judge_base_url"),
-                         api_key_env=kwargs["judge_api_key_env"], n=kwargs["judge_samples"],
-                         temperature=kwargs["judge_temperature"], concurrency=kwargs["judge_concurrency"],
+                         api_key_env=kwargs.get("judge_api_key_env"), n=kwargs["judge_samples"],
+                         temperature=kwargs["judge_temperature"], max_tokens=kwargs["judge_max_tokens"],
+                         timeout=kwargs["judge_timeout"], concurrency=kwargs["judge_concurrency"],
                          retries=kwargs["judge_retries"], prices=prices)
 
 
@@ -149,6 +157,30 @@ def _score_and_print(run_dir: Path, records: Any, kwargs: dict[str, Any], device
         click.echo(note)
     if config.judge is None and any(m.name.startswith("judge") for m in outcome.metrics.values()):
         click.echo("judge scores are missing: no judge configured (--judge-model, --judge-base-url)")
+    _judge_summary(run_dir, outcome, config.judge)
+
+
+def _judge_summary(run_dir: Path, outcome: Any, judge: Any) -> None:
+    """What the judge did, with its failures grouped by reason; a judge that failed every request
+    (a wrong key, model or URL; a dead server) is an error (exit 2), after the other scores are
+    written."""
+    from .metrics.judge import summarize_judgements
+
+    summary = summarize_judgements(outcome.rows, outcome.metrics)
+    if judge is None or summary is None:
+        return
+    judge.api_key()  # a judge that could not start (its key is missing) is an error too, not a blank column
+    if summary.judged == 0:
+        return
+    if summary.request_failures or summary.other_failures:
+        click.echo("\n".join(summary.lines()), err=True)
+    if summary.all_requests_failed:
+        from .errors import EndpointError
+
+        reason, _ = summary.request_failures.most_common(1)[0]
+        raise EndpointError(f"every judge request failed ({summary.judged}): {reason}. The other scores are "
+                            f"written ({run_dir / 'scores.jsonl'}, summary.csv); fix the judge options and run "
+                            f"`ivbench score {run_dir}` with them")
 
 
 def _given(ctx: click.Context, name: str) -> bool:

@@ -7,14 +7,16 @@ Whisper tiny.en and Piper run for real where a test has speech; no LLM weights a
 from __future__ import annotations
 
 import json
-import socket
+import time
 
 import numpy as np
 import pytest
 
-from fake_openai_server import FakeOpenAIServer, pieces
+from fake_openai_server import FakeOpenAIServer, closed_port, pieces
 from ivbench.asr import word_errors
 from ivbench.config import EvalConfig, load_config_file
+from ivbench.errors import EndpointError
+from ivbench.openai_endpoint import CONNECT_RETRIES
 from ivbench.runner.clock import time_turn
 from ivbench.runner.runner import run_eval
 from ivbench.systems.cascade import DEFAULT_SYSTEM_PROMPT, Cascade, CascadeOpenAI, LLMError
@@ -28,12 +30,6 @@ REPLY_1, REPLY_2 = "The capital of Canada is Ottawa.", "Ottawa is in the provinc
 def server():
     with FakeOpenAIServer(reply="I am not sure.") as s:
         yield s
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _text_cascade(url: str, **options) -> Cascade:
@@ -64,17 +60,36 @@ def test_the_second_request_carries_the_first_turn(server, monkeypatch):
         {"role": "assistant", "content": REPLY_1},
         {"role": "user", "content": SECOND},
     ]
-    # No key in the environment: a local endpoint gets a placeholder, never an error.
-    assert server.requests[0]["headers"]["authorization"] == "Bearer EMPTY"
+    # No key named: a local endpoint gets none (and no error).
+    assert "authorization" not in server.requests[0]["headers"]
 
 
 def test_the_key_comes_from_the_named_environment_variable(server, monkeypatch):
     monkeypatch.setenv("MY_LLM_KEY", "sk-test-123")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-secret")
     session = _text_cascade(server.url, api_key_env="MY_LLM_KEY", system_prompt=None).new_session()
     timing, _ = _events(session, TurnInput(Mode.T2T, FIRST))
     assert timing.error is None
     assert server.requests[0]["headers"]["authorization"] == "Bearer sk-test-123"
     assert server.requests[0]["json"]["messages"] == [{"role": "user", "content": FIRST}]  # no system prompt
+    # OPENAI_API_KEY goes to OpenAI's API only: another endpoint gets it when it is named.
+    _events(_text_cascade(server.url).new_session(), TurnInput(Mode.T2T, FIRST))
+    assert "authorization" not in server.requests[1]["headers"]
+    _events(_text_cascade(server.url, api_key_env="OPENAI_API_KEY").new_session(), TurnInput(Mode.T2T, FIRST))
+    assert server.requests[2]["headers"]["authorization"] == "Bearer sk-openai-secret"
+
+
+def test_a_model_the_server_does_not_serve_fails_at_load():
+    with FakeOpenAIServer(models=["served-llm", "other-llm"]) as server:
+        with pytest.raises(EndpointError, match="model 'fake-llm' is not served by .*: it serves served-llm, "
+                                                "other-llm; give one of those as llm_model"):
+            _text_cascade(server.url)
+        assert not server.requests
+        system = Cascade(llm_backend="openai", llm_model="served-llm", base_url=server.url, asr_backend=None,
+                         voice=None)
+        system.load("cpu")
+        timing, _ = _events(system.new_session(), TurnInput(Mode.T2T, FIRST))
+        assert timing.error is None and server.requests[0]["json"]["model"] == "served-llm"
 
 
 def test_spoken_dialogue_through_the_runner_from_a_yaml_entry(server, tmp_path):
@@ -121,12 +136,31 @@ def test_streamed_tokens_are_spoken_before_the_endpoint_has_finished(server):
     assert stages["llm_done"] - first_audio > 0.5e3
 
 
+def test_an_abandoned_turn_closes_its_request_and_the_server_stops(server):
+    reply = " ".join(f"word{i}" for i in range(40)) + "."
+    server.push({"content": reply, "token_delay": 0.05})
+    events = _text_cascade(server.url).new_session().respond(TurnInput(Mode.T2T, FIRST))
+    assert isinstance(next(e for e in events if isinstance(e, TextDelta)), TextDelta)
+    events.close()  # the runner gave up on the turn (timeout, Ctrl-C)
+    deadline = time.monotonic() + 10
+    while server.aborted == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.aborted == 1 and server.words_sent < len(pieces(reply))
+
+
 def test_an_unreachable_endpoint_fails_the_turn_clearly(tmp_path):
-    url = f"http://127.0.0.1:{_closed_port()}/v1"
-    session = _text_cascade(url, llm_retries=0).new_session()
-    with pytest.raises(LLMError, match=r"is unreachable .*check base_url"):
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    system = _text_cascade(url, llm_retries=5)
+    session = system.new_session()
+    with pytest.raises(LLMError, match=r"is unreachable \(connection refused\); check base_url"):
         list(session.respond(TurnInput(Mode.T2T, FIRST)))
     assert session.history == []
+    # A refused connection is retried briefly (not 5 times with backoff); the next turn fails at
+    # once, without another attempt.
+    assert system.llm.stats.http_requests == 1 + CONNECT_RETRIES
+    with pytest.raises(LLMError, match="is unreachable"):
+        list(session.respond(TurnInput(Mode.T2T, SECOND)))
+    assert system.llm.stats.http_requests == 1 + CONNECT_RETRIES
     # Through the runner: each turn is a failed record with that message, and the run goes on.
     (tmp_path / "t.jsonl").write_text(json.dumps({"id": "d0", "turns": [FIRST, SECOND]}) + "\n")
     (tmp_path / "t.yaml").write_text("name: t\ndialogues_file: t.jsonl\n")
@@ -141,9 +175,9 @@ def test_an_unreachable_endpoint_fails_the_turn_clearly(tmp_path):
 def test_http_errors_and_slow_endpoints_fail_the_turn_and_the_session_goes_on(server):
     session = _text_cascade(server.url, llm_retries=0, llm_timeout=0.5).new_session()
     server.push({"status": 500}, {"delay": 2.0}, {"content": REPLY_1})
-    with pytest.raises(LLMError, match="answered HTTP 500"):
+    with pytest.raises(LLMError, match=r"\(model 'fake-llm'\): HTTP 500: scripted HTTP 500"):
         list(session.respond(TurnInput(Mode.T2T, FIRST)))
-    with pytest.raises(LLMError, match=r"did not answer within 0.5 s"):
+    with pytest.raises(LLMError, match=r"no reply for 0.5 s \(llm_timeout\)"):
         list(session.respond(TurnInput(Mode.T2T, FIRST)))
     events = list(session.respond(TurnInput(Mode.T2T, FIRST)))
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == REPLY_1

@@ -14,7 +14,7 @@ import numpy
 import pytest
 from click.testing import CliRunner
 
-from conftest import ROOT, write_task
+from conftest import ROOT, assert_user_error, write_task
 from ivbench import __version__
 from ivbench.cli import main
 
@@ -255,7 +255,11 @@ def test_config_file_chooses_metrics_and_judge_and_flags_override_it(here, monke
         # (status failed), instead of being missing for want of a judge.
         "judge: {model: test-judge, base_url: 'http://127.0.0.1:9/v1', retries: 0, timeout: 5}\n")
     result = _ivbench("eval", "-c", "run.yaml", "--no-progress", "--device", "cpu")
-    assert result.exit_code == 0, result.output
+    # Every judge request failed: the terminal says why, and the command fails (exit 2) after
+    # writing the scores it has.
+    assert_user_error(result, "every judge request failed (2)", "unreachable (connection refused)")
+    assert "2 × http://127.0.0.1:9/v1 is unreachable (connection refused)" in result.output
+    assert (here / "runs/scored/summary.csv").exists()
     scores = [json.loads(line) for line in (here / "runs/scored/scores.jsonl").read_text().splitlines()]
     # The judge reads transcripts, so they are scored too (not applicable to a text-only turn).
     assert {s["metric"] for s in scores} == {"latency", "judge", "transcript", "user_transcript"}

@@ -4,6 +4,8 @@ Every test talks HTTP to tests/fake_openai_server.py on 127.0.0.1; nothing leave
 """
 from __future__ import annotations
 
+import json
+import logging
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -13,10 +15,12 @@ import pytest
 from ivbench.judge import JudgeClient, JudgeConfigError, JudgeSettings
 from ivbench.judge.prompts import Exchange, get_prompt
 from ivbench.metrics.base import DialogueItem, MetricResult, ScoreItem, ScoringContext
-from ivbench.metrics.judge import NO_JUDGE, DialogueJudge, JudgeScore
+from ivbench.metrics.judge import NO_JUDGE, DialogueJudge, JudgeScore, summarize_judgements
+from ivbench.openai_endpoint import CONNECT_BACKOFF, is_openai
 from ivbench.types import TurnRecord
 
-from fake_openai_server import FakeOpenAIServer
+from conftest import assert_user_error
+from fake_openai_server import FakeOpenAIServer, closed_port
 
 KEY_ENV = "IVBENCH_TEST_JUDGE_KEY"
 SECRET = "sk-test-do-not-leak-123"
@@ -241,13 +245,58 @@ def test_the_key_comes_from_the_environment_only(server, settings, tmp_path, mon
     metric = JudgeScore()
     metric.load(ScoringContext(judge=judge))
     for blob in (judge.to_json(), judge.identity(), metric.identity(), results[0].to_json(),
-                 repr(judge)):
+                 repr(judge), repr(JudgeClient(judge).endpoint)):
         assert SECRET not in str(blob)
+    # A variable named explicitly but unset is an error that names it, for any endpoint.
     monkeypatch.delenv(KEY_ENV)
-    with pytest.raises(JudgeConfigError, match=KEY_ENV):
-        JudgeClient(JudgeSettings(model="gpt-4o", api_key_env=KEY_ENV))
-    # a local endpoint with no key gets a placeholder
-    assert JudgeSettings(model="m", base_url=server.url, api_key_env=KEY_ENV).api_key() == "EMPTY"
+    for base_url in (None, server.url):
+        with pytest.raises(JudgeConfigError, match=KEY_ENV):
+            JudgeClient(JudgeSettings(model="gpt-4o", base_url=base_url, api_key_env=KEY_ENV))
+
+
+@pytest.fixture
+def keys(monkeypatch):
+    """A clean key environment: OPENAI_API_KEY set (as on a developer's machine), nothing else."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-secret")
+    for name in ("IVBENCH_JUDGE_API_KEY", "OPENAI_BASE_URL", KEY_ENV):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_openai_key_goes_to_openai_only(server, tmp_path, keys):
+    """OPENAI_API_KEY never travels to another endpoint unless the user names it; a custom
+    endpoint gets $IVBENCH_JUDGE_API_KEY, or no key at all."""
+    local = dict(model="m", base_url=server.url, cache_dir=tmp_path / "c", use_cache=False)
+    run(JudgeScore(), [s2s_item(tmp_path, 0)], JudgeSettings(**local))
+    assert "authorization" not in server.requests[-1]["headers"]
+    keys.setenv("IVBENCH_JUDGE_API_KEY", "sk-local-judge")
+    run(JudgeScore(), [s2s_item(tmp_path, 1)], JudgeSettings(**local))
+    assert server.requests[-1]["headers"]["authorization"] == "Bearer sk-local-judge"
+    run(JudgeScore(), [s2s_item(tmp_path, 2)], JudgeSettings(**local, api_key_env="OPENAI_API_KEY"))
+    assert server.requests[-1]["headers"]["authorization"] == "Bearer sk-openai-secret"  # named: meant
+    # OpenAI's own API gets OPENAI_API_KEY by default, and needs it.
+    assert JudgeSettings(model="gpt-4o").api_key() == "sk-openai-secret"
+    keys.delenv("OPENAI_API_KEY")
+    with pytest.raises(JudgeConfigError, match="OPENAI_API_KEY"):
+        JudgeSettings(model="gpt-4o").api_key()
+    assert not is_openai("http://api.openai.com.evil.example/v1") and is_openai("https://api.openai.com/v1")
+
+
+def test_a_key_over_plain_http_to_another_host_is_warned_about(keys, caplog):
+    keys.setenv("IVBENCH_JUDGE_API_KEY", "sk-local-judge")
+    with caplog.at_level(logging.WARNING, logger="ivbench"):
+        for url in ("http://127.0.0.1:8080/v1", "http://localhost:8080/v1", "https://judge.example/v1"):
+            JudgeSettings(model="m", base_url=url).api_key()
+        assert not caplog.records
+        JudgeSettings(model="m", base_url="http://judge.example:8080/v1").api_key()
+        JudgeSettings(model="m", base_url="http://judge.example:8080/v1").api_key()  # once, not per request
+    assert len(caplog.records) == 1
+    assert "IVBENCH_JUDGE_API_KEY" in caplog.text and "plain http" in caplog.text and "sk-" not in caplog.text
+    caplog.clear()
+    keys.delenv("IVBENCH_JUDGE_API_KEY")
+    with caplog.at_level(logging.WARNING, logger="ivbench"):
+        assert JudgeSettings(model="m", base_url="http://other.example:8080/v1").api_key() is None
+    assert not caplog.records  # no key, nothing to leak
 
 
 def test_identity_names_the_judge_and_the_prompt(settings):
@@ -411,3 +460,233 @@ def test_prompts_render_from_plain_text():
     rendered = get_prompt("llama-omni").render(Exchange("What time is it?", "Noon {sharp}."))
     assert rendered.messages[-1]["content"].count("Noon {sharp}.") == 1  # braces in inputs are safe
     assert "[Earlier" not in rendered.messages[-1]["content"]
+
+
+# -- a slow, stalled, dead or wrong endpoint --------------------------------------------------
+
+LONG_REPLY = " ".join(f"word{i}" for i in range(20)) + "\nScore: 4"
+
+
+def test_a_slow_reply_that_keeps_streaming_is_not_cut(server, settings, tmp_path):
+    """The timeout is the longest silence, not the length of the reply: 21 words at 0.1 s each
+    take 2 s, past a 0.5 s timeout, and arrive in one request."""
+    server.push({"content": LONG_REPLY, "token_delay": 0.1})
+    results, context = run(JudgeScore(), [s2s_item(tmp_path)], settings(timeout=0.5))
+    assert results[0].status == "ok" and results[0].values == {"score": 4.0}
+    assert len(server.requests) == 1 and context.shared["judge_client"].stats.retries == 0
+    assert server.requests[0]["json"]["stream"] is True
+
+
+def test_a_stalled_reply_is_given_up_and_the_server_stops_generating_it(settings, tmp_path):
+    """A server that answers one request at a time (llama.cpp with one slot) and falls silent
+    mid-reply: the client gives up after `timeout` of silence and closes the connection, so the
+    server stops that reply at once instead of generating all of it before the retry."""
+    with FakeOpenAIServer(serial=True) as server:
+        server.push({"content": LONG_REPLY, "stall_after": 3, "stall": 1.5}, {"content": "Score: 5"})
+        results, context = run(JudgeScore(), [s2s_item(tmp_path)],
+                               settings(base_url=server.url, timeout=0.3, retries=10))
+        assert results[0].status == "ok" and results[0].values == {"score": 5.0}
+        # Retries sent while the stalled reply still held the one slot waited silently, timed
+        # out and left the queue too; the stalled reply was stopped when the server woke.
+        assert context.shared["judge_client"].stats.retries >= 1 and server.aborted >= 1
+        assert server.max_generating == 1
+        # 3 words before the stall, none after it, then "Score: 5".
+        assert server.words_sent == 3 + 2
+
+
+def test_a_queue_on_a_server_that_answers_one_at_a_time_is_not_silence(settings, tmp_path):
+    """Three judgements at once on a one-slot server, each reply taking about 0.6 s to stream,
+    with a 0.4 s timeout: the queued requests wait while the server streams the others, and
+    none is given up and sent again."""
+    with FakeOpenAIServer(serial=True, token_delay=0.05) as server:
+        results, context = run(JudgeScore(), [s2s_item(tmp_path, i) for i in range(3)],
+                               settings(base_url=server.url, timeout=0.4, concurrency=3))
+        assert [r.status for r in results] == ["ok"] * 3
+        assert server.max_in_flight == 3 and server.max_generating == 1
+        assert context.shared["judge_client"].stats.retries == 0 and server.aborted == 0
+
+
+def test_a_dead_server_fails_every_judgement_at_once(settings, tmp_path):
+    """Connection refused: a short, bounded retry, then every judgement fails with the same
+    reason, without retrying each one (the backoff of 5 retries would take about a minute)."""
+    slept: list[float] = []
+    judge = settings(base_url=f"http://127.0.0.1:{closed_port()}/v1", retries=5, concurrency=1)
+    client = JudgeClient(judge, sleep=slept.append)
+    results, _ = run(JudgeScore(), [s2s_item(tmp_path, i) for i in range(6)], client)
+    assert [r.status for r in results] == ["failed"] * 6
+    reasons = {r.details["error"] for r in results}
+    assert len(reasons) == 1 and "unreachable (connection refused)" in reasons.pop()
+    assert "--judge-base-url" in results[0].reason
+    assert client.stats.http_requests == 3 and client.stats.errors == 6
+    assert slept == [CONNECT_BACKOFF, 2 * CONNECT_BACKOFF]
+    # Concurrent judgements stop as soon as one has found the server dead.
+    many = JudgeClient(settings(base_url=judge.base_url, concurrency=4), sleep=lambda s: None)
+    results, _ = run(JudgeScore(), [s2s_item(tmp_path, i) for i in range(20)], many)
+    assert {r.status for r in results} == {"failed"} and many.stats.http_requests <= 4 * 3
+
+
+def test_the_model_name_is_checked_against_the_served_models(settings, tmp_path):
+    with FakeOpenAIServer(models=["judge-a", "judge-b"]) as server:
+        results, _ = run(JudgeScore(), [s2s_item(tmp_path, i) for i in range(3)],
+                         settings(base_url=server.url, model="judge-c"))
+        assert not server.requests and len(server.gets) == 1  # checked once, nothing sent
+        assert server.gets[0]["headers"]["authorization"] == f"Bearer {SECRET}"
+        assert {r.details["error"] for r in results} == {
+            f"model 'judge-c' is not served by {server.url}: it serves judge-a, judge-b; "
+            "give one of those as --judge-model"}
+        results, _ = run(JudgeScore(), [s2s_item(tmp_path)], settings(base_url=server.url, model="judge-b"))
+        assert results[0].status == "ok"
+        # llama.cpp lists the model file's path; Ollama adds ":latest".
+        server.models = ["/srv/models/SmolLM2-135M-Instruct.Q4_1.gguf", "llama3:latest"]
+        for name in ("SmolLM2-135M-Instruct.Q4_1", "SmolLM2-135M-Instruct.Q4_1.gguf", "llama3"):
+            results, _ = run(JudgeScore(), [s2s_item(tmp_path, 7)], settings(base_url=server.url, model=name,
+                                                                             use_cache=False))
+            assert results[0].status == "ok", (name, results[0].reason)
+
+
+@pytest.mark.parametrize("body, expected", [
+    ({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
+                "code": "invalid_api_key"}}, "HTTP 400: Incorrect API key provided (invalid_api_key)"),
+    ({"error": "model 'x' is not loaded"}, "HTTP 400: model 'x' is not loaded"),
+    ({"detail": "Not authenticated"}, "HTTP 400: Not authenticated"),
+    ({"detail": [{"loc": ["body", "messages"], "msg": "field required", "type": "missing"}]},
+     "HTTP 400: field required"),
+    ("upstream connect error or disconnect/reset before headers", "HTTP 400: upstream connect error or "
+                                                                   "disconnect/reset before headers"),
+])
+def test_error_bodies_of_any_shape_reach_the_reason(server, settings, tmp_path, body, expected):
+    server.push({"status": 400, "body": body})
+    results, _ = run(JudgeScore(), [s2s_item(tmp_path)], settings())
+    assert results[0].status == "failed" and results[0].details["error"] == expected
+    assert len(server.requests) == 1  # a 400 is not retried
+
+
+def test_a_failure_mid_reply_and_a_reply_without_token_counts(server, settings, tmp_path):
+    server.push({"content": LONG_REPLY, "fail_after": 2, "error": {"code": 500, "message": "context size exceeded"}},
+                {"content": "Score: 2", "no_usage": True})
+    client = JudgeClient(settings(concurrency=1))
+    failed, unreported = run(JudgeScore(), [s2s_item(tmp_path, 0), s2s_item(tmp_path, 1)], client)[0]
+    assert failed.details["error"] == "the server failed mid-reply: context size exceeded"
+    assert len(server.requests) == 2  # not retried: the server said why
+    assert unreported.values == {"score": 2.0}
+    assert unreported.details["usage"] == {"prompt_tokens": None, "completion_tokens": None}  # unknown, not 0
+    assert client.stats.endpoint.unreported_usage == 1 and client.stats.to_json()["unreported_usage"] == 1
+
+
+def test_a_reply_cut_at_max_tokens_says_so(server, settings, tmp_path):
+    server.push({"content": "Let me weigh the answer carefully before", "finish_reason": "length"},
+                {"content": "Score: 3", "finish_reason": "length"})  # cut, but the rating made it
+    results, _ = run(JudgeScore(), [s2s_item(tmp_path, 0), s2s_item(tmp_path, 1)],
+                     settings(max_tokens=7, concurrency=1))
+    assert server.requests[0]["json"]["max_tokens"] == 7
+    cut, fine = results
+    assert cut.status == "failed" and "cut at max_tokens=7" in cut.reason and "--judge-max-tokens" in cut.reason
+    assert cut.details["finish_reasons"] == ["length"] and cut.details["cut_at_max_tokens"] == 1
+    assert fine.status == "ok" and fine.values == {"score": 3.0}
+
+
+def test_idle_connections_are_reused_and_a_closed_one_is_replaced(settings, tmp_path):
+    with FakeOpenAIServer(keep_alive=True, models=["fake-judge"]) as server:
+        client = JudgeClient(settings(base_url=server.url, concurrency=1))
+        results, _ = run(JudgeScore(), [s2s_item(tmp_path, i) for i in range(3)], client)
+        assert [r.status for r in results] == ["ok"] * 3
+        assert server.connections == 1 and len(server.gets) == 1 and len(server.requests) == 3
+        server.drop_connections()  # as a server does with connections idle too long
+        results, _ = run(JudgeScore(), [s2s_item(tmp_path, 3)], client)
+        assert results[0].status == "ok" and client.stats.retries == 0 and server.connections == 2
+
+
+def test_the_summary_groups_failures_by_reason(server, settings, tmp_path):
+    from ivbench.scoring import ScoreRow
+
+    server.push({"status": 400, "body": {"error": "bad request"}}, {"status": 400, "body": {"error": "bad request"}},
+                {"content": "no rating here"}, {"content": "Score: 2"})
+    metric = JudgeScore()
+    results, _ = run(metric, [s2s_item(tmp_path, i) for i in range(4)], settings(concurrency=1))
+    rows = [ScoreRow("judge", "sys", f"d{i}", 0, "s2s", r) for i, r in enumerate(results)]
+    summary = summarize_judgements(rows, {"judge": metric})
+    assert (summary.judged, summary.scored, summary.all_requests_failed) == (4, 1, False)
+    assert summary.lines() == ["judge: 4 judgements, 1 scored, 2 failed requests, 1 without a rating",
+                               "  2 × HTTP 400: bad request",
+                               "  1 × unparseable judge reply: no 'Score: N' rating in the reply"]
+    assert summarize_judgements(rows[:2], {"judge": metric}).all_requests_failed
+
+
+def test_judge_options_in_a_run_file(tmp_path):
+    from ivbench.config import load_config_file
+    from ivbench.errors import ConfigError
+
+    (tmp_path / "run.yaml").write_text("judge: {model: m, base_url: 'http://127.0.0.1:8080/v1', max_tokens: 512, "
+                                       "timeout: 30, api_key_env: MY_JUDGE_KEY}\n")
+    judge = JudgeSettings(**load_config_file(tmp_path / "run.yaml")["judge"])
+    assert (judge.max_tokens, judge.timeout, judge.api_key_env) == (512, 30, "MY_JUDGE_KEY")
+    (tmp_path / "bad.yaml").write_text("judge: {model: m, timeout: 0}\n")
+    with pytest.raises(ConfigError, match="timeout"):
+        load_config_file(tmp_path / "bad.yaml")
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def parrot_run_dir(tmp_path_factory):
+    """A finished text run of the parrot baseline (3 turns, no models), made once."""
+    from click.testing import CliRunner
+
+    from conftest import write_task
+    from ivbench.cli import main
+
+    folder = tmp_path_factory.mktemp("parrot")
+    task = write_task(folder, [["Hello there.", "Second turn."], ["How are you?"]])
+    result = CliRunner().invoke(main, ["eval", "--task", str(task), "--system", "parrot", "--mode", "t2t",
+                                       "--warmup", "0", "--out", str(folder / "run"), "--no-progress",
+                                       "--device", "cpu", "--metrics", "latency"])
+    assert result.exit_code == 0, result.output
+    return folder / "run"
+
+
+@pytest.fixture
+def parrot_run(parrot_run_dir, tmp_path, monkeypatch):
+    """`ivbench score run --metrics judge …` on a fresh copy of the parrot run, in tmp_path."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from ivbench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(parrot_run_dir, tmp_path / "run")
+    return lambda *args: CliRunner().invoke(main, ["score", "run", "--metrics", "judge", "--no-progress",
+                                                   "--device", "cpu", *args])
+
+
+def test_score_says_which_judgements_failed_and_why(server, parrot_run, keys):
+    server.push({"content": "Thinking it over at length", "finish_reason": "length"},
+                {"status": 503, "body": "overloaded"}, {"content": "Score: 5"})
+    result = parrot_run("--judge-model", "fake-judge", "--judge-base-url", server.url, "--judge-max-tokens", "64",
+                        "--judge-timeout", "5", "--judge-retries", "0", "--judge-concurrency", "1")
+    assert result.exit_code == 0, result.output
+    assert {r["json"]["max_tokens"] for r in server.requests} == {64}
+    assert "judge: 3 judgements, 1 scored, 1 failed requests, 1 without a rating" in result.output
+    assert "1 × HTTP 503: overloaded" in result.output
+    assert "1 × judge reply cut short: the reply was cut at max_tokens=64" in result.output
+    assert "authorization" not in server.requests[0]["headers"]  # OPENAI_API_KEY stays home
+
+
+def test_score_fails_when_every_judge_request_failed(server, parrot_run, keys):
+    server.push(*[{"status": 401, "body": {"error": {"message": "Invalid API key", "code": "invalid_api_key"}}}] * 3)
+    result = parrot_run("--judge-model", "fake-judge", "--judge-base-url", server.url, "--judge-concurrency", "1")
+    assert_user_error(result, "every judge request failed (3): HTTP 401: Invalid API key (invalid_api_key)",
+                      "ivbench score run")
+    assert "3 × HTTP 401: Invalid API key (invalid_api_key)" in result.output
+    assert len(server.requests) == 1  # a 401 stops the judge
+    scores = [json.loads(line) for line in (Path("run") / "scores.jsonl").read_text().splitlines()]
+    judged = [s for s in scores if s["metric"] == "judge"]  # written before the error
+    assert len(judged) == 3 and all(s["status"] == "failed" for s in judged)
+    assert (Path("run") / "summary.csv").exists()
+
+
+def test_score_fails_when_the_judge_has_no_key(parrot_run, keys):
+    keys.delenv("OPENAI_API_KEY")
+    result = parrot_run("--judge-model", "gpt-4o")
+    assert_user_error(result, "judge 'gpt-4o' at https://api.openai.com/v1: no API key", "OPENAI_API_KEY")
+    assert (Path("run") / "scores.jsonl").exists()

@@ -1,10 +1,11 @@
 """The LLM judge: settings, an OpenAI-compatible client with retries and a cache, and prompts.
 
 `JudgeSettings` says how to reach the judge (the key only from the environment);
-`JudgeClient` sends prompts concurrently through the `openai` package, retries on 429, 5xx,
-timeouts and connection errors with backoff, caches every reply (SQLite) and counts tokens;
-`ivbench.judge.prompts` renders and parses the prompts. The metrics that use them are in
-`ivbench.metrics.judge`. Importing this package imports neither openai nor yaml.
+`JudgeClient` sends prompts concurrently through `ivbench.openai_endpoint.ChatEndpoint`
+(streamed replies, retries with backoff, the key rule, fail-fast on a dead server or a wrong
+key or model), caches every reply (SQLite) and counts tokens; `ivbench.judge.prompts` renders
+and parses the prompts. The metrics that use them are in `ivbench.metrics.judge`. Importing
+this package imports no HTTP client library and no yaml.
 """
 from .client import JudgeClient, JudgeReply, JudgeStats, shared_client
 from .settings import JudgeConfigError, JudgeSettings

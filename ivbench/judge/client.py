@@ -1,18 +1,16 @@
-"""The judge client: the `openai` package against any OpenAI-compatible endpoint.
+"""The judge client: `ivbench.openai_endpoint.ChatEndpoint` against any OpenAI-compatible endpoint.
 
-- ivbench does its own retries (the openai client gets `max_retries=0`), so it can count
-  them: exponential backoff with jitter on 429, 408/409, 5xx, timeouts and connection errors,
-  honouring a server's Retry-After up to `backoff_max`;
-- requests run concurrently in a thread pool (`concurrency` at once); identical requests in
+- one `ChatEndpoint` per client does the HTTP: streamed replies, `timeout` as the longest
+  silence, retries with backoff, the key rule, the model check against `/models`, and
+  stopping for good after 401/403/404, an unreachable server or an unknown model (every
+  later judgement then fails at once with the same reason);
+- judgements run concurrently in a thread pool (`concurrency` at once); identical requests in
   one batch are sent once;
-- every completed request is cached in a SqliteCache keyed by
-  `content_key(model, base_url, messages, n, temperature, max_tokens)`, so a re-score makes no
+- every completed judgement is cached in a SqliteCache keyed by
+  `content_key(model, endpoint, messages, n, temperature, max_tokens)`, so a re-score makes no
   HTTP request and reads back the same replies and the same token usage;
-- `stats` counts calls, cache hits, HTTP requests, retries, errors and the tokens spent.
-
-An authentication, permission or not-found error (401/403/404) will not get better by
-retrying, nor for the next request: the first one stops the client and every later request
-fails at once with the same message.
+- `stats` counts judgements, cache hits, errors, and (from the endpoint) HTTP requests,
+  retries and tokens.
 """
 from __future__ import annotations
 
@@ -26,12 +24,16 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from ..cache import SqliteCache, content_key, default_cache_dir
+from ..openai_endpoint import ChatEndpoint, EndpointStats, OptionNames, RequestFailed
 from .settings import JudgeSettings
 
 Messages = list[dict[str, str]]
 CACHE_FILE = "judge.sqlite"
-RETRYABLE_STATUS = (408, 409, 429)
-FATAL_STATUS = (401, 403, 404)
+OPTION_NAMES = OptionNames(model="--judge-model", timeout="--judge-timeout", base_url="--judge-base-url")
+
+
+def _add(total: Optional[int], more: Optional[int]) -> Optional[int]:
+    return more if total is None else (total if more is None else total + more)
 
 
 @dataclass
@@ -39,13 +41,13 @@ class JudgeReply:
     """The raw reply text of each sample (in order), the tokens it took, or why there is none."""
 
     texts: list[str] = field(default_factory=list)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: Optional[int] = None  # None: the endpoint did not report it
+    completion_tokens: Optional[int] = None
     model: Optional[str] = None  # the model name the endpoint reported
     finish_reasons: list[Optional[str]] = field(default_factory=list)
     cached: bool = False
     retries: int = 0
-    error: Optional[str] = None
+    error: Optional[str] = None  # why the request failed: the same text for the same cause
 
     @property
     def ok(self) -> bool:
@@ -60,76 +62,42 @@ class JudgeReply:
     @classmethod
     def from_cache(cls, blob: bytes) -> "JudgeReply":
         data = json.loads(blob)
-        return cls(texts=list(data["texts"]), prompt_tokens=int(data.get("prompt_tokens") or 0),
-                   completion_tokens=int(data.get("completion_tokens") or 0), model=data.get("model"),
+        return cls(texts=list(data["texts"]), prompt_tokens=data.get("prompt_tokens"),
+                   completion_tokens=data.get("completion_tokens"), model=data.get("model"),
                    finish_reasons=list(data.get("finish_reasons") or []), cached=True)
 
 
 @dataclass
 class JudgeStats:
-    """What one run asked of the judge. Tokens count HTTP replies only (cache hits are free)."""
+    """What one run asked of the judge. Tokens count HTTP replies only (cache hits are free);
+    HTTP requests, retries and tokens are the endpoint's own counts."""
 
     calls: int = 0  # judgements asked for
     cache_hits: int = 0  # served without a request (from the cache, or a duplicate in the batch)
-    http_requests: int = 0  # HTTP attempts, retries included
-    retries: int = 0
     errors: int = 0  # judgements that failed after retries
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    endpoint: EndpointStats = field(default_factory=EndpointStats)
+
+    @property
+    def http_requests(self) -> int:
+        return self.endpoint.http_requests
+
+    @property
+    def retries(self) -> int:
+        return self.endpoint.retries
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.endpoint.prompt_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.endpoint.completion_tokens
 
     def to_json(self, settings: Optional[JudgeSettings] = None) -> dict[str, Any]:
-        out: dict[str, Any] = dict(self.__dict__)
+        out: dict[str, Any] = {"calls": self.calls, "cache_hits": self.cache_hits, "errors": self.errors,
+                               **self.endpoint.__dict__}
         out["cost_usd"] = None if settings is None else settings.cost(self.prompt_tokens, self.completion_tokens)
         return out
-
-
-class JudgeRequestError(RuntimeError):
-    def __init__(self, message: str, retries: int, fatal: bool = False) -> None:
-        super().__init__(message)
-        self.retries = retries
-        self.fatal = fatal
-
-
-def _classify(exc: BaseException, timeout: float) -> tuple[bool, bool, str, Optional[float]]:
-    """(retryable, fatal, message, retry-after seconds) for an exception from the openai client."""
-    import openai
-
-    if isinstance(exc, openai.APITimeoutError):
-        return True, False, f"timed out after {timeout:g} s", None
-    if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc.__context__
-        return True, False, f"connection error: {cause or exc}", None
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        retry_after = _retry_after(getattr(exc, "response", None))
-        message = f"HTTP {status}: {_short(exc)}"
-        retryable = status in RETRYABLE_STATUS or status >= 500
-        return retryable, status in FATAL_STATUS, message, retry_after
-    return False, False, f"{type(exc).__name__}: {exc}", None
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        text = inner.get("message") if isinstance(inner, dict) else None
-        if text:
-            return str(text)[:limit]
-    return str(exc)[:limit]
-
-
-def _retry_after(response: Any) -> Optional[float]:
-    headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    try:
-        if headers.get("retry-after-ms") is not None:
-            return float(headers["retry-after-ms"]) / 1000.0
-        if headers.get("retry-after") is not None:
-            return float(headers["retry-after"])
-    except (TypeError, ValueError):  # an HTTP date: fall back to our own backoff
-        return None
-    return None
 
 
 class JudgeClient:
@@ -140,24 +108,24 @@ class JudgeClient:
                  sleep: Callable[[float], None] = time.sleep,
                  jitter: Callable[[], float] = random.random) -> None:
         self.settings = settings
-        self._api_key = settings.api_key()  # fail at load time, not on the first request
+        # The key is resolved now: a missing one fails at load time, not on the first request.
+        self.endpoint = ChatEndpoint(settings.base_url, settings.model, key=settings.api_key(),
+                                     timeout=settings.timeout, retries=settings.retries,
+                                     backoff_base=settings.backoff_base, backoff_max=settings.backoff_max,
+                                     names=OPTION_NAMES, sleep=sleep, jitter=jitter)
         if cache is None:
             folder = settings.cache_dir or cache_dir or default_cache_dir()
             enabled = settings.use_cache if use_cache is None else (use_cache and settings.use_cache)
             cache = SqliteCache(Path(folder) / CACHE_FILE, enabled=enabled)
         self.cache = cache
-        self.stats = JudgeStats()
-        self._sleep = sleep
-        self._jitter = jitter
+        self.stats = JudgeStats(endpoint=self.endpoint.stats)
         self._lock = threading.Lock()
-        self._openai: Any = None
-        self._fatal: Optional[str] = None
 
     # -- public --------------------------------------------------------------------------
 
     def request_key(self, messages: Messages) -> str:
         s = self.settings
-        return content_key(s.model, s.base_url, messages, s.n, float(s.temperature), s.max_tokens)
+        return content_key(s.model, s.cache_endpoint(), messages, s.n, float(s.temperature), s.max_tokens)
 
     def complete(self, messages: Messages) -> JudgeReply:
         """One judgement: `settings.n` sample replies to `messages`, from the cache or the endpoint."""
@@ -183,13 +151,7 @@ class JudgeClient:
         return [done[key] for key in keys]
 
     def close(self) -> None:
-        with self._lock:
-            client, self._openai = self._openai, None
-        if client is not None:
-            try:
-                client.close()
-            except Exception:  # closing is best effort
-                pass
+        self.endpoint.close()
         self.cache.close()
 
     # -- internals -----------------------------------------------------------------------
@@ -199,86 +161,45 @@ class JudgeClient:
             for name, amount in amounts.items():
                 setattr(self.stats, name, getattr(self.stats, name) + amount)
 
-    def _api(self) -> Any:
-        with self._lock:
-            if self._openai is None:
-                import openai
-
-                kwargs: dict[str, Any] = {"api_key": self._api_key, "max_retries": 0,
-                                          "timeout": self.settings.timeout}
-                if self.settings.base_url:
-                    kwargs["base_url"] = self.settings.base_url
-                self._openai = openai.OpenAI(**kwargs)
-            return self._openai
+    def _params(self, n: int) -> dict[str, Any]:
+        s = self.settings
+        params: dict[str, Any] = {"temperature": float(s.temperature)}
+        if n > 1:
+            params["n"] = n
+        if s.max_tokens is not None:
+            params["max_tokens"] = s.max_tokens
+        return params
 
     def _complete(self, messages: Messages, key: str) -> JudgeReply:
         blob = self.cache.get(key)
         if blob is not None:
             self._count(cache_hits=1)
             return JudgeReply.from_cache(blob)
-        if self._fatal is not None:
-            self._count(errors=1)
-            return JudgeReply(error=self._fatal)
         reply = JudgeReply()
         try:
-            # An endpoint may return fewer choices than `n` (llama.cpp and Ollama ignore `n`):
-            # ask again for the rest, at most n times.
+            # An endpoint may return fewer choices than `n` (llama.cpp and Ollama may ignore
+            # `n`): ask again for the rest, at most n times.
             for _ in range(self.settings.n):
                 missing = self.settings.n - len(reply.texts)
                 if missing <= 0:
                     break
-                response, retries = self._create(messages, missing)
-                reply.retries += retries
-                choices = sorted(response.choices or [], key=lambda c: c.index or 0)[:missing]
-                reply.texts += [(c.message.content if c.message else None) or "" for c in choices]
-                reply.finish_reasons += [c.finish_reason for c in choices]
-                usage = response.usage
-                pt = int(getattr(usage, "prompt_tokens", 0) or 0)
-                ct = int(getattr(usage, "completion_tokens", 0) or 0)
-                reply.prompt_tokens += pt
-                reply.completion_tokens += ct
-                reply.model = reply.model or getattr(response, "model", None)
-                self._count(prompt_tokens=pt, completion_tokens=ct)
+                completion = self.endpoint.chat(messages, self._params(missing))
+                reply.retries += completion.retries
+                reply.texts += completion.texts[:missing]
+                reply.finish_reasons += completion.finish_reasons[:missing]
+                reply.prompt_tokens = _add(reply.prompt_tokens, completion.prompt_tokens)
+                reply.completion_tokens = _add(reply.completion_tokens, completion.completion_tokens)
+                reply.model = reply.model or completion.model
             if len(reply.texts) < self.settings.n:
-                raise JudgeRequestError(f"the endpoint returned {len(reply.texts)} of "
-                                        f"{self.settings.n} samples", reply.retries)
-        except JudgeRequestError as exc:
+                raise RequestFailed(f"the endpoint returned {len(reply.texts)} of {self.settings.n} samples")
+        except RequestFailed as exc:
             self._count(errors=1)
-            if exc.fatal:
-                self._fatal = f"judge stopped after an earlier error: {exc}"
-            return JudgeReply(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
-                              retries=reply.retries + exc.retries,
-                              error=f"{exc} (after {reply.retries + exc.retries} retries)")
+            reply.texts, reply.finish_reasons = [], []
+            reply.retries += exc.retries
+            reply.error = exc.reason
+            return reply
         self.cache.put(key, reply.to_cache())
         return reply
-
-    def _create(self, messages: Messages, n: int) -> tuple[Any, int]:
-        s = self.settings
-        params: dict[str, Any] = {"model": s.model, "messages": messages, "temperature": float(s.temperature)}
-        if n > 1:
-            params["n"] = n
-        if s.max_tokens is not None:
-            params["max_tokens"] = s.max_tokens
-        api = self._api()
-        for attempt in range(s.retries + 1):
-            self._count(http_requests=1)
-            try:
-                return api.chat.completions.create(**params), attempt
-            except Exception as exc:
-                retryable, fatal, message, retry_after = _classify(exc, s.timeout)
-                if not retryable or attempt == s.retries:
-                    raise JudgeRequestError(message, attempt, fatal) from exc
-                self._count(retries=1)
-                self._sleep(self._backoff(attempt, retry_after))
-        raise AssertionError("unreachable")
-
-    def _backoff(self, attempt: int, retry_after: Optional[float]) -> float:
-        s = self.settings
-        delay = min(s.backoff_max, s.backoff_base * (2 ** attempt))
-        delay *= 0.5 + 0.5 * self._jitter()  # "equal jitter": between half and all of it
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, s.backoff_max))
-        return delay
 
 
 SHARED_KEY = "judge_client"

@@ -20,9 +20,10 @@ details, never 0; with n samples the value is the mean of the parseable ones.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from statistics import fmean
-from typing import Any, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 from ..judge.client import JudgeClient, JudgeReply, shared_client
 from ..judge.prompts import NO_REPLY, Exchange, JudgePrompt, Rendered, get_prompt
@@ -166,9 +167,10 @@ class _JudgeMetric(Metric):
                                    "template": job.rendered.template, "judge_model": settings.model,
                                    "judge_base_url": settings.base_url, **job.sources}
         if not reply.ok:
-            details["error"] = reply.error
-            return MetricResult.unavailable(self.fields, Status.FAILED, f"judge request failed: {reply.error}",
-                                            details)
+            details.update(error=reply.error, retries=reply.retries)
+            retried = f" (after {reply.retries} retries)" if reply.retries else ""
+            return MetricResult.unavailable(self.fields, Status.FAILED,
+                                            f"judge request failed: {reply.error}{retried}", details)
         samples = [self.prompt.parse(text) for text in reply.texts]
         good = [s for s in samples if s is not None]
         n_bad = len(samples) - len(good)
@@ -182,16 +184,30 @@ class _JudgeMetric(Metric):
             "reply_model": reply.model,
             "finish_reasons": list(reply.finish_reasons),
         })
+        cut = [s is None and f == "length" for s, f in zip(samples, reply.finish_reasons, strict=False)]
+        if any(cut):
+            details["cut_at_max_tokens"] = sum(cut)
         if not good:
             return MetricResult({name: None for name in self.fields}, Status.FAILED.value,
-                                f"unparseable judge reply: no '{self.prompt.reply_format}' rating in "
-                                f"{'any of the ' + str(len(samples)) + ' replies' if len(samples) > 1 else 'the reply'}",
-                                details)
+                                self._unparseable(len(samples), sum(cut), settings.max_tokens), details)
         values: dict[str, Optional[float]] = {name: fmean(s[name] for s in good) for name in self.fields}
         reason = None
         if n_bad:
             reason = f"{n_bad} of {len(samples)} judge replies unparseable; mean of the other {len(good)}"
+            if any(cut):
+                reason += f" ({sum(cut)} cut at max_tokens={settings.max_tokens}: raise --judge-max-tokens)"
         return MetricResult(values, Status.OK.value, reason, details)
+
+    def _unparseable(self, n_samples: int, n_cut: int, max_tokens: Optional[int]) -> str:
+        """Why no rating came back: a reply cut at max_tokens before its rating says so (the cure
+        is a larger --judge-max-tokens, not a better prompt)."""
+        if n_cut == n_samples:
+            which = "the reply was" if n_samples == 1 else f"all {n_samples} replies were"
+            return (f"judge reply cut short: {which} cut at max_tokens={max_tokens} (finish_reason 'length') "
+                    f"before the '{self.prompt.reply_format}' rating; raise --judge-max-tokens")
+        where = f"any of the {n_samples} replies" if n_samples > 1 else "the reply"
+        reason = f"unparseable judge reply: no '{self.prompt.reply_format}' rating in {where}"
+        return reason + (f" ({n_cut} cut at max_tokens={max_tokens}: raise --judge-max-tokens)" if n_cut else "")
 
 
 class JudgeScore(_JudgeMetric):
@@ -286,3 +302,53 @@ class DialogueJudge(_JudgeMetric):
         sources = {"turns": [t.record.turn_index for t in item.turns],
                    "answer_from": sorted({_answer(t)[1] for t in item.turns})}
         return _Job(rendered, sources)
+
+
+# -- what the judge did in a scoring run ------------------------------------------------------
+
+@dataclass
+class JudgeSummary:
+    """How the judgements of one scoring run went, for the terminal: failures grouped by
+    reason (a request that failed, a reply without a rating). Missing results (no judge, no
+    transcript) never reached the judge and are not counted."""
+
+    judged: int = 0  # results that reached the judge: scored, or failed
+    scored: int = 0
+    request_failures: Counter[str] = field(default_factory=Counter)  # reason → results
+    other_failures: Counter[str] = field(default_factory=Counter)  # unparseable, cut short, crashed
+
+    @property
+    def all_requests_failed(self) -> bool:
+        """Every judgement that was sent failed as a request (401, 404, unreachable…)."""
+        return self.judged > 0 and sum(self.request_failures.values()) == self.judged
+
+    def lines(self) -> list[str]:
+        failed = sum(self.request_failures.values())
+        head = f"judge: {self.judged} judgements, {self.scored} scored"
+        if failed:
+            head += f", {failed} failed requests"
+        if self.other_failures:
+            head += f", {sum(self.other_failures.values())} without a rating"
+        groups = self.request_failures.most_common() + self.other_failures.most_common()
+        return [head] + [f"  {count} × {reason}" for reason, count in groups]
+
+
+def summarize_judgements(rows: Iterable[Any], metrics: dict[str, Any]) -> Optional[JudgeSummary]:
+    """The summary of the judge metrics' rows (`ScoreRow`s of a scoring run); None where the
+    run has no judge metric."""
+    labels = {label for label, metric in metrics.items() if isinstance(metric, _JudgeMetric)}
+    if not labels:
+        return None
+    summary = JudgeSummary()
+    for row in rows:
+        if row.metric not in labels or row.result.status not in (Status.OK.value, Status.FAILED.value):
+            continue
+        summary.judged += 1
+        details = row.result.details or {}
+        if row.result.status == Status.OK.value:
+            summary.scored += 1
+        elif details.get("error"):
+            summary.request_failures[str(details["error"])] += 1
+        else:
+            summary.other_failures[str(row.result.reason)] += 1
+    return summary

