@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import click
 
@@ -70,83 +70,91 @@ def main() -> None:
     """
 
 
-def scoring_options(command: Any) -> Any:
-    """Options shared by `eval` (which scores after generating) and `score`."""
-    options = [
-        click.option("--metrics", "metrics", default=None, envvar="IVBENCH_METRICS", show_envvar=True,
-                     help="Comma-separated metrics (name or name:key=value; separate those with ';'). "
-                          "Default: latency, first_speech, asr_wer, ref_wer, dnsmos, judge, judge_dialogue, "
-                          "and distillmos on a GPU."),
-        click.option("--judge-model", help="LLM judge model name (OpenAI-compatible endpoint)."),
-        click.option("--judge-base-url", help="Judge endpoint, e.g. http://127.0.0.1:8080/v1 (vLLM, llama.cpp, "
-                                              "Ollama). Default: OpenAI's API."),
-        click.option("--judge-api-key-env", default=None, metavar="NAME",
-                     help="Environment variable holding the judge's API key. Default: $OPENAI_API_KEY for "
-                          "OpenAI's API only; another endpoint gets $IVBENCH_JUDGE_API_KEY, else no key."),
-        click.option("--judge-samples", default=1, show_default=True, type=click.IntRange(min=1)),
-        click.option("--judge-temperature", default=0.0, show_default=True, type=float),
-        click.option("--judge-max-tokens", default=2048, show_default=True, type=click.IntRange(min=1),
-                     help="Longest judge reply, in tokens; a reply cut there before its rating fails and says so."),
-        click.option("--judge-timeout", default=120.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-                     help="Seconds of silence (no connection, no first token, no next token) before a judge "
-                          "request is given up and retried; a slow reply that keeps streaming is never cut."),
-        click.option("--judge-concurrency", default=4, show_default=True, type=click.IntRange(min=1),
-                     help="Judge requests at once (a server that answers one at a time gains nothing from more)."),
-        click.option("--judge-retries", default=5, show_default=True, type=click.IntRange(min=0)),
-        click.option("--judge-price-in", type=float, help="Judge price per 1M input tokens (for the cost line)."),
-        click.option("--judge-price-out", type=float, help="Judge price per 1M output tokens."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-def _metric_specs(metrics: Optional[str]) -> Optional[list[Any]]:
-    from .registry import parse_spec
-
-    if metrics is None:
+def _click_type(spec: Any) -> Any:
+    """The click type of an option's declared type (config.py stays free of click)."""
+    if spec is None:
         return None
-    separator = ";" if ";" in metrics else ","
-    return [parse_spec(m) for m in metrics.split(separator) if m.strip()]
+    kind, arg = spec
+    if kind == "choice":
+        return click.Choice(list(arg))
+    if kind == "int":
+        return click.IntRange(min=arg)
+    if kind == "float":
+        return click.FloatRange(min=arg)
+    if kind == "path":
+        return click.Path(file_okay=False, path_type=Path)
+    raise AssertionError(f"unknown option type {spec!r}")
 
 
-def _judge_settings(kwargs: dict[str, Any]) -> Any:
-    if not kwargs.get("judge_model"):
+def _shown_default(value: Any) -> Optional[str]:
+    if value is None or isinstance(value, bool) or value == [] or value == ():
         return None
-    from .judge import JudgeSettings
-
-    prices = None
-    if kwargs.get("judge_price_in") is not None or kwargs.get("judge_price_out") is not None:
-        prices = (kwargs.get("judge_price_in") or 0.0, kwargs.get("judge_price_out") or 0.0)
-    return JudgeSettings(model=kwargs["judge_model"], base_url=kwargs.get("judge_base_url"),
-                         api_key_env=kwargs.get("judge_api_key_env"), n=kwargs["judge_samples"],
-                         temperature=kwargs["judge_temperature"], max_tokens=kwargs["judge_max_tokens"],
-                         timeout=kwargs["judge_timeout"], concurrency=kwargs["judge_concurrency"],
-                         retries=kwargs["judge_retries"], prices=prices)
+    if isinstance(value, list):
+        return " and ".join(str(v) for v in value)
+    return str(value)
 
 
-def _score_and_print(run_dir: Path, records: Any, kwargs: dict[str, Any], device: str, cache_dir: Optional[Path],
-                     use_cache: bool, progress: bool, file_metrics: Optional[list[Any]] = None,
-                     file_judge: Optional[dict[str, Any]] = None) -> None:
-    """Score a run and print its leaderboard. Flags win over a config file's metrics/judge."""
+def _with_default(help: str, default: Optional[str]) -> str:
+    # Defaults live in the declarations; the flags are made with default None so that a flag
+    # the user did not give never overrides the run YAML.
+    return help if default is None else f"{help}  [default: {default}]"
+
+
+def config_options(score_only: bool = False) -> Callable[[Any], Any]:
+    """The flags of `ivbench eval` (or, with `score_only`, of `ivbench score`), made from the
+    run options' declarations (ivbench.config.EvalConfig, ivbench.judge.JudgeSettings)."""
+    import dataclasses
+
+    from .config import EvalConfig, options
+    from .judge.settings import flag_fields
+
+    defaults = EvalConfig.__new__(EvalConfig)  # the declared defaults, without checking labels
+    for f in dataclasses.fields(EvalConfig):
+        value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        object.__setattr__(defaults, f.name, value)
+    params = []
+    for f, opt in options(score_only):
+        if opt.flag is None:
+            continue
+        extra = dict(opt.click)
+        extra["type"] = _click_type(extra.get("type"))
+        shown = None if extra.get("is_flag") else _shown_default(opt.show(getattr(defaults, f.name)))
+        params.append(click.option(opt.flag, f.name, default=None, help=_with_default(opt.help, shown), **extra))
+    for f in flag_fields():
+        extra = dict(f.metadata["click"])
+        extra["type"] = _click_type(extra.get("type"))
+        default = None if f.default is dataclasses.MISSING else f.default
+        params.append(click.option(f.metadata["flag"], f"judge_{f.name}", default=None,
+                                   help=_with_default(f.metadata["help"], _shown_default(default)), **extra))
+
+    def apply(command: Any) -> Any:
+        for param in reversed(params):
+            command = param(command)
+        return command
+
+    return apply
+
+
+def _given(ctx: click.Context, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters the user gave (on the command line or through their environment variable)."""
+    out = {}
+    for name, value in params.items():
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            out[name] = value
+    return out
+
+
+def _score_and_print(run_dir: Path, records: Any, config: Any, progress: bool) -> None:
+    """Score a run with `config`'s metrics and judge and print its leaderboard."""
+    from .provenance import resolve_device
     from .scoring import ScoreConfig, score_run
     from .store import RunStore
     from .table import format_table, headline_note, leaderboard, references_of
 
-    judge = _judge_settings(kwargs)
-    if judge is None and file_judge:
-        from .judge import JudgeSettings
-
-        from .errors import ConfigError
-
-        try:
-            judge = JudgeSettings(**file_judge)
-        except TypeError as exc:
-            raise ConfigError(f"config 'judge': {exc}") from None
-    metrics = _metric_specs(kwargs.get("metrics"))
-    config = ScoreConfig(metrics=metrics if metrics is not None else file_metrics, judge=judge,
-                         device=device, cache_dir=cache_dir, use_cache=use_cache)
-    outcome = score_run(run_dir, config, progress=progress)
+    score = ScoreConfig(metrics=config.metrics, judge=config.judge, device=resolve_device(config.device),
+                        cache_dir=config.cache_dir, use_cache=config.use_cache)
+    outcome = score_run(run_dir, score, progress=progress)
     import pandas as pd
 
     summary = pd.read_csv(run_dir / "summary.csv")
@@ -155,9 +163,9 @@ def _score_and_print(run_dir: Path, records: Any, kwargs: dict[str, Any], device
     note = headline_note(outcome.metrics, references)
     if note:
         click.echo(note)
-    if config.judge is None and any(m.name.startswith("judge") for m in outcome.metrics.values()):
+    if score.judge is None and any(m.name.startswith("judge") for m in outcome.metrics.values()):
         click.echo("judge scores are missing: no judge configured (--judge-model, --judge-base-url)")
-    _judge_summary(run_dir, outcome, config.judge)
+    _judge_summary(run_dir, outcome, score.judge)
 
 
 def _judge_summary(run_dir: Path, outcome: Any, judge: Any) -> None:
@@ -183,80 +191,31 @@ def _judge_summary(run_dir: Path, outcome: Any, judge: Any) -> None:
                             f"`ivbench score {run_dir}` with them")
 
 
-def _given(ctx: click.Context, name: str) -> bool:
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
-
-
 @main.command("eval")
 @click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Run configuration YAML; flags given on the command line override it.")
-@click.option("--task", default="demo", show_default=True,
-              help="Task name, task file (.yaml/.jsonl) or name:option=value (e.g. mt-bench:categories=all).")
-@click.option("--system", "systems", multiple=True,
-              help="System to test (repeatable): a name, name:key=value,…, module:Object or ./file.py:Object. "
-                   "Default: parrot.")
-@click.option("--voice", default="piper:joe", show_default=True, help="Voice that speaks the user turns.")
-@click.option("--mode", "modes", multiple=True, type=click.Choice(["s2s", "s2t", "t2s", "t2t", "all"]),
-              help="Modality (repeatable); 'all': every mode each system declares. "
-                   "Default: each system's first declared mode.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Run directory. Default: runs/<task>__<systems>; the same command again resumes it.")
-@click.option("--limit", type=click.IntRange(min=1), help="Only the first N dialogues.")
-@click.option("--warmup", default=1, show_default=True, type=click.IntRange(min=0),
-              help="Turns run before measuring and not recorded.")
-@click.option("--turn-timeout", default=300.0, show_default=True, type=float,
-              help="Seconds a turn may take before it is recorded as timed out (0: no limit).")
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where caches live (default $IVBENCH_CACHE_DIR or ~/.cache/ivbench).")
-@click.option("--no-cache", is_flag=True, help="Recompute everything instead of reading caches.")
-@click.option("--fresh", is_flag=True, help="Discard an existing run in --out instead of resuming it.")
-@click.option("--retry-failed", is_flag=True, help="On resume, redo dialogues that have failed turns.")
+@config_options()
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--no-score", is_flag=True, help="Only generate; score later with `ivbench score RUN`.")
-@scoring_options
 @click.pass_context
-def eval_command(ctx: click.Context, config_file: Optional[Path], task: str, systems: tuple[str, ...],
-                 voice: str, modes: tuple[str, ...], out: Optional[Path], limit: Optional[int], warmup: int,
-                 turn_timeout: float, device: str, seed: int, cache_dir: Optional[Path], no_cache: bool,
-                 fresh: bool, retry_failed: bool, no_progress: bool, no_score: bool, **scoring: Any) -> None:
+def eval_command(ctx: click.Context, config_file: Optional[Path], no_progress: bool, no_score: bool,
+                 **params: Any) -> None:
     """Run a task's dialogues through systems, record every turn, then score the run."""
-    from .config import EvalConfig, load_config_file, system_config
-    from .registry import parse_spec
+    from .config import EvalConfig, load_config_file, merge_flags
     from .runner import run_eval
     from .table import format_table, leaderboard
 
     kwargs: dict[str, Any] = load_config_file(config_file) if config_file else {}
-    if _given(ctx, "task") or "task" not in kwargs:
-        kwargs["task"] = parse_spec(task)
-    if systems:
-        kwargs["systems"] = [system_config(s) for s in systems]
-    if _given(ctx, "voice") or "voice" not in kwargs:
-        kwargs["voice"] = parse_spec(voice)
-    if modes:
-        kwargs["modes"] = list(modes)
-    for name, value in (("out", out), ("limit", limit), ("warmup", warmup), ("device", device),
-                        ("seed", seed), ("cache_dir", cache_dir)):
-        if _given(ctx, name) or name not in kwargs:
-            if value is not None:
-                kwargs[name] = value
-    if _given(ctx, "turn_timeout") or "turn_timeout" not in kwargs:
-        kwargs["turn_timeout"] = turn_timeout
-    if kwargs.get("turn_timeout") is not None and kwargs["turn_timeout"] <= 0:
-        kwargs["turn_timeout"] = None
-    if no_cache:
-        kwargs["use_cache"] = False
-    config = EvalConfig(**kwargs, fresh=fresh, retry_failed=retry_failed)
+    config = EvalConfig(**merge_flags(kwargs, _given(ctx, params)))
+    if config.judge is not None and not no_score:
+        from .judge.client import preflight
+
+        preflight(config.judge)  # a missing key or an unserved model fails now, not after generating
     result = run_eval(config, progress=not no_progress, argv=sys.argv)
     if no_score:
         click.echo(format_table(leaderboard(result.records)))
     else:
-        from .provenance import resolve_device
-
-        _score_and_print(result.run_dir, result.records, scoring, resolve_device(config.device),
-                         config.cache_dir, config.use_cache, not no_progress, config.metrics, config.judge)
+        _score_and_print(result.run_dir, result.records, config, not no_progress)
     failed = sum(1 for r in result.records if not r.ok)
     click.echo(f"\nrun directory: {result.run_dir}")
     _eval_report(result.run_dir, config.cache_dir, config.use_cache)
@@ -305,20 +264,17 @@ def report_command(runs: tuple[Path, ...], out: Optional[Path], fmt: str, audio:
 
 @main.command("score")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--no-cache", is_flag=True, help="Recompute every score instead of reading the cache.")
-@click.option("--no-progress", is_flag=True)
-@scoring_options
-def score_command(run_dir: Path, device: str, cache_dir: Optional[Path], no_cache: bool, no_progress: bool,
-                  **scoring: Any) -> None:
+@config_options(score_only=True)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.pass_context
+def score_command(ctx: click.Context, run_dir: Path, no_progress: bool, **params: Any) -> None:
     """(Re)score a run made anywhere: scores.jsonl, summary.csv, pairwise.csv, crossmodal.csv."""
-    from .provenance import resolve_device
+    from .config import EvalConfig, merge_flags
     from .store import RunStore
 
+    config = EvalConfig(**merge_flags({}, _given(ctx, params), score_only=True))
     records = RunStore(run_dir).records()
-    _score_and_print(run_dir, records, scoring, resolve_device(device), cache_dir, not no_cache,
-                     not no_progress)
+    _score_and_print(run_dir, records, config, not no_progress)
     click.echo(f"\nscores: {run_dir / 'scores.jsonl'}\nsummary: {run_dir / 'summary.csv'}")
 
 

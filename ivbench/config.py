@@ -1,11 +1,18 @@
-"""The configuration of `ivbench eval`, from a YAML file and command-line flags.
+"""The run configuration: each option declared once (docs/architecture.md, "Run configuration").
+
+An option is a field of `EvalConfig` (its name, type and default) carrying an `Option` (its YAML
+key, its command-line flag, its help, how a given value is read and checked, and whether it is
+part of the run's identity). The command line (`ivbench eval` and `ivbench score` flags), the
+run YAML, validation, resuming and the manifest all derive from these fields; the judge's
+options are the fields of `ivbench.judge.JudgeSettings` in the same way. A run YAML holds the
+same settings as the flags, and flags given on the command line win:
 
     task: mt-bench                      # or {name: mt-bench, categories: all}
     systems:
       - parrot
       - {name: ./my_system.py:MySystem, label: mine, speed: 2}
     voice: piper:joe                    # speaks the user turns
-    mode: [s2s]                         # optional; default: each system's first mode
+    mode: [s2s]                         # optional; default: each system's first mode; all: every mode
     out: runs/x
     limit: 10
     warmup: 1
@@ -17,24 +24,125 @@
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from .errors import ConfigError, IvbenchError
 from .registry import Spec, parse_spec
 from .yaml_file import Where, got, kind, shown
 
-DEFAULT_TASK = "demo"
-DEFAULT_SYSTEMS = ("parrot", "cascade")
-DEFAULT_VOICE = "piper:joe"
+if TYPE_CHECKING:
+    from .judge.settings import JudgeSettings
 
-CONFIG_KEYS = {"task", "systems", "voice", "mode", "out", "limit", "warmup", "turn_timeout",
-               "device", "seed", "cache_dir", "use_cache", "metrics", "judge"}
+DEFAULT_SYSTEMS = ("parrot", "cascade")
 MODES = ("s2s", "s2t", "t2s", "t2t")
+ALL_MODES = "all"  # every mode each system declares
 DEVICES = ("auto", "cpu", "cuda")
 
 
+class Flag:
+    """Where a command-line value came from, for errors (a run YAML's place is a `Where`)."""
+
+    def __init__(self, flag: str) -> None:
+        self.flag = flag
+
+    def at(self, *keys: object) -> "Flag":
+        return self
+
+    def __str__(self) -> str:
+        return self.flag
+
+    def error(self, cls: type[Exception], message: str) -> Exception:
+        return cls(f"{self.flag}: {message}")
+
+
+Place = Union[Where, Flag]
+Reader = Callable[[Any, Place], Any]
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a run option is given. Its name, type and default are its `EvalConfig` field's."""
+
+    help: str
+    read: Reader  # a YAML or flag value -> the field's value; raises ConfigError naming the place
+    key: str = ""  # the YAML key and the manifest's name; "" -> the field's name
+    flag: Optional[str] = None  # the command-line flag; None: YAML only
+    click: dict[str, Any] = field(default_factory=dict)  # type, multiple, metavar, envvar… for click
+    identity: bool = False  # part of what the run measures: resuming must agree on it
+    score: bool = False  # also an option of `ivbench score`
+    yaml: bool = True  # False: an action of one command (--fresh), not a setting of the run
+    show: Callable[[Any], Any] = lambda value: value  # the value as the manifest records it
+
+
+def option(default: Any = dataclasses.MISSING, *, factory: Optional[Callable[[], Any]] = None,
+           **info: Any) -> Any:
+    """An `EvalConfig` field that is a run option (see `Option` for `info`)."""
+    metadata = {"option": Option(**info)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+# --- readers: a YAML or flag value -> a typed value, or a ConfigError naming the place -------------
+
+def _number(value: Any, where: Place, integer: bool, low: float) -> Union[int, float]:
+    ok = isinstance(value, int) or (not integer and isinstance(value, float))
+    if isinstance(value, bool) or not ok:
+        raise where.error(ConfigError, f"expected {'an integer' if integer else 'a number'}, {got(value)}")
+    if value < low:
+        raise where.error(ConfigError, f"must be at least {low:g}, got {value!r}")
+    return value
+
+
+def read_int(low: int) -> Reader:
+    return lambda value, where: None if value is None else int(_number(value, where, True, low))
+
+
+def read_timeout(value: Any, where: Place) -> Optional[float]:
+    """Seconds; 0 (or null) means no limit."""
+    if value is None:
+        return None
+    seconds = float(_number(value, where, False, 0))
+    return seconds or None
+
+
+def read_path(value: Any, where: Place) -> Optional[Path]:
+    if value is None or value == "":
+        return None
+    if isinstance(value, Path):
+        return value
+    if not isinstance(value, str) or "\x00" in value:
+        raise where.error(ConfigError, f"expected a folder (a path), {got(value)}")
+    return Path(value)  # relative to the working directory, in a file as on the command line
+
+
+def read_bool(value: Any, where: Place) -> bool:
+    if not isinstance(value, bool):
+        raise where.error(ConfigError, f"expected true or false, {got(value)}")
+    return value
+
+
+def _parse(text: str, where: Union[str, Place], extra: Optional[dict[str, Any]] = None) -> Spec:
+    """parse_spec, with the place of a malformed reference in its error."""
+    try:
+        return parse_spec(text, extra=extra)
+    except IvbenchError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def read_plugin(value: Any, where: Place) -> Spec:
+    """A plugin: `name`, `name:key=value,…`, or a mapping with `name` and options."""
+    if isinstance(value, Spec):
+        return value
+    if isinstance(value, str):
+        return _parse(value, where)
+    if isinstance(value, dict) and isinstance(value.get("name"), str):
+        options = dict(value)
+        return _parse(options.pop("name"), where, options)
+    raise where.error(ConfigError, f"give a name, or a mapping with 'name' and options; {got(value)}")
 
 
 @dataclass
@@ -43,38 +151,8 @@ class SystemConfig:
     label: str
 
 
-@dataclass
-class EvalConfig:
-    task: Spec = field(default_factory=lambda: parse_spec(DEFAULT_TASK))
-    systems: list[SystemConfig] = field(default_factory=list)
-    voice: Spec = field(default_factory=lambda: parse_spec(DEFAULT_VOICE))
-    modes: list[str] = field(default_factory=list)
-    out: Optional[Path] = None
-    limit: Optional[int] = None
-    warmup: int = 1
-    turn_timeout: Optional[float] = 300.0
-    device: str = "auto"
-    seed: int = 0
-    cache_dir: Optional[Path] = None
-    use_cache: bool = True
-    fresh: bool = False
-    retry_failed: bool = False
-    # Scoring after generation: None means the defaults (ivbench.scoring.DEFAULT_METRICS; no judge).
-    metrics: Optional[list[Spec]] = None
-    judge: Optional[dict[str, Any]] = None  # ivbench.judge.JudgeSettings keyword arguments
-
-    def __post_init__(self) -> None:
-        if not self.systems:
-            self.systems = [system_config(s) for s in DEFAULT_SYSTEMS]
-        check_labels(self.systems, self.modes)
-
-    def identity(self) -> dict[str, Any]:
-        """What the run measures; a resumed run must agree on all of it."""
-        return {"task": self.task.label, "systems": [s.label for s in self.systems],
-                "voice": self.voice.label, "mode": list(self.modes), "seed": self.seed}
-
-
-def system_config(value: Union[str, dict[str, Any]], where: Union[str, Where] = "systems") -> SystemConfig:
+def system_config(value: Union[str, dict[str, Any]], where: Union[str, Place] = "systems") -> SystemConfig:
+    """A system entry: `name:key=value,…`, or a mapping with `name`, an optional `label` and options."""
     if isinstance(value, str):
         spec = _parse(value, where)
         return SystemConfig(spec, spec.label)
@@ -86,28 +164,174 @@ def system_config(value: Union[str, dict[str, Any]], where: Union[str, Where] = 
                               + (f", {got(ref)}" if ref is not None else ""))
         label = options.pop("label", None)
         if label is not None and (not isinstance(label, str) or not label.strip()):
-            at = where.at("label") if isinstance(where, Where) else f"{where}: 'label'"
+            at = where.at("label") if isinstance(where, (Where, Flag)) else f"{where}: 'label'"
             raise ConfigError(f"{at}: the system's name in the run: expected a string, {got(label)}")
         spec = _parse(ref, where, options)
         return SystemConfig(spec, label if label is not None else spec.label)
     raise ConfigError(f"{where}: a system is a name or a mapping with 'name', {got(value)}")
 
 
-def _parse(text: str, where: Union[str, Where], extra: Optional[dict[str, Any]] = None) -> Spec:
-    """parse_spec, with the place of a malformed reference in its error."""
-    try:
-        return parse_spec(text, extra=extra)
-    except IvbenchError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+def read_systems(value: Any, where: Place) -> list[SystemConfig]:
+    systems = [value] if isinstance(value, (str, dict)) else value
+    if not isinstance(systems, (list, tuple)) or not systems:
+        raise where.error(ConfigError, "must be a non-empty list of systems" + (f", {got(value)}" if systems else ""))
+    return [s if isinstance(s, SystemConfig) else system_config(s, where.at(i)) for i, s in enumerate(systems)]
 
 
-def _plugin_spec(value: Any, where: Union[str, Where]) -> Spec:
+def read_modes(value: Any, where: Place) -> list[str]:
+    modes = [value] if isinstance(value, str) else value
+    if not isinstance(modes, (list, tuple)) or not modes:
+        raise where.error(ConfigError, f"must be a mode or a list of modes ({', '.join(MODES)}, or {ALL_MODES}), "
+                                       f"{got(value)}")
+    for i, mode in enumerate(modes):
+        if not isinstance(mode, str) or mode.lower() not in (*MODES, ALL_MODES):
+            what = shown(mode, 20) if isinstance(mode, str) else kind(mode)
+            raise where.at(i).error(ConfigError, f"unknown mode {what}: use one of {', '.join(MODES)} or {ALL_MODES}")
+    return [m.lower() for m in modes]
+
+
+def read_device(value: Any, where: Place) -> str:
+    if not isinstance(value, str) or value.lower() not in DEVICES:
+        raise where.error(ConfigError, f"expected one of {', '.join(DEVICES)}, {got(value)}")
+    return value.lower()
+
+
+def read_metrics(value: Any, where: Place) -> Optional[list[Spec]]:
+    """A list of metrics (names, `name:key=value`, mappings); on the command line one string,
+    separated by ',' (or by ';' when an option value holds a ',')."""
+    if value is None:
+        return None
     if isinstance(value, str):
-        return _parse(value, where)
-    if isinstance(value, dict) and isinstance(value.get("name"), str):
-        options = dict(value)
-        return _parse(options.pop("name"), where, options)
-    raise ConfigError(f"{where}: give a name, or a mapping with 'name' and options; {got(value)}")
+        separator = ";" if ";" in value else ","
+        value = [m for m in value.split(separator) if m.strip()]
+    if not isinstance(value, (list, tuple)):
+        raise where.error(ConfigError, f"expected a list of metric names or mappings, {got(value)}")
+    specs = [read_plugin(m, where.at(i)) for i, m in enumerate(value)]
+    from . import registry
+
+    for i, spec in enumerate(specs):
+        try:  # checked now (names, options, a judge's prompt): scoring runs only after generation
+            registry.create("metrics", spec)
+        except IvbenchError as exc:
+            raise where.at(i).error(ConfigError, str(exc)) from None
+    return specs
+
+
+def read_judge(value: Any, where: Place) -> Optional["JudgeSettings"]:
+    """The judge: a model name, or a mapping of `JudgeSettings` fields (`prices: [in, out]` is
+    read as price_in and price_out)."""
+    from .judge.settings import JudgeSettings
+
+    if value is None or isinstance(value, JudgeSettings):
+        return value
+    judge = {"model": value} if isinstance(value, str) else value
+    if not isinstance(judge, dict) or not judge.get("model"):
+        raise where.error(ConfigError, "must be a mapping with at least 'model' (and base_url, n, temperature, "
+                                       "max_tokens, timeout, concurrency, retries, price_in, price_out…)")
+    if "api_key" in judge:
+        raise where.at("api_key").error(ConfigError, "keys are read from the environment only; "
+                                                     "set api_key_env to the variable's name")
+    judge = dict(judge)
+    if "prices" in judge:
+        prices = judge.pop("prices")
+        if not isinstance(prices, (list, tuple)) or len(prices) != 2:
+            raise where.at("prices").error(ConfigError, f"expected [input, output] USD per 1M tokens, {got(prices)}")
+        judge["price_in"], judge["price_out"] = prices
+    known = {f.name for f in dataclasses.fields(JudgeSettings)}
+    unknown = sorted(set(judge) - known)
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise where.at(unknown[0]).error(ConfigError, f"not a judge setting{hint}; settings: {', '.join(sorted(known))}")
+    try:  # checked now: a misspelt or impossible value must not wait until the run has been generated
+        return JudgeSettings(**judge)
+    except (TypeError, ValueError) as exc:  # JudgeConfigError is a ValueError; float("x") too
+        raise where.error(ConfigError, str(exc)) from None
+
+
+def _labels(systems: list[SystemConfig]) -> list[str]:
+    return [s.label for s in systems]
+
+
+# --- the configuration -----------------------------------------------------------------------------
+
+@dataclass
+class EvalConfig:
+    """Everything `ivbench eval` runs with (and, for the fields marked `score`, `ivbench score`)."""
+
+    task: Spec = option(factory=lambda: parse_spec("demo"), flag="--task", read=read_plugin, identity=True,
+                        show=lambda spec: spec.label,
+                        help="Task name, task file (.yaml/.jsonl) or name:option=value (e.g. mt-bench:categories=all).")
+    systems: list[SystemConfig] = option(
+        factory=lambda: [system_config(s) for s in DEFAULT_SYSTEMS], flag="--system",
+        click={"multiple": True, "metavar": "SYSTEM"}, read=read_systems, identity=True, show=_labels,
+        help="System to test (repeatable): a name, name:key=value,…, module:Object or ./file.py:Object.")
+    voice: Spec = option(factory=lambda: parse_spec("piper:joe"), flag="--voice", read=read_plugin, identity=True,
+                         show=lambda spec: spec.label, help="Voice that speaks the user turns.")
+    modes: list[str] = option(factory=list, key="mode", flag="--mode", read=read_modes, identity=True, show=list,
+                              click={"multiple": True, "type": ("choice", (*MODES, ALL_MODES))},
+                              help=f"Modality (repeatable); '{ALL_MODES}': every mode each system declares. "
+                                   "Default: each system's first declared mode.")
+    out: Optional[Path] = option(None, flag="--out", read=read_path, show=lambda p: None if p is None else str(p),
+                                 click={"type": ("path", "dir")},
+                                 help="Run directory. Default: runs/<task>__<systems>; the same command again "
+                                      "resumes it.")
+    limit: Optional[int] = option(None, flag="--limit", read=read_int(1), click={"type": ("int", 1)},
+                                  help="Only the first N dialogues.")
+    warmup: int = option(1, flag="--warmup", read=read_int(0), click={"type": ("int", 0)},
+                         help="Turns run before measuring and not recorded.")
+    turn_timeout: Optional[float] = option(300.0, flag="--turn-timeout", read=read_timeout,
+                                           click={"type": ("float", 0)},
+                                           help="Seconds a turn may take before it is recorded as timed out "
+                                                "(0: no limit).")
+    device: str = option("auto", flag="--device", read=read_device, score=True,
+                         click={"type": ("choice", DEVICES)}, help="Where systems and metrics run.")
+    seed: int = option(0, flag="--seed", read=read_int(0), identity=True, click={"type": ("int", 0)},
+                       help="Seed of every random choice (each dialogue gets its own, derived from it).")
+    cache_dir: Optional[Path] = option(None, flag="--cache-dir", read=read_path, score=True,
+                                       show=lambda p: None if p is None else str(p), click={"type": ("path", "dir")},
+                                       help="Where caches live (default $IVBENCH_CACHE_DIR or ~/.cache/ivbench).")
+    use_cache: bool = option(True, flag="--cache/--no-cache", read=read_bool, score=True,
+                             help="Read caches (user-turn speech, scores); --no-cache recomputes everything.")
+    metrics: Optional[list[Spec]] = option(
+        None, flag="--metrics", read=read_metrics, score=True,
+        show=lambda specs: None if specs is None else [s.label for s in specs],
+        click={"envvar": "IVBENCH_METRICS", "show_envvar": True, "metavar": "METRICS"},
+        help="Metrics (name or name:key=value), separated by ',' (or by ';' when an option value holds a ','). "
+             "Default: latency, first_speech, asr_wer, ref_wer, dnsmos, judge, judge_dialogue, and distillmos "
+             "on a GPU.")
+    # The judge's flags are JudgeSettings' fields (--judge-model, …); in YAML, a `judge:` mapping.
+    judge: Optional["JudgeSettings"] = option(None, read=read_judge, score=True,
+                                              show=lambda j: None if j is None else j.to_json(),
+                                              help="The LLM judge (see JudgeSettings).")
+    fresh: bool = option(False, flag="--fresh", read=read_bool, yaml=False, click={"is_flag": True},
+                         help="Discard an existing run in --out instead of resuming it.")
+    retry_failed: bool = option(False, flag="--retry-failed", read=read_bool, yaml=False, click={"is_flag": True},
+                                help="On resume, redo dialogues that have failed turns.")
+
+    def __post_init__(self) -> None:
+        check_labels(self.systems, self.modes)
+
+    def identity(self) -> dict[str, Any]:
+        """What the run measures; a resumed run must agree on all of it."""
+        return {opt.key or f.name: opt.show(getattr(self, f.name)) for f, opt in options() if opt.identity}
+
+    def to_manifest(self) -> dict[str, Any]:
+        """Every setting of the run, as the manifest records it (the judge's key never appears)."""
+        return {opt.key or f.name: opt.show(getattr(self, f.name)) for f, opt in options() if opt.yaml}
+
+
+def options(score_only: bool = False) -> list[tuple[dataclasses.Field, Option]]:
+    """EvalConfig's fields with their Option, in declaration order."""
+    found = [(f, f.metadata["option"]) for f in dataclasses.fields(EvalConfig) if "option" in f.metadata]
+    return [(f, o) for f, o in found if o.score or not score_only]
+
+
+def yaml_keys() -> dict[str, str]:
+    """YAML key -> EvalConfig field name."""
+    return {opt.key or f.name: f.name for f, opt in options() if opt.yaml}
 
 
 def check_labels(systems: list[SystemConfig], modes: list[str], where: object = "") -> None:
@@ -116,8 +340,8 @@ def check_labels(systems: list[SystemConfig], modes: list[str], where: object = 
     from .store.run_store import name_key, safe_name
 
     labels = [s.label for s in systems]
-    if len(modes) > 1:  # the runner's unit labels: "label@mode" when several modes run
-        labels = [f"{label}@{mode}" for label in labels for mode in modes]
+    if len(modes) > 1 or ALL_MODES in modes:  # the runner's unit labels: "label@mode"
+        labels = [f"{label}@{mode}" for label in labels for mode in (MODES if ALL_MODES in modes else modes)]
     prefix = f"{where}: " if str(where) else ""
     seen: dict[str, str] = {}
     for label in labels:
@@ -134,115 +358,6 @@ def check_labels(systems: list[SystemConfig], modes: list[str], where: object = 
                               "give each system a distinct 'label'")
 
 
-# --- the run config file ----------------------------------------------------------------------
-
-def _number(value: Any, where: Where, integer: bool, low: float) -> Union[int, float]:
-    ok = isinstance(value, int) or (not integer and isinstance(value, float))
-    if isinstance(value, bool) or not ok:
-        raise where.error(ConfigError, f"expected {'an integer' if integer else 'a number'}, {got(value)}")
-    if value < low:
-        raise where.error(ConfigError, f"must be at least {low:g}, got {value!r}")
-    return value
-
-
-def _read_int(key: str, low: int) -> Callable[[Any, Where], dict[str, Any]]:
-    def read(value: Any, where: Where) -> dict[str, Any]:
-        return {} if value is None else {key: _number(value, where, True, low)}
-    return read
-
-
-def _read_timeout(value: Any, where: Where) -> dict[str, Any]:
-    return {} if value is None else {"turn_timeout": float(_number(value, where, False, 0))}
-
-
-def _read_path(key: str) -> Callable[[Any, Where], dict[str, Any]]:
-    def read(value: Any, where: Where) -> dict[str, Any]:
-        if value is None or value == "":
-            return {}
-        if not isinstance(value, str) or "\x00" in value:
-            raise where.error(ConfigError, f"expected a folder (a path), {got(value)}")
-        return {key: Path(value)}  # relative to the working directory, like the flag
-    return read
-
-
-def _read_plugin(key: str) -> Callable[[Any, Where], dict[str, Any]]:
-    def read(value: Any, where: Where) -> dict[str, Any]:
-        return {key: _plugin_spec(value, where)}
-    return read
-
-
-def _read_systems(value: Any, where: Where) -> dict[str, Any]:
-    systems = [value] if isinstance(value, (str, dict)) else value
-    if not isinstance(systems, list) or not systems:
-        raise where.error(ConfigError, "must be a non-empty list of systems" + (f", {got(value)}" if systems else ""))
-    return {"systems": [system_config(s, where.at(i)) for i, s in enumerate(systems)]}
-
-
-def _read_modes(value: Any, where: Where) -> dict[str, Any]:
-    modes = [value] if isinstance(value, str) else value
-    if not isinstance(modes, list) or not modes:
-        raise where.error(ConfigError, f"must be a mode or a list of modes ({', '.join(MODES)}), {got(value)}")
-    for i, mode in enumerate(modes):
-        if not isinstance(mode, str) or mode.lower() not in MODES:
-            what = shown(mode, 20) if isinstance(mode, str) else kind(mode)
-            raise where.at(i).error(ConfigError, f"unknown mode {what}: use one of {', '.join(MODES)}")
-    return {"modes": [m.lower() for m in modes]}
-
-
-def _read_device(value: Any, where: Where) -> dict[str, Any]:
-    if not isinstance(value, str) or value.lower() not in DEVICES:
-        raise where.error(ConfigError, f"expected one of {', '.join(DEVICES)}, {got(value)}")
-    return {"device": value.lower()}
-
-
-def _read_use_cache(value: Any, where: Where) -> dict[str, Any]:
-    if not isinstance(value, bool):
-        raise where.error(ConfigError, f"expected true or false, {got(value)}")
-    return {"use_cache": value}
-
-
-def _read_metrics(value: Any, where: Where) -> dict[str, Any]:
-    metrics = [m for m in value.split(",") if m.strip()] if isinstance(value, str) else value
-    if not isinstance(metrics, list):
-        raise where.error(ConfigError, f"expected a list of metric names or mappings, {got(value)}")
-    specs = [_plugin_spec(m, where.at(i)) for i, m in enumerate(metrics)]
-    from . import registry
-
-    for i, spec in enumerate(specs):
-        try:  # checked now (names, options, a judge's prompt): scoring runs only after generation
-            registry.create("metrics", spec)
-        except IvbenchError as exc:
-            raise where.at(i).error(ConfigError, str(exc)) from None
-    return {"metrics": specs}
-
-
-def _read_judge(value: Any, where: Where) -> dict[str, Any]:
-    judge = {"model": value} if isinstance(value, str) else value
-    if not isinstance(judge, dict) or not judge.get("model"):
-        raise where.error(ConfigError, "must be a mapping with at least 'model' "
-                                       "(and base_url, n, temperature, concurrency, retries, prices…)")
-    if "api_key" in judge:
-        raise where.at("api_key").error(ConfigError, "keys are read from the environment only; "
-                                                     "set api_key_env to the variable's name")
-    from .judge.settings import JudgeSettings
-
-    try:  # checked now: a misspelt option must not wait until the run has been generated
-        JudgeSettings(**judge)
-    except (TypeError, ValueError) as exc:  # JudgeConfigError is a ValueError; float("x") too
-        raise where.error(ConfigError, str(exc)) from None
-    return {"judge": dict(judge)}
-
-
-READERS: dict[str, Callable[[Any, Where], dict[str, Any]]] = {
-    "task": _read_plugin("task"), "voice": _read_plugin("voice"), "systems": _read_systems,
-    "mode": _read_modes, "out": _read_path("out"), "cache_dir": _read_path("cache_dir"),
-    "limit": _read_int("limit", 1), "warmup": _read_int("warmup", 0), "seed": _read_int("seed", 0),
-    "turn_timeout": _read_timeout, "device": _read_device, "use_cache": _read_use_cache,
-    "metrics": _read_metrics, "judge": _read_judge,
-}
-assert set(READERS) == CONFIG_KEYS
-
-
 def load_config_file(path: Union[str, Path]) -> dict[str, Any]:
     """Read a run YAML into EvalConfig keyword arguments (not yet merged with flags).
 
@@ -256,18 +371,36 @@ def load_config_file(path: Union[str, Path]) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found")
     doc = read_yaml_file(path, ConfigError)
     data = doc.data if doc.data is not None else {}
+    keys = yaml_keys()
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a run config is a YAML mapping of {', '.join(sorted(CONFIG_KEYS))}; "
-                          f"{got(data)}")
+        raise ConfigError(f"{path}: a run config is a YAML mapping of {', '.join(sorted(keys))}; {got(data)}")
+    readers = {opt.key or f.name: opt.read for f, opt in options()}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        if key not in CONFIG_KEYS:
+        if key not in keys:
             import difflib
 
-            close = difflib.get_close_matches(key, sorted(CONFIG_KEYS), n=1)
+            close = difflib.get_close_matches(str(key), sorted(keys), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise doc.where(key).error(ConfigError, f"unknown key{hint}; keys: {', '.join(sorted(CONFIG_KEYS))}")
-        kwargs.update(READERS[key](value, doc.where(key)))
+            raise doc.where(key).error(ConfigError, f"unknown key{hint}; keys: {', '.join(sorted(keys))}")
+        read = readers[key](value, doc.where(key))
+        if read is not None or key in ("turn_timeout",):  # null turn_timeout: no limit
+            kwargs[keys[key]] = read
     if "systems" in kwargs:
         check_labels(kwargs["systems"], kwargs.get("modes", []), doc.where("systems"))
     return kwargs
+
+
+def merge_flags(kwargs: dict[str, Any], given: dict[str, Any], score_only: bool = False) -> dict[str, Any]:
+    """`kwargs` (from a run YAML) with the flags the user gave read over them."""
+    from .judge.settings import judge_from_flags
+
+    out = dict(kwargs)
+    for f, opt in options(score_only):
+        if opt.flag is None or f.name not in given:
+            continue
+        out[f.name] = opt.read(given[f.name], Flag(opt.flag.split("/")[0]))
+    judge = judge_from_flags(out.get("judge"), given)
+    if judge is not None:
+        out["judge"] = judge
+    return out

@@ -289,8 +289,8 @@ def create(kind: str, spec: Spec) -> Any:
         pass
     try:
         return factory(**options)
-    except IvbenchError:
-        raise
+    except IvbenchError as exc:  # e.g. a nested plugin spec among the options: say whose options
+        raise RegistryError(f"{kind[:-1]} {spec.label!r} ({entry.origin}): {exc}") from None
     except ValueError as exc:
         # A plugin's constructor validates its options and raises ValueError for a bad one
         # (docs/architecture.md, "Plugins"): that is the user's to fix, so it is one line.

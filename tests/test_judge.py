@@ -205,7 +205,7 @@ def test_identical_prompts_in_a_batch_are_sent_once(server, settings, tmp_path):
 def test_tokens_and_cost_are_summed_over_requests(server, settings, tmp_path):
     server.push({"content": "Score: 3", "usage": {"prompt_tokens": 1000, "completion_tokens": 200}},
                 {"content": "Score: 4", "usage": {"prompt_tokens": 3000, "completion_tokens": 100}})
-    judge = settings(concurrency=1, prices=(2.5, 10.0))
+    judge = settings(concurrency=1, price_in=2.5, price_out=10.0)
     results, context = run(JudgeScore(), [s2s_item(tmp_path, 0), s2s_item(tmp_path, 1)], judge)
     assert [r.details["usage"] for r in results] == [{"prompt_tokens": 1000, "completion_tokens": 200},
                                                      {"prompt_tokens": 3000, "completion_tokens": 100}]
@@ -618,7 +618,8 @@ def test_judge_options_in_a_run_file(tmp_path):
 
     (tmp_path / "run.yaml").write_text("judge: {model: m, base_url: 'http://127.0.0.1:8080/v1', max_tokens: 512, "
                                        "timeout: 30, api_key_env: MY_JUDGE_KEY}\n")
-    judge = JudgeSettings(**load_config_file(tmp_path / "run.yaml")["judge"])
+    judge = load_config_file(tmp_path / "run.yaml")["judge"]
+    assert isinstance(judge, JudgeSettings)
     assert (judge.max_tokens, judge.timeout, judge.api_key_env) == (512, 30, "MY_JUDGE_KEY")
     (tmp_path / "bad.yaml").write_text("judge: {model: m, timeout: 0}\n")
     with pytest.raises(ConfigError, match="timeout"):

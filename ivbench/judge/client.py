@@ -205,6 +205,18 @@ class JudgeClient:
 SHARED_KEY = "judge_client"
 
 
+def preflight(settings: JudgeSettings) -> None:
+    """What can be checked of a judge before a long generation: its key (the key rule) and, where
+    the server lists its models, that it serves the model. Raises ConfigError / EndpointError; a
+    server that cannot be reached now is left for the scoring to report."""
+    endpoint = ChatEndpoint(settings.base_url, settings.model, key=settings.api_key(),
+                            timeout=min(settings.timeout, 10.0), retries=0, names=OPTION_NAMES)
+    try:
+        endpoint.check_model()
+    finally:
+        endpoint.close()
+
+
 def shared_client(context: Any) -> Optional[JudgeClient]:
     """The scoring run's one judge client, made on first use from `context.judge`.
 

@@ -102,8 +102,8 @@ def build_manifest(config: EvalConfig, task: Task, n_dialogues: int, device: str
     return {
         "ivbench_version": __version__,
         "created": now,
-        "config": {**config.identity(), "limit": config.limit, "warmup": config.warmup,
-                   "turn_timeout": config.turn_timeout, "device": config.device},
+        "config": config.to_manifest(),
+        "identity": config.identity(),
         "task": {"name": task.name, "path": task.path, "source": task.source, "licence": task.licence,
                  "description": task.description, "judge_prompt": task.judge_prompt,
                  "options": task.options, "references": task.references, "n_dialogues": n_dialogues,

@@ -23,8 +23,6 @@ MANIFEST = "manifest.json"
 RECORDS = "records.jsonl"
 PARTIAL = "records.partial.jsonl"
 
-# Settings that define what a run measures; resuming with other values would mix two runs.
-IDENTITY_KEYS = ("task", "systems", "voice", "mode", "seed")
 
 
 class ConfigMismatch(RunDirError):
@@ -127,11 +125,13 @@ class RunStore:
             self.write_manifest(manifest)
             return False
         old = self.read_manifest()
-        for key in IDENTITY_KEYS:
-            if old.get("config", {}).get(key) != manifest["config"].get(key):
+        identity = manifest["identity"]
+        # Runs made before the manifest had an "identity" kept it among their "config".
+        before = old.get("identity") or {key: old.get("config", {}).get(key) for key in identity}
+        for key, value in identity.items():
+            if before.get(key) != value:
                 raise ConfigMismatch(
-                    f"{self.root} holds a run with another {key!r} "
-                    f"({old.get('config', {}).get(key)!r}, now {manifest['config'].get(key)!r}); "
+                    f"{self.root} holds a run with another {key!r} ({before.get(key)!r}, now {value!r}); "
                     "use another --out, or --fresh to discard the old run"
                 )
         manifest = {**manifest, "created": old.get("created", manifest.get("created")),
