@@ -29,7 +29,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ivbench.errors import TaskFileError  # noqa: E402
-from ivbench.tasks import load_task_file  # noqa: E402
+from ivbench.tasks.loader import load_task_file  # noqa: E402
 from ivbench.tasks.builtin import builtin_task_files  # noqa: E402
 
 LAUGHS = "".join(f"    {c}: &{c} [{', '.join([f'*{p}'] * 9 if p else ['lol'] * 9)}]\n"

@@ -289,8 +289,10 @@ def create(kind: str, spec: Spec) -> Any:
         pass
     try:
         return factory(**options)
-    except IvbenchError as exc:  # e.g. a nested plugin spec among the options: say whose options
+    except PluginError as exc:  # a plugin named among the options (a voice of a system): say whose
         raise RegistryError(f"{kind[:-1]} {spec.label!r} ({entry.origin}): {exc}") from None
+    except IvbenchError:  # task files, model files…: their errors name their file already
+        raise
     except ValueError as exc:
         # A plugin's constructor validates its options and raises ValueError for a bad one
         # (docs/architecture.md, "Plugins"): that is the user's to fix, so it is one line.

@@ -4,11 +4,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional, Union
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # numpy is imported by whoever makes audio; `ivbench list` needs none
+    import numpy as np
 
 
 class Mode(str, Enum):

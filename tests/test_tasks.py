@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from ivbench import registry
-from ivbench.tasks import TaskFileError, load_task_file
+from ivbench.tasks.loader import TaskFileError, load_task_file
 from ivbench.tasks.builtin import builtin_task_dir, builtin_task_files
 
 TASKS = builtin_task_dir()

@@ -1,4 +1,4 @@
-"""Tasks: the task file format, its validation, and the built-in task files."""
-from .loader import TaskFileError, load_task_file
+"""Tasks: the task file format, its validation (`loader`), and the built-in task files (`builtin`).
 
-__all__ = ["TaskFileError", "load_task_file"]
+Importing this package imports neither: `ivbench list` reads the built-in tasks' headers only.
+"""
