@@ -168,9 +168,8 @@ def test_run_config_errors_name_line_and_field(tmp_path, monkeypatch):
         "turn_timeout: [1]\n": "bad.yaml:1: field 'turn_timeout': expected a number, got a list",
         "out: {a: 1}\n": "bad.yaml:1: field 'out': expected a folder (a path), got a mapping",
         "metrics:\n  - latency\n  - nosuch\n": "bad.yaml:3: field 'metrics[1]': unknown metric 'nosuch'",
-        "metrics:\n  - {name: judge, prompt: nosuch}\n": "bad.yaml:2: field 'metrics[0]': metric "
-                                                        "'judge:prompt=nosuch' (built-in): unknown turn-level "
-                                                        "judge prompt 'nosuch': use one of llama-omni",
+        "metrics:\n  - {name: judge, prompt: nosuch}\n": "bad.yaml:2: field 'metrics[0]': unknown turn-level judge "
+                                                        "prompt 'nosuch': use one of llama-omni",
         "judge: {model: x, temperature: warm}\n": "bad.yaml:1: field 'judge'",
         "systems: ['parrot:x=[oops']\n": "bad.yaml:1: field 'systems[0]'",
         "task: demo\ntask: vicuna\n": "bad.yaml:2: field 'task': given twice (first on line 1)",
