@@ -144,11 +144,13 @@ class GroupFormerConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GroupFormerConfig":
+    def from_dict(cls, data: dict[str, Any], where: str = CONFIG_NAME) -> "GroupFormerConfig":
+        from ...errors import ModelFileError
+
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"{CONFIG_NAME}: unknown keys {unknown}")
+            raise ModelFileError(f"{where}: unknown keys {unknown}")
         return cls(**data)
 
     def save(self, folder: Union[str, Path]) -> None:
@@ -157,7 +159,9 @@ class GroupFormerConfig:
 
     @classmethod
     def load(cls, folder: Union[str, Path]) -> "GroupFormerConfig":
+        from ...model_files import MissingModelFile, read_json_object
+
         path = Path(folder) / CONFIG_NAME
         if not path.is_file():
-            raise FileNotFoundError(f"{folder}: no {CONFIG_NAME}; is this a GroupFormer checkpoint folder?")
-        return cls.from_dict(json.loads(path.read_text()))
+            raise MissingModelFile(f"{folder}: no {CONFIG_NAME}; is this a GroupFormer checkpoint folder?")
+        return cls.from_dict(read_json_object(path, "GroupFormer config"), where=f"GroupFormer config {path}")
