@@ -53,6 +53,18 @@ VOCODER_25HZ = dict(
                               var_pred_kernel_size=3, var_pred_dropout=0.5),
 )
 
+# Streamed vocoding (vocoder.StreamingVocoder): units the vocoder waits for past a chunk, units
+# of left context re-vocoded, seam cross-fade in samples. Chosen with
+# benchmarks/vocoder_streaming.py (results/vocoder_streaming_2026-11-29.txt): the smallest
+# look-ahead, then context, at which streamed audio stays ≥ 40 dB SNR from whole-utterance
+# vocoding on TWIST-shaped vocoders whose random weights keep the signal's variance (a
+# look-ahead of 2 and context of 8 gave 10–18 dB there). The cost: the audio trails the units
+# by 400 ms, and with G=5 the first packet waits for a third group (docs/architecture.md,
+# "Streaming vocoder").
+STREAM_LOOKAHEAD = 10
+STREAM_CONTEXT = 16
+STREAM_FADE = 320
+
 SHAPES: dict[str, dict[str, Any]] = {
     # A few hundred thousand parameters: tests and CPU latency profiling.
     "tiny": dict(

@@ -66,7 +66,7 @@ _SAFE_GLOBALS = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarr
                  ("collections", "OrderedDict"), ("copyreg", "_reconstructor"), ("_codecs", "encode")}
 # How each codec joblib.dump(compress=…) writes begins (joblib's compressor prefixes).
 _CODECS = ((b"\x78", "zlib"), (b"\x1f\x8b", "gzip"), (b"BZ", "bz2"), (b"\xfd7zXZ", "xz"),
-           (b"]\x00\x00\x80\x00", "lzma"), (b"\x04\x22\x4d\x18", "lz4"))
+           (b"]\x00", "lzma"), (b"\x04\x22\x4d\x18", "lz4"))
 
 
 def _kmeans_unpickler(path: Path, handle: Any) -> Any:

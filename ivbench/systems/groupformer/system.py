@@ -15,8 +15,10 @@ reply reliably, so random init fixes the lengths at 50 groups and 64 tokens by d
 `temperature`, `top_k`, `engine` (auto: on a GPU, fixed KV buffers and CUDA graphs for the
 LLM, the heads, the speech tokenizer and the vocoder; op by op elsewhere; dynamic, static,
 graphs — see engines.py), `max_positions` (the KV buffers' length), `chunk_groups` (vocode
-every k groups), `lookahead` (units the vocoder waits for past a chunk),
-`context` (units of left context re-vocoded), `fade` (seam cross-fade, samples), `seed`,
+every k groups), `lookahead` (units the vocoder waits for past a chunk; 10),
+`context` (units of left context re-vocoded; 16), `fade` (seam cross-fade, samples; 320) —
+the defaults keep streamed audio ≥ 40 dB SNR from whole-utterance vocoding
+(benchmarks/vocoder_streaming.py), `seed`,
 `threads` (torch CPU threads; tiny uses 1), and `hubert`, `kmeans`, `vocoder`,
 `vocoder_config` (paths that override the checkpoint's files). Random init builds every part
 from the named size, so giving it model paths is an error (they would be ignored).
@@ -30,6 +32,7 @@ from typing import Any, Iterator, Optional
 from ...errors import ConfigError, MissingDependency, ModelFileError
 from ...types import AudioChunk, Mode, ReplyEvent, StageMark, TextDelta, TurnInput
 from ..base import Session, System
+from .config import STREAM_CONTEXT, STREAM_FADE, STREAM_LOOKAHEAD
 
 SAMPLE_RATE = 16000
 ENGINES = ("auto", "dynamic", "static", "graphs")
@@ -209,8 +212,9 @@ class GroupFormerSystem(System):
                  text_first: Optional[bool] = None, max_groups: Optional[int] = None,
                  min_groups: Optional[int] = None, max_new_tokens: Optional[int] = None,
                  min_new_tokens: Optional[int] = None, temperature: float = 0.0, top_k: int = 0,
-                 engine: str = "auto", max_positions: int = 8192, chunk_groups: int = 1, lookahead: int = 2,
-                 context: int = 8, fade: int = 320, seed: int = 0,
+                 engine: str = "auto", max_positions: int = 8192, chunk_groups: int = 1,
+                 lookahead: int = STREAM_LOOKAHEAD, context: int = STREAM_CONTEXT, fade: int = STREAM_FADE,
+                 seed: int = 0,
                  threads: Optional[int] = None, hubert: Optional[str] = None, kmeans: Optional[str] = None,
                  vocoder: Optional[str] = None, vocoder_config: Optional[str] = None) -> None:
         text_first = self.text_first_default if text_first is None else bool(text_first)

@@ -24,6 +24,7 @@ from torch import nn
 from ...errors import ModelFileError
 from ...model_files import (load_safetensors_file, load_torch_file, read_json_object,
                             require_keys, state_dict_mismatch)
+from .config import STREAM_CONTEXT, STREAM_FADE, STREAM_LOOKAHEAD
 from .cuda_graphs import Replay, new_pool
 
 LRELU_SLOPE = 0.1
@@ -302,9 +303,34 @@ def load_vocoder(checkpoint: Union[str, Path], config: Union[str, Path]) -> Unit
 
 
 def random_vocoder(cfg: dict[str, Any], seed: int = 0) -> UnitHiFiGAN:
-    """Random weights (torch's default initialisation, which keeps the signal varying)."""
+    """Random weights (torch's default initialisation: the signal shrinks layer by layer, and
+    the output is nearly a constant with a small varying part)."""
     torch.manual_seed(seed)
     return UnitHiFiGAN(cfg).eval()
+
+
+def signal_vocoder(cfg: dict[str, Any], seed: int = 0) -> UnitHiFiGAN:
+    """Random weights that keep the signal's variance through every convolution (normal, scaled
+    by each output sample's fan-in), so that the output varies like speech (about an offset that
+    a signal-to-error ratio should leave out: compare powers about the mean), and
+    each sample depends on the units around it as far as the architecture reaches — every tap
+    of every layer counts. What streamed vocoding loses against whole-utterance vocoding is
+    measured on this vocoder (benchmarks/vocoder_streaming.py): without released weights at
+    hand, a case where distant units matter as much as the architecture lets them. (Torch's
+    default initialisation shrinks the signal to a near-constant, which makes any
+    signal-to-error ratio meaningless.)"""
+    vocoder = random_vocoder(cfg, seed)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in vocoder.modules():
+            if isinstance(module, nn.ConvTranspose1d):  # weight (in, out, k): k / stride taps reach a sample
+                fan_in = module.weight.shape[0] * module.weight.shape[2] / module.stride[0]
+            elif isinstance(module, nn.Conv1d):  # weight (out, in, k)
+                fan_in = module.weight.shape[1] * module.weight.shape[2]
+            else:
+                continue
+            module.weight.copy_(torch.randn(module.weight.shape, generator=generator) / fan_in ** 0.5)
+    return vocoder
 
 
 class GraphedVocoder:
@@ -357,11 +383,13 @@ class StreamingVocoder:
     and cross-fade each seam over `fade` samples (taken from the look-ahead region).
 
     The joined chunks equal the whole-utterance output away from the seams (up to the
-    vocoder's receptive field beyond the context and look-ahead).
+    vocoder's receptive field beyond the context and look-ahead). The defaults (config.py)
+    keep the streamed audio ≥ 40 dB from whole-utterance vocoding on the vocoders of
+    benchmarks/vocoder_streaming.py.
     """
 
-    def __init__(self, vocoder: Union[UnitHiFiGAN, GraphedVocoder], chunk_groups: int = 1, lookahead: int = 2,
-                 context: int = 8, fade: int = 320) -> None:
+    def __init__(self, vocoder: Union[UnitHiFiGAN, GraphedVocoder], chunk_groups: int = 1,
+                 lookahead: int = STREAM_LOOKAHEAD, context: int = STREAM_CONTEXT, fade: int = STREAM_FADE) -> None:
         self.vocoder = vocoder
         self.hop = vocoder.hop
         self.chunk_groups = max(1, int(chunk_groups))
@@ -376,7 +404,8 @@ class StreamingVocoder:
         self._ramp_in = 0.5 - 0.5 * np.cos(np.pi * ramp)  # raised cosine
 
     @staticmethod
-    def longest_input(group_size: int, chunk_groups: int = 1, lookahead: int = 2, context: int = 8) -> int:
+    def longest_input(group_size: int, chunk_groups: int = 1, lookahead: int = STREAM_LOOKAHEAD,
+                      context: int = STREAM_CONTEXT) -> int:
         """The most units one synthesis call gets: left context + a chunk's groups + look-ahead."""
         return max(0, int(context)) + max(1, int(chunk_groups)) * int(group_size) + max(0, int(lookahead))
 
