@@ -58,7 +58,7 @@ VOCODER_25HZ = dict(
 # benchmarks/vocoder_streaming.py (results/vocoder_streaming_2026-11-29.txt): the smallest
 # look-ahead, then context, at which streamed audio stays ≥ 40 dB SNR from whole-utterance
 # vocoding on TWIST-shaped vocoders whose random weights keep the signal's variance (a
-# look-ahead of 2 and context of 8 gave 10–18 dB there). The cost: the audio trails the units
+# look-ahead of 2 and context of 8 gave 10–13 dB there). The cost: the audio trails the units
 # by 400 ms, and with G=5 the first packet waits for a third group (docs/architecture.md,
 # "Streaming vocoder").
 STREAM_LOOKAHEAD = 10
