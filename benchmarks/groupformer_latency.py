@@ -51,6 +51,12 @@ from ivbench.types import Audio, AudioChunk, Mode, StageMark, TextDelta, TurnInp
 UNITS_PER_S = 25
 
 
+def lookahead(args: argparse.Namespace) -> int:
+    from ivbench.systems.groupformer.config import STREAM_LOOKAHEAD
+
+    return STREAM_LOOKAHEAD if args.lookahead is None else args.lookahead
+
+
 def user_turn(seconds: float, shorter_by: int = 0) -> TurnInput:
     """A deterministic speech-like user turn at 16 kHz: harmonics with a moving pitch, plus noise;
     `shorter_by` samples cut off its end."""
@@ -121,7 +127,7 @@ def run_config(size: str, device: str, dtype: str, group: int, engine: str, args
     groups = math.ceil(args.speech_seconds * UNITS_PER_S / group)
     common = dict(init="random", size=size, group_size=group, device=device, dtype=dtype, seed=0,
                   max_groups=groups, min_groups=groups, max_new_tokens=args.text_tokens,
-                  min_new_tokens=args.text_tokens, chunk_groups=1, lookahead=args.lookahead,
+                  min_new_tokens=args.text_tokens, chunk_groups=1, lookahead=lookahead(args),
                   threads=args.threads, engine=engine, max_positions=args.max_positions)
     t0 = time.perf_counter()
     direct = GroupFormerSystem(**common)
@@ -209,7 +215,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--user-seconds", type=float, default=3.0, help="length of the spoken user turn")
     parser.add_argument("--speech-seconds", type=float, default=4.0, help="length of each spoken reply")
     parser.add_argument("--text-tokens", type=int, default=64, help="text tokens the text-first chain writes")
-    parser.add_argument("--lookahead", type=int, default=2, help="vocoder look-ahead in units")
+    parser.add_argument("--lookahead", type=int, default=None,
+                        help="vocoder look-ahead in units (default: the system's)")
     parser.add_argument("--engines", default=None,
                         help="KV engines to compare, comma-separated (dynamic, static, graphs; see "
                              "ivbench/systems/groupformer/engines.py); default: dynamic,graphs on a GPU, dynamic "
@@ -238,7 +245,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     group_sizes = [int(g) for g in args.groups.split(",")]
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, python {platform.python_version()}")
     print(f"user turn {args.user_seconds:g} s of speech; replies {args.speech_seconds:g} s of speech; "
-          f"text-first writes {args.text_tokens} text tokens first; vocoder look-ahead {args.lookahead} units; "
+          f"text-first writes {args.text_tokens} text tokens first; vocoder look-ahead {lookahead(args)} units; "
           f"{args.turns} turns after {args.warmup} warm-up, p50 unless noted")
     rows = []
     for size, device in plan:

@@ -35,7 +35,7 @@ def main() -> None:
             torch.cuda.synchronize()
 
     system = GroupFormerSystem(init="random", size=args.size, group_size=args.group, device=args.device,
-                               seed=0, max_groups=20, min_groups=20, chunk_groups=1, lookahead=2,
+                               seed=0, max_groups=20, min_groups=20, chunk_groups=1,
                                engine=args.engine, max_positions=8192)
     system.load(args.device)
     llm = system.model.llm

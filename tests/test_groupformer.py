@@ -135,7 +135,7 @@ def test_speech_tokenizer_loads_hubert_and_every_kmeans_format(tmp_path, monkeyp
         monkeypatch.delitem(sys.modules, name)
 
     for name in ("km.npy", "km.raw", "km500.bin"):
-        assert np.array_equal(load_kmeans(tmp_path / name, dim=dim), centroids), name
+        assert np.array_equal(load_kmeans(tmp_path / name, dim=dim, n_clusters=500), centroids), name
 
     # A pickle that would run code is refused.
     (tmp_path / "evil.bin").write_bytes(b"\x80\x04cos\nsystem\n(S'true'\ntR.")

@@ -15,6 +15,8 @@ from ivbench.audio import write_wav
 from ivbench.metrics.base import ScoreItem, ScoringContext, Status
 from ivbench.types import Audio, TurnRecord
 
+ROOT = Path(__file__).resolve().parents[1]
+
 pytestmark = pytest.mark.slow
 
 TEXT = "The weather today is sunny with a light breeze, and it should stay warm until the evening."
@@ -207,9 +209,86 @@ def released_layout() -> dict[str, tuple[int, ...]]:
     return layout
 
 
+def lightning_layout() -> dict[str, tuple[int, ...]]:
+    """Key names and shapes of the UTMOS22 repository's Lightning checkpoint
+    (epoch=3-step=7459.ckpt), written out independently of the module: its
+    BaselineLightningModule holds feature_extractors = [SSL_model wrapping fairseq's wav2vec 2.0
+    as `ssl_model`, DomainEmbedding(3 domains, 128)] and output_layers = [LDConditioner (3000
+    listeners × 128, BLSTM `decoder_rnn`), Projection (`net`: Linear, ReLU, Dropout, Linear)]."""
+    layout = {"feature_extractors.0.ssl_model." + k[len("wav2vec2."):]: v
+              for k, v in released_layout().items() if k.startswith("wav2vec2.")}
+    layout["feature_extractors.1.embedding.weight"] = (3, 128)
+    layout["output_layers.0.judge_embedding.weight"] = (3000, 128)
+    for suffix in ("", "_reverse"):
+        layout.update({f"output_layers.0.decoder_rnn.weight_ih_l0{suffix}": (2048, 1024),
+                       f"output_layers.0.decoder_rnn.weight_hh_l0{suffix}": (2048, 512),
+                       f"output_layers.0.decoder_rnn.bias_ih_l0{suffix}": (2048,),
+                       f"output_layers.0.decoder_rnn.bias_hh_l0{suffix}": (2048,)})
+    layout.update({"output_layers.1.net.0.weight": (2048, 1024), "output_layers.1.net.0.bias": (2048,),
+                   "output_layers.1.net.3.weight": (1, 2048), "output_layers.1.net.3.bias": (1,)})
+    return layout
+
+
+class _RunsCode:
+    """Unpickling this would run a shell command (as a malicious checkpoint could)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def write_lightning_checkpoint(path: Path, state: dict, marker: Path) -> None:
+    """The SpeechMOS tensors as the UTMOS22 Lightning checkpoint holds them — the same weights,
+    the domain and listener tables with rows 0 and 288 (what the UTMOS demo scores as) equal to
+    SpeechMOS's picked embeddings — inside Lightning's checkpoint dict, whose hyper-parameters
+    are an OmegaConf DictConfig (here a stand-in class of that name, as omegaconf is not installed)."""
+    import collections
+    import types
+
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(1)
+    renamed = {"blstm.": "output_layers.0.decoder_rnn.", "projection.0.": "output_layers.1.net.0.",
+               "projection.2.": "output_layers.1.net.3.", "wav2vec2.": "feature_extractors.0.ssl_model."}
+    lightning = collections.OrderedDict()
+    for key, value in state.items():
+        for old, new in renamed.items():
+            if key.startswith(old):
+                lightning[new + key[len(old):]] = value
+    domains = torch.randn(3, 128, generator=gen)
+    domains[0] = state["domain_emb"][0]
+    judges = torch.randn(3000, 128, generator=gen)
+    judges[288] = state["judge_emb"][0]
+    lightning["feature_extractors.1.embedding.weight"] = domains
+    lightning["output_layers.0.judge_embedding.weight"] = judges
+    assert {k: tuple(v.shape) for k, v in lightning.items()} == lightning_layout()
+
+    config_module = types.ModuleType("omegaconf.dictconfig")
+    DictConfig = type("DictConfig", (dict,), {"__module__": "omegaconf.dictconfig"})
+    config_module.DictConfig = DictConfig
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "omegaconf", types.ModuleType("omegaconf"))
+        patch.setitem(sys.modules, "omegaconf.dictconfig", config_module)
+        cfg = DictConfig(model={"feature_extractors": [{"_target_": "model.load_ssl_model"}]})
+        cfg.flags = {"struct": False}
+        torch.save({"epoch": 3, "global_step": 7459, "pytorch-lightning_version": "1.5.10",
+                    "state_dict": lightning,
+                    "callbacks": {"ModelCheckpoint": {"best_model_score": torch.tensor(0.93)}},
+                    "optimizer_states": [{"state": {0: {"exp_avg": torch.zeros(3)}},
+                                          "param_groups": [{"lr": 2e-5, "params": [0]}]}],
+                    "lr_schedulers": [{"last_epoch": 7459}], "hparams_name": "cfg",
+                    "hyper_parameters": {"cfg": cfg}, "trap": _RunsCode(marker)}, path)
+
+
 @pytest.fixture(scope="module")
 def utmos_checkpoints(tmp_path_factory):
-    """A random checkpoint in the released layout, and a copy lacking one key."""
+    """Random weights in the released SpeechMOS layout (.pt), the same weights as a UTMOS22
+    Lightning checkpoint (.ckpt), and a .pt lacking one key."""
+    import types
+
     torch = pytest.importorskip("torch")
     gen = torch.Generator().manual_seed(0)
     state = {}
@@ -220,12 +299,14 @@ def utmos_checkpoints(tmp_path_factory):
             value += 1.0
         state[key] = value
     folder = tmp_path_factory.mktemp("utmos")
-    good = folder / "utmos22_strong_step7459_v1.pt"
-    torch.save(state, good)
+    files = types.SimpleNamespace(good=folder / "utmos22_strong_step7459_v1.pt",
+                                  lightning=folder / "epoch=3-step=7459.ckpt", bad=folder / "missing_key.pt",
+                                  marker=folder / "code_ran")
+    torch.save(state, files.good)
+    write_lightning_checkpoint(files.lightning, state, files.marker)
     del state["wav2vec2.encoder.layers.3.fc1.weight"]
-    bad = folder / "missing_key.pt"
-    torch.save(state, bad)
-    return good, bad
+    torch.save(state, files.bad)
+    return files
 
 
 def test_utmos_module_matches_the_released_layout():
@@ -239,7 +320,7 @@ def test_utmos_module_matches_the_released_layout():
 def test_utmos_random_checkpoint_loads_strictly_and_scores_a_batch(run_dir, utmos_checkpoints):
     from ivbench.metrics.mos.utmos import UTMOS
 
-    good, _ = utmos_checkpoints
+    good = utmos_checkpoints.good
     metric = registry.create("metrics", registry.parse_spec(f"utmos:checkpoint={good},batch_size=2"))
     assert isinstance(metric, UTMOS)
     metric.load(ScoringContext(device="cpu"))
@@ -253,12 +334,90 @@ def test_utmos_random_checkpoint_loads_strictly_and_scores_a_batch(run_dir, utmo
     assert metric.identity()["checkpoint_sha256"] and "checkpoint" not in metric.identity()["options"]
 
 
+def test_utmos_lightning_checkpoint_scores_as_the_speechmos_file(utmos_checkpoints):
+    """The UTMOS22 repository's Lightning checkpoint loads without Lightning or OmegaConf, runs
+    none of its pickled code, and gives the SpeechMOS file's scores."""
+    from ivbench.metrics.mos.utmos import UTMOS
+
+    speechmos = UTMOS(checkpoint=str(utmos_checkpoints.good))
+    lightning = UTMOS(checkpoint=str(utmos_checkpoints.lightning))
+    waves = np.random.default_rng(1).standard_normal((2, 6000)).astype(np.float32) * 0.1
+    np.testing.assert_array_equal(lightning.predict(waves, 24000), speechmos.predict(waves, 24000))
+    assert not utmos_checkpoints.marker.exists()
+    assert lightning.identity()["checkpoint_sha256"] != speechmos.identity()["checkpoint_sha256"]
+
+
+def test_sinc_resampler_matches_torchaudio():
+    """torchaudio.functional.resample's own output (tests/data, made by
+    tests/make_resample_fixture.py) and the filter's formula summed directly in float64."""
+    torch = pytest.importorskip("torch")
+    from ivbench.metrics.mos._sinc_resample import resampled_length, sinc_resample
+
+    data = np.load(ROOT / "tests" / "data" / "torchaudio_resample.npz")
+    for rate in (24000, 22050, 44100, 8000):
+        x, want = data[f"in_{rate}"], data[f"out_{rate}"]
+        got = sinc_resample(torch.from_numpy(x), rate, 16000).numpy()
+        assert got.shape == want.shape == (resampled_length(len(x), rate, 16000),)
+        np.testing.assert_allclose(got, want, atol=2e-7, err_msg=str(rate))  # float32 rounding
+        batch = torch.from_numpy(np.stack([x, -x, 0.5 * x]))[None]  # (1, 3, T): every row alike
+        np.testing.assert_allclose(sinc_resample(batch, rate, 16000)[0].numpy(),
+                                   np.stack([got, -got, 0.5 * got]), atol=1e-7)
+
+    # y(t) = Σ_i x[i]·(b/f)·sinc(b(i/f − t))·cos²(π b(i/f − t) / 12) within 6 zero crossings,
+    # with f the input rate and b = 0.99·min(f, 16000): the Hann-windowed sinc interpolator.
+    x = data["in_22050"].astype(np.float64)
+    f, b = 22050, 0.99 * 16000
+    lag = b * (np.arange(len(x))[None, :] / f - np.arange(len(data["out_22050"]))[:, None] / 16000)
+    taps = np.where(np.abs(lag) <= 6, np.sinc(lag) * np.cos(np.pi * lag / 12) ** 2, 0.0) * b / f
+    # (torchaudio builds its filter in the samples' float32: a few 1e-6 from the exact one)
+    np.testing.assert_allclose(data["out_22050"], taps @ x, atol=1e-5)
+
+
+def test_utmos_resamples_inside_the_model_as_the_reference(utmos_checkpoints, tmp_path):
+    """A reply at 24, 22.05, 44.1 or 8 kHz scores what SpeechMOS gives: the model on
+    torchaudio's 16 kHz resampling of the same samples."""
+    import soundfile
+    import soxr
+
+    from ivbench.metrics.mos.utmos import UTMOS
+
+    data = np.load(ROOT / "tests" / "data" / "torchaudio_resample.npz")
+    metric = UTMOS(checkpoint=str(utmos_checkpoints.good))
+    (tmp_path / "audio").mkdir()
+    moved = []
+    for rate in (24000, 22050, 44100, 8000):
+        soundfile.write(tmp_path / "audio" / f"{rate}.wav", data[f"in_{rate}"], rate, subtype="FLOAT")
+        result, = metric.score([ScoreItem(make_record(f"audio/{rate}.wav"), tmp_path)])
+        want = metric.predict(data[f"out_{rate}"][None])[0]  # torchaudio's 16 kHz samples
+        assert result.status == "ok" and result.values["mos"] == pytest.approx(want, abs=2e-6), rate
+        other = soxr.resample(data[f"in_{rate}"], rate, 16000, quality="HQ")[None]  # what ivbench did
+        moved.append(abs(metric.predict(other)[0] - want))
+    assert max(moved) > 1e-4  # another resampler moves the score: the comparison can tell
+
+
 def test_utmos_checkpoint_errors(utmos_checkpoints, tmp_path, monkeypatch):
+    import torch
+
+    from ivbench.errors import ModelFileError
     from ivbench.metrics.mos.utmos import FILE_NAME, RELEASE_URL, UTMOS
 
-    _, bad = utmos_checkpoints
-    with pytest.raises(ValueError, match=r"missing.*wav2vec2\.encoder\.layers\.3\.fc1\.weight"):
-        UTMOS(checkpoint=str(bad)).load()
+    with pytest.raises(ModelFileError, match=r"missing.*wav2vec2\.encoder\.layers\.3\.fc1\.weight"):
+        UTMOS(checkpoint=str(utmos_checkpoints.bad)).load()
+    with open(utmos_checkpoints.good, "rb") as f:
+        head = f.read(1 << 16)
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    torch.save({"state_dict": {"output_layers.0.judge_embedding.weight": torch.zeros(100, 128),
+                               "feature_extractors.0.ssl_model.mask_emb": torch.zeros(768)}},
+               tmp_path / "few_judges.ckpt")
+    broken = {"empty.pt": (b"", "is empty"), "truncated.pt": (head, "cannot be read as a torch checkpoint"),
+              "text.pt": (b"<html>rate limited</html>\n", "cannot be read as a torch checkpoint"),
+              "list.pt": (None, "holds a list, not a state dict"), "few_judges.ckpt": (None, "row 288")}
+    for name, (content, fragment) in broken.items():
+        if content is not None:
+            (tmp_path / name).write_bytes(content)
+        with pytest.raises(ModelFileError) as err:
+            UTMOS(checkpoint=str(tmp_path / name)).load()
+        assert str(tmp_path / name) in str(err.value) and fragment in str(err.value), (name, str(err.value))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty torch.hub cache
     with pytest.raises(FileNotFoundError) as err:
         UTMOS().load()

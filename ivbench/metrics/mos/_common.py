@@ -1,4 +1,5 @@
-"""Pieces the MOS metrics share: import errors that name the extra, 16 kHz audio, digests."""
+"""Pieces the MOS metrics share: import errors that name the extra, the reply audio (at 16 kHz or
+as written), per-item failures."""
 from __future__ import annotations
 
 import importlib
@@ -40,6 +41,15 @@ def reply_16k(item: ScoreItem) -> np.ndarray:
         raise ValueError("the record has no reply audio")
     samples = resample(audio, SAMPLE_RATE).samples
     return np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False)
+
+
+def reply_native(item: ScoreItem) -> tuple[np.ndarray, int]:
+    """The reply's samples as written (mono float32) and their sample rate, for a model that
+    resamples inside itself the way its reference implementation does."""
+    audio = item.reply_audio()
+    if audio is None:  # precheck rules this out; a direct caller gets a clear message
+        raise ValueError("the record has no reply audio")
+    return audio.samples.astype(np.float32, copy=False), int(audio.sample_rate)
 
 
 def failed(fields: Any, exc: Exception) -> MetricResult:

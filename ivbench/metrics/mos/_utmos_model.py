@@ -8,21 +8,42 @@ two-layer projection to one score per frame, and the mean over frames mapped by 
 
 Parameter names and shapes follow the released `utmos22_strong_step7459_v1.pt` state dict
 (SpeechMOS layout, the domain and listener embeddings already picked), so that file loads
-with `strict=True`. Importing this module imports torch: import it inside `load()`.
+with `strict=True`; `from_lightning` maps the UTMOS22 repository's own PyTorch Lightning
+checkpoint (`epoch=3-step=7459.ckpt`) onto it. As in SpeechMOS, `forward` takes the clip at its
+own sample rate and resamples it to 16 kHz with torchaudio's windowed-sinc filter
+(`_sinc_resample`). Importing this module imports torch: import it inside `load()`.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ...errors import ModelFileError
+from ...model_files import state_dict_mismatch
+from ._sinc_resample import sinc_resample
 
 SSL_DIM, CONV_DIM, FFN_DIM, HEADS, LAYERS = 768, 512, 3072, 12, 12
 EMB_DIM, LSTM_DIM, PROJ_DIM = 128, 512, 2048
 CONV_SPECS = [(10, 5)] + [(3, 2)] * 4 + [(2, 2)] * 2  # (kernel, stride) of the feature encoder
 POS_KERNEL, POS_GROUPS = 128, 16
 MIN_SAMPLES = 400  # the feature encoder's receptive field: shorter input gives no frame
+SAMPLE_RATE = 16000
+
+# The Lightning module of the UTMOS22 repository (strong learner without the phoneme encoder):
+# feature_extractors = [SSL wrapper around fairseq's wav2vec 2.0, data-domain embedding],
+# output_layers = [listener-conditioned BLSTM, projection (Linear, ReLU, Dropout, Linear)].
+# Its inference (the UTMOS demo, SpeechMOS's conversion) scores as domain 0 (the main track's
+# data) and listener 288; those rows of the two embedding tables become `domain_emb` and
+# `judge_emb`.
+LIGHTNING_RENAMES = (("feature_extractors.0.ssl_model.", "wav2vec2."),
+                     ("output_layers.0.decoder_rnn.", "blstm."),
+                     ("output_layers.1.net.0.", "projection.0."),
+                     ("output_layers.1.net.3.", "projection.2."))
+LIGHTNING_DOMAIN_TABLE, DOMAIN_ID = "feature_extractors.1.embedding.weight", 0
+LIGHTNING_JUDGE_TABLE, JUDGE_ID = "output_layers.0.judge_embedding.weight", 288
 
 
 class FeatureEncoder(nn.Module):
@@ -134,27 +155,48 @@ class UTMOS22Strong(nn.Module):
         self.blstm = nn.LSTM(SSL_DIM + 2 * EMB_DIM, LSTM_DIM, batch_first=True, bidirectional=True)
         self.projection = nn.Sequential(nn.Linear(2 * LSTM_DIM, PROJ_DIM), nn.ReLU(), nn.Linear(PROJ_DIM, 1))
 
-    def forward(self, wave: Tensor) -> Tensor:
-        """(B, T) waveforms at 16 kHz, all of one length -> (B,) MOS."""
-        ssl = self.wav2vec2(wave)
+    def forward(self, wave: Tensor, sample_rate: int = SAMPLE_RATE) -> Tensor:
+        """(B, T) waveforms at `sample_rate`, all of one length -> (B,) MOS."""
+        ssl = self.wav2vec2(sinc_resample(wave, sample_rate, SAMPLE_RATE))
         b, t, _ = ssl.shape
         emb = torch.cat([self.domain_emb, self.judge_emb], dim=1).unsqueeze(1).expand(b, t, -1)
         frames = self.projection(self.blstm(torch.cat([ssl, emb], dim=2))[0])
         return frames.mean(dim=1).squeeze(1) * 2 + 3
 
 
-def check_state_dict(model: nn.Module, state: dict, where: str) -> Optional[str]:
+def is_lightning_state(state: Mapping[str, Any]) -> bool:
+    return any(key.startswith(LIGHTNING_RENAMES[0][0]) for key in state)
+
+
+def from_lightning(state: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The UTMOS22 Lightning module's state dict in the SpeechMOS layout. Keys of other parts
+    (a phoneme encoder, say) stay as they are, for `check_state_dict` to name."""
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        for old, new in LIGHTNING_RENAMES:
+            if key.startswith(old):
+                out[new + key[len(old):]] = value
+                break
+        else:
+            if key not in (LIGHTNING_DOMAIN_TABLE, LIGHTNING_JUDGE_TABLE):
+                out[key] = value
+    for table, row, name in ((LIGHTNING_DOMAIN_TABLE, DOMAIN_ID, "domain_emb"),
+                             (LIGHTNING_JUDGE_TABLE, JUDGE_ID, "judge_emb")):
+        weight = state.get(table)
+        if weight is None:
+            continue  # check_state_dict names the missing embedding
+        if weight.dim() != 2 or weight.shape[0] <= row:
+            raise ModelFileError(f"{where}: {table} has shape {tuple(weight.shape)}; the UTMOS22 strong "
+                                 f"learner's table has row {row} (of 3 domains / 3000 listeners)")
+        out[name] = weight[row:row + 1].clone()
+    return out
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, Any], where: str) -> Optional[str]:
     """A sentence saying why `state` is not this model's checkpoint, or None when it is."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
-             for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if not (missing or unexpected or wrong):
+    problem = state_dict_mismatch(model.state_dict(), state)
+    if problem is None:
         return None
-    parts = []
-    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-        if keys:
-            parts.append(f"{len(keys)} {label} ({', '.join(keys[:3])}{', …' if len(keys) > 3 else ''})")
-    return (f"{where} is not a UTMOS22 strong checkpoint in the released layout "
-            f"(utmos22_strong_step7459_v1.pt, a SpeechMOS state dict): {'; '.join(parts)} keys")
+    return (f"{where} is not a UTMOS22 strong checkpoint (the SpeechMOS state dict "
+            f"utmos22_strong_step7459_v1.pt, or the UTMOS22 Lightning checkpoint epoch=3-step=7459.ckpt): "
+            f"{problem}")

@@ -53,6 +53,18 @@ VOCODER_25HZ = dict(
                               var_pred_kernel_size=3, var_pred_dropout=0.5),
 )
 
+# Streamed vocoding (vocoder.StreamingVocoder): units the vocoder waits for past a chunk, units
+# of left context re-vocoded, seam cross-fade in samples. Chosen with
+# benchmarks/vocoder_streaming.py (results/vocoder_streaming_2026-11-29.txt): the smallest
+# look-ahead, then context, at which streamed audio stays ≥ 40 dB SNR from whole-utterance
+# vocoding on TWIST-shaped vocoders whose random weights keep the signal's variance (a
+# look-ahead of 2 and context of 8 gave 10–13 dB there). The cost: the audio trails the units
+# by 400 ms, and with G=5 the first packet waits for a third group (docs/architecture.md,
+# "Streaming vocoder").
+STREAM_LOOKAHEAD = 10
+STREAM_CONTEXT = 16
+STREAM_FADE = 320
+
 SHAPES: dict[str, dict[str, Any]] = {
     # A few hundred thousand parameters: tests and CPU latency profiling.
     "tiny": dict(
@@ -144,11 +156,13 @@ class GroupFormerConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GroupFormerConfig":
+    def from_dict(cls, data: dict[str, Any], where: str = CONFIG_NAME) -> "GroupFormerConfig":
+        from ...errors import ModelFileError
+
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"{CONFIG_NAME}: unknown keys {unknown}")
+            raise ModelFileError(f"{where}: unknown keys {unknown}")
         return cls(**data)
 
     def save(self, folder: Union[str, Path]) -> None:
@@ -157,7 +171,9 @@ class GroupFormerConfig:
 
     @classmethod
     def load(cls, folder: Union[str, Path]) -> "GroupFormerConfig":
+        from ...model_files import MissingModelFile, read_json_object
+
         path = Path(folder) / CONFIG_NAME
         if not path.is_file():
-            raise FileNotFoundError(f"{folder}: no {CONFIG_NAME}; is this a GroupFormer checkpoint folder?")
-        return cls.from_dict(json.loads(path.read_text()))
+            raise MissingModelFile(f"{folder}: no {CONFIG_NAME}; is this a GroupFormer checkpoint folder?")
+        return cls.from_dict(read_json_object(path, "GroupFormer config"), where=f"GroupFormer config {path}")

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import ModelFileError
+from ...model_files import MissingModelFile, load_safetensors_file, state_dict_mismatch
 from .chat import Message, Rendered, SpecialIds, add_speech_tokens, build_fallback_tokenizer, render
 from .config import GroupFormerConfig, shape as named_shape
 from .speech_tokenizer import SpeechTokenizer, load_speech_tokenizer, random_speech_tokenizer
@@ -94,8 +96,63 @@ def _dtype_kwarg() -> str:
     return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
+def check_parts(config: GroupFormerConfig, speech_tokenizer: Optional[SpeechTokenizer],
+                vocoder: Optional[UnitHiFiGAN]) -> None:
+    """The speech tokenizer and vocoder fit the model: as many units, at the model's unit rate
+    (a ModelFileError naming the files that do not)."""
+    rate = config.unit_rate_hz
+    if speech_tokenizer is not None:
+        where = getattr(speech_tokenizer, "source", "the speech tokenizer")
+        if speech_tokenizer.n_units != config.n_units:
+            raise ModelFileError(f"{where}: {speech_tokenizer.n_units} k-means units, the model {config.n_units}")
+        if abs(speech_tokenizer.frame_rate - rate) > 1e-6:
+            raise ModelFileError(f"{where}: HuBERT makes {speech_tokenizer.frame_rate:g} frames per second "
+                                 f"(conv strides {list(speech_tokenizer.hubert.config.conv_stride)}); the model's "
+                                 f"units are {rate} per second (unit_rate_hz)")
+    if vocoder is not None:
+        where = getattr(vocoder, "source", "the vocoder")
+        if vocoder.dict.num_embeddings < config.n_units:
+            raise ModelFileError(f"{where}: knows {vocoder.dict.num_embeddings} units, the model {config.n_units}")
+        if vocoder.hop * rate != vocoder.sample_rate:
+            raise ModelFileError(f"{where}: makes {vocoder.hop} samples per unit at {vocoder.sample_rate} Hz, "
+                                 f"{vocoder.sample_rate / vocoder.hop:g} units per second; the model's units are "
+                                 f"{rate} per second (unit_rate_hz)")
+
+
 def _looks_like_hub_id(name: Optional[str]) -> bool:
     return bool(name) and name.count("/") == 1 and not name.startswith((".", "/", "~"))
+
+
+def _load_llm(llm_dir: Path, dtype: torch.dtype) -> tuple[Any, nn.Module]:
+    """The checkpoint's tokenizer and causal LM (Hugging Face folder)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (llm_dir / "config.json").is_file():
+        raise MissingModelFile(f"GroupFormer LLM folder {llm_dir} has no config.json")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(llm_dir))
+        llm = AutoModelForCausalLM.from_pretrained(str(llm_dir), **{_dtype_kwarg(): dtype})
+    except Exception as exc:  # transformers reports broken files in many exception types
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ModelFileError(f"GroupFormer LLM folder {llm_dir} cannot be loaded: {type(exc).__name__}: {text}") \
+            from None
+    return tokenizer, llm
+
+
+def _load_speech_tokenizer(folder: Path, config: GroupFormerConfig, hubert: Optional[str],
+                           kmeans: Optional[str]) -> Optional[SpeechTokenizer]:
+    """HuBERT + k-means from the folder or the paths given; None where the folder has neither
+    and none was given (a text-input checkpoint)."""
+    hubert_name = hubert or config.hubert
+    hubert_path = _resolve(folder, hubert_name)
+    kmeans_path = _resolve(folder, kmeans or config.kmeans)
+    hub_id = not hubert_path.exists() and _looks_like_hub_id(hubert_name)  # e.g. slprl/mhubert-base-25hz
+    if not (hubert or kmeans or hubert_path.exists() or kmeans_path.exists() or hub_id):
+        return None
+    if not kmeans_path.exists():
+        raise MissingModelFile(f"speech tokenizer: k-means file {kmeans_path} not found")
+    return load_speech_tokenizer(hubert_name if hub_id else hubert_path, kmeans_path, config.hubert_layer,
+                                 config.hubert_normalize, n_units=config.n_units)
 
 
 class GroupFormer(nn.Module):
@@ -118,13 +175,7 @@ class GroupFormer(nn.Module):
         self.vocoder = vocoder
         self._cache_kwarg: Optional[str] = None
         self._index_cache: dict[Any, torch.Tensor] = {}
-        if speech_tokenizer is not None and speech_tokenizer.n_units != config.n_units:
-            raise ValueError(f"the speech tokenizer has {speech_tokenizer.n_units} units, the model {config.n_units}")
-        if vocoder is not None and vocoder.dict.num_embeddings < config.n_units:
-            raise ValueError(f"the vocoder knows {vocoder.dict.num_embeddings} units, the model {config.n_units}")
-        if vocoder is not None and vocoder.hop * config.unit_rate_hz != vocoder.sample_rate:
-            raise ValueError(f"the vocoder makes {vocoder.hop} samples per unit at {vocoder.sample_rate} Hz; "
-                             f"the units are {config.unit_rate_hz} per second")
+        check_parts(config, speech_tokenizer, vocoder)
 
     # ---- placement ------------------------------------------------------------------------
     @property
@@ -266,44 +317,31 @@ class GroupFormer(nn.Module):
                         vocoder_config: Optional[str] = None) -> "GroupFormer":
         """A checkpoint folder: `groupformer.json`, the LLM and its tokenizer (Hugging Face
         format), the heads (safetensors), HuBERT + k-means, and the vocoder with its config.
-        The keyword paths override the folder's speech tokenizer and vocoder files."""
-        from safetensors.torch import load_file
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
+        The keyword paths override the folder's speech tokenizer and vocoder files. A file that
+        is missing, broken or does not fit the others is a ModelFileError naming it."""
         folder = Path(folder).expanduser()
         if not folder.is_dir():
-            raise FileNotFoundError(f"GroupFormer checkpoint folder {folder} not found")
+            raise MissingModelFile(f"GroupFormer checkpoint folder {folder} not found")
         config = GroupFormerConfig.load(folder)
         dtype = resolve_dtype(dtype, device)
-        llm_dir = _resolve(folder, config.llm)
-        tokenizer = AutoTokenizer.from_pretrained(str(llm_dir))
-        llm = AutoModelForCausalLM.from_pretrained(str(llm_dir), **{_dtype_kwarg(): dtype})
-
-        hubert_name = hubert or config.hubert
-        hubert_path = _resolve(folder, hubert_name)
-        kmeans_path = _resolve(folder, kmeans or config.kmeans)
-        speech_tokenizer = None
-        hubert_source = (str(hubert_path) if hubert_path.exists()
-                         else hubert_name if _looks_like_hub_id(hubert_name) else None)  # e.g. slprl/mhubert-base-25hz
-        if hubert_source and kmeans_path.exists():
-            speech_tokenizer = load_speech_tokenizer(hubert_source, kmeans_path, config.hubert_layer,
-                                                     config.hubert_normalize)
-        elif hubert or kmeans:
-            raise FileNotFoundError(f"speech tokenizer: {hubert_path} or {kmeans_path} not found")
+        tokenizer, llm = _load_llm(_resolve(folder, config.llm), dtype)
+        speech_tokenizer = _load_speech_tokenizer(folder, config, hubert, kmeans)
         vocoder_path = _resolve(folder, vocoder or config.vocoder)
         vocoder_cfg = _resolve(folder, vocoder_config or config.vocoder_config)
         unit_vocoder = None
-        if vocoder_path.exists() and vocoder_cfg.exists():
-            unit_vocoder = load_vocoder(vocoder_path, vocoder_cfg)
-        elif vocoder or vocoder_config:
-            raise FileNotFoundError(f"vocoder: {vocoder_path} or {vocoder_cfg} not found")
+        if vocoder_path.exists() or vocoder_cfg.exists() or vocoder or vocoder_config:
+            unit_vocoder = load_vocoder(vocoder_path, vocoder_cfg)  # names whichever is missing
 
         model = cls(config, llm, tokenizer, speech_tokenizer, unit_vocoder)
-        state = load_file(str(_resolve(folder, config.heads)))
-        adaptor = {k[len("adaptor."):]: v for k, v in state.items() if k.startswith("adaptor.")}
-        group = {k[len("group_model."):]: v for k, v in state.items() if k.startswith("group_model.")}
-        model.adaptor.load_state_dict(adaptor)
-        model.group_model.load_state_dict(group)
+        heads_path = _resolve(folder, config.heads)
+        state = load_safetensors_file(heads_path, "GroupFormer heads")
+        for prefix, part in (("adaptor.", model.adaptor), ("group_model.", model.group_model)):
+            found = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            problem = state_dict_mismatch(part.state_dict(), found)
+            if problem:
+                raise ModelFileError(f"GroupFormer heads {heads_path} do not fit {folder / 'groupformer.json'} "
+                                     f"({prefix.rstrip('.')}): {problem}")
+            part.load_state_dict(found)
         return model.place(device, dtype).eval()
 
     def describe(self) -> dict[str, Any]:

@@ -8,13 +8,26 @@ bucket on a GPU, where HuBERT is otherwise bound by launching a few hundred smal
 meets a new input shape with every user turn.
 
 The k-means file may be the released km500 file (a joblib pickle of a scikit-learn
-(MiniBatch)KMeans; read here without scikit-learn and without running arbitrary pickled
-code), a `.npy` array of centroids (K, D), or raw float32 centroids.
+(MiniBatch)KMeans, uncompressed or compressed with any codec joblib writes: zlib, gzip, bz2,
+lzma, xz, lz4; read here without scikit-learn and without running pickled code), a `.npy`
+array of centroids (K, D), or raw float32 centroids (accepted only when the file is exactly
+K × D float32 values, all finite, for the K and D expected). The centroids are checked: K ×
+D with D the HuBERT layer's width and K the model's unit count, every value finite.
+
+A HuBERT folder needs its config.json (without it transformers would build its default,
+50 Hz HuBERT); the weights must fill every parameter; its frame rate is the tokenizer's unit
+rate, which the GroupFormer model checks against its own. Every problem with these files is
+a ModelFileError naming the file.
 """
 from __future__ import annotations
 
+import bz2
+import gzip
 import inspect
+import io
+import lzma
 import pickle
+import zlib
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -22,14 +35,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...errors import ModelFileError
+from ...model_files import MissingModelFile, StandIn, check_file, read_json_object
 from .cuda_graphs import Replay, new_pool, relative_difference
+
+SAMPLE_RATE = 16000  # HuBERT's input rate
 
 # Frame counts the graphed tokenizer pads a turn's features up to (25 Hz: 1.3 s … 41 s).
 FRAME_BUCKETS = (32, 64, 128, 256, 512, 1024)
 
 
-class _PickledEstimator:
-    """Stands in for a scikit-learn estimator class while unpickling: keeps its state."""
+class _PickledEstimator(StandIn):
+    """Stands in for a scikit-learn estimator class while unpickling: keeps its state as
+    attributes (`cluster_centers_`, `n_clusters`), runs none of its code."""
 
     def __setstate__(self, state: Any) -> None:
         if isinstance(state, dict):
@@ -40,7 +58,15 @@ class _PickledEstimator:
 
 _SAFE_BUILTINS = {"slice", "set", "frozenset", "complex", "bytearray", "range", "object", "tuple",
                   "list", "dict", "int", "float", "bool", "str", "bytes"}
-_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd", b"\x04\x22\x4d\x18", b"ZF")
+# numpy and joblib globals an array or a scikit-learn estimator's state needs (other numpy names,
+# e.g. a RandomState, become inert stand-ins; anything outside numpy, joblib and sklearn is refused).
+_SAFE_GLOBALS = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+                 ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+                 ("numpy._core.multiarray", "scalar"), ("joblib.numpy_pickle", "NumpyArrayWrapper"),
+                 ("collections", "OrderedDict"), ("copyreg", "_reconstructor"), ("_codecs", "encode")}
+# How each codec joblib.dump(compress=…) writes begins (joblib's compressor prefixes).
+_CODECS = ((b"\x78", "zlib"), (b"\x1f\x8b", "gzip"), (b"BZ", "bz2"), (b"\xfd7zXZ", "xz"),
+           (b"]\x00", "lzma"), (b"\x04\x22\x4d\x18", "lz4"))
 
 
 def _kmeans_unpickler(path: Path, handle: Any) -> Any:
@@ -49,11 +75,10 @@ def _kmeans_unpickler(path: Path, handle: Any) -> Any:
     class KMeansUnpickler(NumpyUnpickler):
         def find_class(self, module: str, name: str) -> Any:
             root = module.split(".")[0]
-            if root == "sklearn":
-                return type(name, (_PickledEstimator,), {"__module__": module})
-            if root in ("numpy", "joblib", "collections", "copyreg", "_codecs") or (
-                    module == "builtins" and name in _SAFE_BUILTINS):
+            if (module, name) in _SAFE_GLOBALS or (module == "builtins" and name in _SAFE_BUILTINS):
                 return super().find_class(module, name)
+            if root in ("sklearn", "numpy"):
+                return type(name, (_PickledEstimator,), {"__module__": module, "__qualname__": name})
             raise pickle.UnpicklingError(f"k-means file {path}: refusing to load {module}.{name}")
 
     params = inspect.signature(NumpyUnpickler.__init__).parameters
@@ -61,35 +86,92 @@ def _kmeans_unpickler(path: Path, handle: Any) -> Any:
     return KMeansUnpickler(str(path), handle, **kwargs)
 
 
-def load_kmeans(path: Union[str, Path], dim: Optional[int] = None) -> np.ndarray:
-    """Centroids (K, D) float32 from a km file (joblib/pickle), a .npy, or raw float32."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"k-means file {path} not found")
-    with path.open("rb") as f:
-        head = f.read(8)
-    if head.startswith(b"\x93NUMPY"):
-        centroids = np.load(path, allow_pickle=False)
-    elif head[:1] == b"\x80":  # a pickle stream (joblib.dump without compression writes one)
-        with path.open("rb") as f:
-            obj = _kmeans_unpickler(path, f).load()
-        centroids = _centroids_of(obj, path)
-    elif any(head.startswith(m) for m in _COMPRESSED_MAGIC):
-        import joblib  # compressed joblib files: needs scikit-learn to rebuild the estimator
+def _decompress(codec: str, data: bytes) -> bytes:
+    if codec == "zlib":
+        return zlib.decompress(data)
+    if codec == "gzip":
+        return gzip.decompress(data)
+    if codec == "bz2":
+        return bz2.decompress(data)
+    if codec in ("xz", "lzma"):
+        return lzma.decompress(data)  # FORMAT_AUTO: both the xz and the legacy lzma container
+    try:
+        import lz4.frame
+    except ImportError:
+        raise ModelFileError("is lz4-compressed: install the lz4 package to read it") from None
+    return lz4.frame.decompress(data)
 
-        centroids = _centroids_of(joblib.load(path), path)
-    else:
-        raw = np.fromfile(path, dtype=np.float32)
-        if dim is None or raw.size % dim:
-            raise ValueError(f"k-means file {path}: not a pickle or .npy, and {raw.size} float32 values "
-                             f"do not make rows of {dim}")
-        centroids = raw.reshape(-1, dim)
+
+def _raw_centroids(data: bytes, dim: Optional[int], n_clusters: Optional[int]) -> Optional[np.ndarray]:
+    """`data` as raw float32 centroids, only when it is exactly n_clusters × dim finite values."""
+    if dim is None or n_clusters is None or len(data) != 4 * dim * n_clusters:
+        return None
+    raw = np.frombuffer(data, dtype="<f4").reshape(n_clusters, dim)
+    return raw.copy() if np.all(np.isfinite(raw)) else None
+
+
+def _unpickle_kmeans(data: bytes, path: Path) -> np.ndarray:
+    try:
+        obj = _kmeans_unpickler(path, io.BytesIO(data)).load()
+    except pickle.UnpicklingError as exc:
+        raise ModelFileError(str(exc) if str(exc).startswith("k-means file") else
+                             f"k-means file {path} is not a readable pickle ({exc})") from None
+    except Exception as exc:  # a truncated stream ends in EOFError, ValueError, struct.error…
+        raise ModelFileError(f"k-means file {path} cannot be unpickled: {type(exc).__name__}: {exc} "
+                             "(truncated?)") from None
+    return _centroids_of(obj, path)
+
+
+def _read_kmeans(data: bytes, path: Path, dim: Optional[int], n_clusters: Optional[int]) -> np.ndarray:
+    if data.startswith(b"\x93NUMPY"):
+        try:
+            return np.load(io.BytesIO(data), allow_pickle=False)
+        except Exception as exc:  # a truncated header or body, or an object array
+            raise ModelFileError(f"k-means file {path} is a broken .npy: {type(exc).__name__}: {exc}") from None
+    codec = next((name for magic, name in _CODECS if data.startswith(magic)), None)
+    if data[:1] == b"\x80" or codec is not None:
+        try:
+            stream = data if codec is None else _decompress(codec, data)
+        except ModelFileError as exc:
+            raise ModelFileError(f"k-means file {path} {exc}") from None
+        except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
+            raw = _raw_centroids(data, dim, n_clusters)  # raw floats that happen to start like a codec
+            if raw is not None:
+                return raw
+            raise ModelFileError(f"k-means file {path} looks {codec}-compressed (a joblib dump) but does not "
+                                 f"decompress: {exc} (truncated?)") from None
+        return _unpickle_kmeans(stream, path)
+    raw = _raw_centroids(data, dim, n_clusters)
+    if raw is None:
+        if dim is None or n_clusters is None:
+            raise ModelFileError(f"k-means file {path} is not a joblib/pickle file or a .npy array (raw float32 "
+                                 "centroids are read only when the number of clusters and dimensions is known)")
+        size = 4 * n_clusters * dim
+        found = "holds NaN or infinite values" if len(data) == size else f"has {len(data)} bytes"
+        raise ModelFileError(f"k-means file {path} is not a joblib/pickle file or a .npy array, nor raw float32 "
+                             f"centroids ({n_clusters} × {dim} finite values, {size} bytes): it {found}")
+    return raw
+
+
+def load_kmeans(path: Union[str, Path], dim: Optional[int] = None, n_clusters: Optional[int] = None) -> np.ndarray:
+    """Centroids (K, D) float32 from a km file (joblib/pickle, any joblib compression), a .npy,
+    or raw float32; checked to be finite and K × D for the `n_clusters` and `dim` given."""
+    path = check_file(path, "k-means file")
+    centroids = _read_kmeans(path.read_bytes(), path, dim, n_clusters)
+    if centroids.dtype.kind not in "fiu":
+        raise ModelFileError(f"k-means file {path}: centroids of dtype {centroids.dtype}, expected numbers")
     centroids = np.asarray(centroids, dtype=np.float32)
-    if centroids.ndim != 2:
-        raise ValueError(f"k-means file {path}: centroids have shape {centroids.shape}, expected (K, D)")
+    if centroids.ndim != 2 or centroids.shape[0] == 0:
+        raise ModelFileError(f"k-means file {path}: centroids have shape {centroids.shape}, expected (K, D)")
     if dim is not None and centroids.shape[1] != dim:
-        raise ValueError(f"k-means file {path}: centroids are {centroids.shape[1]}-dimensional, "
-                         f"the HuBERT features {dim}-dimensional")
+        raise ModelFileError(f"k-means file {path}: centroids are {centroids.shape[1]}-dimensional, "
+                             f"the HuBERT features {dim}-dimensional")
+    if n_clusters is not None and centroids.shape[0] != n_clusters:
+        raise ModelFileError(f"k-means file {path}: {centroids.shape[0]} centroids, but the model has "
+                             f"{n_clusters} units")
+    if not np.all(np.isfinite(centroids)):
+        raise ModelFileError(f"k-means file {path}: {int((~np.isfinite(centroids)).sum())} centroid values "
+                             "are NaN or infinite")
     return centroids
 
 
@@ -100,8 +182,13 @@ def _centroids_of(obj: Any, path: Path) -> np.ndarray:
     if centers is None and isinstance(obj, dict):
         centers = obj.get("cluster_centers_", obj.get("centroids"))
     if centers is None:
-        raise ValueError(f"k-means file {path}: a {type(obj).__name__} without cluster_centers_")
-    return np.asarray(centers)
+        raise ModelFileError(f"k-means file {path}: a {type(obj).__name__} without cluster_centers_")
+    centers = np.asarray(centers)
+    declared = getattr(obj, "n_clusters", None)
+    if isinstance(declared, int) and centers.ndim == 2 and centers.shape[0] != declared:
+        raise ModelFileError(f"k-means file {path}: n_clusters is {declared} but cluster_centers_ has "
+                             f"{centers.shape[0]} rows")
+    return centers
 
 
 def _masked_group_norm(norm: nn.GroupNorm, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -122,24 +209,31 @@ class SpeechTokenizer(nn.Module):
     """HuBERT + k-means: 16 kHz samples → unit ids."""
 
     def __init__(self, hubert: nn.Module, centroids: Union[np.ndarray, torch.Tensor], layer: int,
-                 normalize: bool = False) -> None:
+                 normalize: bool = False, source: str = "speech tokenizer") -> None:
         super().__init__()
         n_layers = hubert.config.num_hidden_layers
         if not 0 <= layer <= n_layers:
-            raise ValueError(f"HuBERT layer {layer}: the model has {n_layers} layers")
+            raise ModelFileError(f"{source}: HuBERT layer {layer} is asked for; the model has {n_layers} layers")
         self.hubert = hubert.eval()
         centroids = torch.as_tensor(np.asarray(centroids, dtype=np.float32))
-        if centroids.shape[1] != hubert.config.hidden_size:
-            raise ValueError(f"k-means centroids are {centroids.shape[1]}-dimensional; "
-                             f"HuBERT features are {hubert.config.hidden_size}")
+        if centroids.ndim != 2 or centroids.shape[1] != hubert.config.hidden_size:
+            raise ModelFileError(f"{source}: k-means centroids of shape {tuple(centroids.shape)}; HuBERT "
+                                 f"features are {hubert.config.hidden_size}-dimensional")
         self.register_buffer("centroids", centroids, persistent=False)
         self.register_buffer("centroid_sq", (centroids ** 2).sum(-1), persistent=False)
         self.layer = layer
         self.normalize = normalize
+        self.source = source  # the files it came from, for error messages
 
     @property
     def n_units(self) -> int:
         return int(self.centroids.shape[0])
+
+    @property
+    def frame_rate(self) -> float:
+        """Units per second: 16 kHz over the conv stack's total stride (25 for mHuBERT 25 Hz,
+        50 for the original HuBERT)."""
+        return SAMPLE_RATE / float(np.prod(self.hubert.config.conv_stride))
 
     def samples_for(self, frames: int) -> int:
         """The fewest samples that give `frames` frames through the conv stack."""
@@ -232,14 +326,59 @@ class SpeechTokenizer(nn.Module):
         np.save(str(kmeans_path), self.centroids.cpu().numpy())
 
 
-def load_speech_tokenizer(hubert: Union[str, Path], kmeans: Union[str, Path], layer: int,
-                          normalize: bool = False) -> SpeechTokenizer:
-    """`hubert`: a folder (or hub id) with a transformers HubertModel; `kmeans`: see module doc."""
+def _local_hubert(path: Path) -> Any:
     from transformers import HubertModel
 
-    model = HubertModel.from_pretrained(str(hubert))
-    centroids = load_kmeans(kmeans, dim=model.config.hidden_size)
-    return SpeechTokenizer(model, centroids, layer, normalize)
+    if not path.is_dir():
+        raise ModelFileError(f"HuBERT {path} is a file; give the folder that holds config.json and the weights")
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise MissingModelFile(f"HuBERT folder {path} has no config.json: without it transformers would build "
+                               "its default HuBERT (50 Hz, not the model's); copy the model's config.json there")
+    config = read_json_object(config_path, "HuBERT config")
+    if config.get("model_type", "hubert") != "hubert":
+        raise ModelFileError(f"HuBERT config {config_path} is for model_type {config['model_type']!r}, not hubert")
+    weights = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+    if not any((path / name).is_file() for name in weights):
+        raise MissingModelFile(f"HuBERT folder {path} has no weights ({' or '.join(weights[:2])})")
+    try:
+        model, info = HubertModel.from_pretrained(str(path), output_loading_info=True)
+    except Exception as exc:  # transformers reports bad weights as OSError, RuntimeError, SafetensorError…
+        raise ModelFileError(f"HuBERT folder {path} cannot be loaded: {type(exc).__name__}: "
+                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''} "
+                             "(truncated weights, or weights of another shape than config.json says?)") from None
+    missing = list(info.get("missing_keys", [])) + [str(k) for k in info.get("mismatched_keys", [])]
+    if missing:  # transformers would fill them with random weights and only warn
+        raise ModelFileError(f"HuBERT folder {path}: the weights lack {len(missing)} parameters of the model "
+                             f"config.json describes ({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''})")
+    return model
+
+
+def load_hubert(hubert: Union[str, Path]) -> Any:
+    """A transformers HubertModel from a local folder (checked: config.json, weights that fill
+    every parameter) or, where the machine has network, a Hugging Face hub id."""
+    from transformers import HubertModel
+
+    path = Path(hubert).expanduser()
+    if path.exists():
+        return _local_hubert(path)
+    name = str(hubert)
+    if name.count("/") == 1 and not name.startswith((".", "/", "~")):  # e.g. slprl/mhubert-base-25hz
+        try:
+            return HubertModel.from_pretrained(name)
+        except Exception as exc:  # offline, a wrong id, a broken download
+            raise ModelFileError(f"HuBERT {name!r} is not a local folder and cannot be fetched from the hub "
+                                 f"({type(exc).__name__}); give hubert=/path/to/folder") from None
+    raise MissingModelFile(f"HuBERT folder {path} not found")
+
+
+def load_speech_tokenizer(hubert: Union[str, Path], kmeans: Union[str, Path], layer: int,
+                          normalize: bool = False, n_units: Optional[int] = None) -> SpeechTokenizer:
+    """`hubert`: a folder (or hub id) with a transformers HubertModel; `kmeans`: see module doc.
+    `n_units`: the number of centroids the k-means file must hold (the model's unit count)."""
+    model = load_hubert(hubert)
+    centroids = load_kmeans(kmeans, dim=model.config.hidden_size, n_clusters=n_units)
+    return SpeechTokenizer(model, centroids, layer, normalize, source=f"HuBERT {hubert} with k-means {kmeans}")
 
 
 def random_speech_tokenizer(hubert_shape: dict[str, Any], layer: int, n_units: int, seed: int = 0) -> SpeechTokenizer:

@@ -15,10 +15,13 @@ reply reliably, so random init fixes the lengths at 50 groups and 64 tokens by d
 `temperature`, `top_k`, `engine` (auto: on a GPU, fixed KV buffers and CUDA graphs for the
 LLM, the heads, the speech tokenizer and the vocoder; op by op elsewhere; dynamic, static,
 graphs — see engines.py), `max_positions` (the KV buffers' length), `chunk_groups` (vocode
-every k groups), `lookahead` (units the vocoder waits for past a chunk),
-`context` (units of left context re-vocoded), `fade` (seam cross-fade, samples), `seed`,
+every k groups), `lookahead` (units the vocoder waits for past a chunk; 10),
+`context` (units of left context re-vocoded; 16), `fade` (seam cross-fade, samples; 320) —
+the defaults keep streamed audio ≥ 40 dB SNR from whole-utterance vocoding
+(benchmarks/vocoder_streaming.py), `seed`,
 `threads` (torch CPU threads; tiny uses 1), and `hubert`, `kmeans`, `vocoder`,
-`vocoder_config` (paths that override the checkpoint's files).
+`vocoder_config` (paths that override the checkpoint's files). Random init builds every part
+from the named size, so giving it model paths is an error (they would be ignored).
 """
 from __future__ import annotations
 
@@ -26,8 +29,10 @@ import logging
 import time
 from typing import Any, Iterator, Optional
 
+from ...errors import ConfigError, MissingDependency, ModelFileError
 from ...types import AudioChunk, Mode, ReplyEvent, StageMark, TextDelta, TurnInput
 from ..base import Session, System
+from .config import STREAM_CONTEXT, STREAM_FADE, STREAM_LOOKAHEAD
 
 SAMPLE_RATE = 16000
 ENGINES = ("auto", "dynamic", "static", "graphs")
@@ -46,6 +51,26 @@ def _checkpoint_untrained(folder: Optional[str]) -> bool:
         return GroupFormerConfig.load(Path(folder).expanduser()).untrained
     except (OSError, ValueError, TypeError):  # load() says what is wrong with the folder
         return False
+
+
+def _check_init(init: str, checkpoint: Optional[str], size: str, paths: dict[str, Optional[str]]) -> None:
+    """`init` and the files it goes with: a checkpoint folder, or random weights and no files."""
+    if init not in ("checkpoint", "random"):
+        raise ConfigError("groupformer: give checkpoint=PATH (a GroupFormer folder), or init=random with "
+                          "size=tiny|qwen2-0.5b|qwen2-7b for untrained weights (latency only)")
+    if init == "checkpoint" and not checkpoint:
+        raise ConfigError("groupformer: init=checkpoint needs checkpoint=PATH")
+    if init == "random":
+        from .config import SHAPES
+
+        if size not in SHAPES:  # an unknown size fails here, not at load
+            raise ConfigError(f"groupformer: unknown size {size!r}: use one of {', '.join(SHAPES)}")
+        given = [name for name, value in dict(paths, checkpoint=checkpoint).items() if value]
+        if given:
+            # Random init builds every part from `size`: the files would be silently ignored.
+            raise ConfigError(f"groupformer: init=random builds every part with random weights, so "
+                              f"{', '.join(sorted(given))} would be ignored; drop {'them' if len(given) > 1 else 'it'}"
+                              f", or use init=checkpoint with checkpoint=PATH")
 
 
 class GroupFormerSession(Session):
@@ -71,7 +96,7 @@ class GroupFormerSession(Session):
         if turn.audio is None:
             raise ValueError(f"mode {turn.mode.value}: the turn has no audio")
         if self.model.speech_tokenizer is None:
-            raise RuntimeError("this GroupFormer checkpoint has no speech tokenizer (hubert + kmeans files); give "
+            raise ModelFileError("this GroupFormer checkpoint has no speech tokenizer (hubert + kmeans files); give "
                                "hubert=slprl/mhubert-base-25hz (or a local copy) and kmeans=…/"
                                "mhubert_base_25hz_cp_mls_cv_sp_fisher_L11_km500.bin, or use a text-input mode")
         from ...audio import resample
@@ -106,8 +131,9 @@ class GroupFormerSession(Session):
         mode = turn.mode
         speech_out = mode.speech_out
         if speech_out and model.vocoder is None:  # before the user turn joins the dialogue
-            raise RuntimeError("this GroupFormer checkpoint has no vocoder; give vocoder=…/hifigan_lj_mhubert_base_25hz.pt "
-                               "and vocoder_config=…/hifigan_lj_mhubert_base_25hz_config.json (TWIST 25 Hz LJ)")
+            raise ModelFileError("this GroupFormer checkpoint has no vocoder; give "
+                                 "vocoder=…/hifigan_lj_mhubert_base_25hz.pt and "
+                                 "vocoder_config=…/hifigan_lj_mhubert_base_25hz_config.json (TWIST 25 Hz LJ)")
         kind = self._output_kind(mode)
         content = self._user_content(turn)
         if mode.speech_in:
@@ -186,8 +212,9 @@ class GroupFormerSystem(System):
                  text_first: Optional[bool] = None, max_groups: Optional[int] = None,
                  min_groups: Optional[int] = None, max_new_tokens: Optional[int] = None,
                  min_new_tokens: Optional[int] = None, temperature: float = 0.0, top_k: int = 0,
-                 engine: str = "auto", max_positions: int = 8192, chunk_groups: int = 1, lookahead: int = 2,
-                 context: int = 8, fade: int = 320, seed: int = 0,
+                 engine: str = "auto", max_positions: int = 8192, chunk_groups: int = 1,
+                 lookahead: int = STREAM_LOOKAHEAD, context: int = STREAM_CONTEXT, fade: int = STREAM_FADE,
+                 seed: int = 0,
                  threads: Optional[int] = None, hubert: Optional[str] = None, kmeans: Optional[str] = None,
                  vocoder: Optional[str] = None, vocoder_config: Optional[str] = None) -> None:
         text_first = self.text_first_default if text_first is None else bool(text_first)
@@ -199,17 +226,10 @@ class GroupFormerSystem(System):
                          seed=seed, threads=threads, hubert=hubert, kmeans=kmeans, vocoder=vocoder,
                          vocoder_config=vocoder_config)
         init = (init or ("checkpoint" if checkpoint else "")).lower()
-        if init not in ("checkpoint", "random"):
-            raise ValueError("groupformer: give checkpoint=PATH (a GroupFormer folder), or init=random with "
-                             "size=tiny|qwen2-0.5b|qwen2-7b for untrained weights (latency only)")
-        if init == "checkpoint" and not checkpoint:
-            raise ValueError("groupformer: init=checkpoint needs checkpoint=PATH")
-        if init == "random":
-            from .config import shape
-
-            shape(size)  # an unknown size fails here, not at load
+        paths = dict(hubert=hubert, kmeans=kmeans, vocoder=vocoder, vocoder_config=vocoder_config)
+        _check_init(init, checkpoint, size, paths)
         if int(group_size) < 1:
-            raise ValueError("groupformer: group_size must be at least 1")
+            raise ConfigError("groupformer: group_size must be at least 1")
         self.init = init
         self.checkpoint = checkpoint
         self.size = size
@@ -228,7 +248,7 @@ class GroupFormerSystem(System):
                                   else (self.max_new_tokens if random else 0))
         self.temperature = float(temperature)
         if str(engine).lower() not in ENGINES:
-            raise ValueError(f"groupformer: engine {engine!r}: use one of {', '.join(ENGINES)}")
+            raise ConfigError(f"groupformer: engine {engine!r}: use one of {', '.join(ENGINES)}")
         self.engine_kind = str(engine).lower()
         self.max_positions = int(max_positions)
         self.engine: Any = None
@@ -242,7 +262,7 @@ class GroupFormerSystem(System):
         self.fade = int(fade)
         self.seed = int(seed)
         self.threads = threads if threads is not None else (1 if random and size == "tiny" else None)
-        self.paths = dict(hubert=hubert, kmeans=kmeans, vocoder=vocoder, vocoder_config=vocoder_config)
+        self.paths = paths
         self.model: Any = None
         self._threads_before: Optional[int] = None
 
@@ -261,13 +281,13 @@ class GroupFormerSystem(System):
         try:
             import torch
         except ImportError:
-            raise ImportError("the groupformer system needs torch and transformers: "
-                              "pip install 'ivbench[groupformer]'") from None
+            raise MissingDependency("the groupformer system needs torch and transformers: "
+                                    "pip install 'ivbench[groupformer]'") from None
         from .model import GroupFormer
 
         device = self.device or device or "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(f"groupformer: device {device!r} but torch sees no CUDA GPU")
+            raise ConfigError(f"groupformer: device {device!r} but torch sees no CUDA GPU")
         if self.threads and device == "cpu":
             self._threads_before = torch.get_num_threads()  # given back in close(): the setting is global
             torch.set_num_threads(int(self.threads))

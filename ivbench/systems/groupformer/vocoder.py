@@ -5,6 +5,10 @@ mean of multi-receptive-field residual blocks] × stages → conv_post → tanh.
 follow the released checkpoints (`dict`, `conv_pre`, `ups.i`, `resblocks.j.convs1/convs2`,
 `conv_post`, `dur_predictor.*`), whose `generator` state dict holds weight-normed tensors
 (`weight_g`/`weight_v`); those are folded into plain weights at load time, as inference does.
+
+Unit id −1 is padding and is dropped before vocoding, as textlesslib's and fairseq's unit
+vocoders drop every negative code: it adds no samples. A config or checkpoint that does not
+fit is a ModelFileError naming the file and the key or shape at fault.
 """
 from __future__ import annotations
 
@@ -17,9 +21,82 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import ModelFileError
+from ...model_files import (load_safetensors_file, load_torch_file, read_json_object,
+                            require_keys, state_dict_mismatch)
+from .config import STREAM_CONTEXT, STREAM_FADE, STREAM_LOOKAHEAD
 from .cuda_graphs import Replay, new_pool
 
 LRELU_SLOPE = 0.1
+REQUIRED_KEYS = ("upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel", "resblock_kernel_sizes",
+                 "resblock_dilation_sizes", "num_embeddings", "embedding_dim")
+DUR_PREDICTOR_KEYS = ("encoder_embed_dim", "var_pred_hidden_dim", "var_pred_kernel_size", "var_pred_dropout")
+UNSUPPORTED = ("f0", "multispkr", "embedder_params", "multistyle")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _int_list(cfg: dict[str, Any], key: str, where: str) -> list[int]:
+    value = cfg[key]
+    if not isinstance(value, list) or not value or not all(_positive_int(v) for v in value):
+        raise ModelFileError(f"{where}: {key} is {value!r}; expected a list of positive integers")
+    return value
+
+
+def _check_upsampling(cfg: dict[str, Any], where: str) -> None:
+    rates = _int_list(cfg, "upsample_rates", where)
+    kernels = _int_list(cfg, "upsample_kernel_sizes", where)
+    if len(rates) != len(kernels):
+        raise ModelFileError(f"{where}: {len(rates)} upsample_rates but {len(kernels)} upsample_kernel_sizes")
+    for u, k in zip(rates, kernels):
+        if (k - u) % 2:
+            raise ModelFileError(f"{where}: upsampling kernel {k} with rate {u}: k - u must be even")
+    if cfg["upsample_initial_channel"] % 2 ** len(rates):
+        raise ModelFileError(f"{where}: upsample_initial_channel {cfg['upsample_initial_channel']} does not halve "
+                             f"{len(rates)} times")
+    hop = int(np.prod(rates))
+    if "code_hop_size" in cfg and cfg["code_hop_size"] != hop:
+        raise ModelFileError(f"{where}: code_hop_size {cfg['code_hop_size']} but the upsample_rates multiply to {hop}")
+
+
+def _check_resblocks(cfg: dict[str, Any], where: str) -> None:
+    kernels = _int_list(cfg, "resblock_kernel_sizes", where)
+    dilations = cfg["resblock_dilation_sizes"]
+    if not isinstance(dilations, list) or len(dilations) != len(kernels) or not all(
+            isinstance(d, list) and d and all(_positive_int(x) for x in d) for d in dilations):
+        raise ModelFileError(f"{where}: resblock_dilation_sizes {dilations!r} must be {len(kernels)} lists of "
+                             "positive integers, one per resblock kernel size")
+    if str(cfg.get("resblock", "1")) not in ("1", "2"):
+        raise ModelFileError(f"{where}: resblock {cfg['resblock']!r}; expected \"1\" or \"2\"")
+
+
+def check_config(cfg: Any, where: str = "vocoder config") -> None:
+    """A unit HiFi-GAN config (speech-resynthesis JSON) that this generator can be built from;
+    else a ModelFileError naming `where` and the key at fault."""
+    if not isinstance(cfg, dict):
+        raise ModelFileError(f"{where} is a {type(cfg).__name__}, not an object of settings")
+    require_keys(cfg, REQUIRED_KEYS, where)
+    for key in UNSUPPORTED:
+        if cfg.get(key):
+            raise ModelFileError(f"{where} sets {key!r}: only single-speaker unit vocoders without F0 "
+                                 "(such as the TWIST LJ one) are supported")
+    for key in ("upsample_initial_channel", "num_embeddings", "embedding_dim"):
+        if not _positive_int(cfg[key]):
+            raise ModelFileError(f"{where}: {key} is {cfg[key]!r}; expected a positive integer")
+    if cfg.get("model_in_dim", cfg["embedding_dim"]) != cfg["embedding_dim"]:
+        raise ModelFileError(f"{where}: model_in_dim {cfg['model_in_dim']} differs from embedding_dim "
+                             f"{cfg['embedding_dim']}: extra (F0, speaker) inputs are not supported")
+    if "sampling_rate" in cfg and not _positive_int(cfg["sampling_rate"]):
+        raise ModelFileError(f"{where}: sampling_rate is {cfg['sampling_rate']!r}; expected a positive integer")
+    _check_upsampling(cfg, where)
+    _check_resblocks(cfg, where)
+    params = cfg.get("dur_predictor_params")
+    if params:
+        if not isinstance(params, dict):
+            raise ModelFileError(f"{where}: dur_predictor_params is {params!r}; expected an object")
+        require_keys(params, DUR_PREDICTOR_KEYS, f"{where}: dur_predictor_params")
 
 
 def _padding(kernel: int, dilation: int = 1) -> int:
@@ -84,17 +161,12 @@ class DurationPredictor(nn.Module):
 class UnitHiFiGAN(nn.Module):
     """The code (unit) HiFi-GAN generator for one speaker, no F0 conditioning."""
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any], source: str = "vocoder config") -> None:
         super().__init__()
-        for key in ("f0", "multispkr", "embedder_params", "multistyle"):
-            if cfg.get(key):
-                raise NotImplementedError(f"vocoder config sets {key!r}: only single-speaker unit vocoders "
-                                          "without F0 (such as the TWIST LJ one) are supported")
+        check_config(cfg, source)
         self.cfg = dict(cfg)
+        self.source = source  # where the weights came from, for error messages
         rates, kernels = cfg["upsample_rates"], cfg["upsample_kernel_sizes"]
-        for u, k in zip(rates, kernels):
-            if (k - u) % 2:
-                raise ValueError(f"vocoder upsampling kernel {k} and rate {u}: k - u must be even")
         self.hop = int(np.prod(rates))
         channels = cfg["upsample_initial_channel"]
         self.dict = nn.Embedding(cfg["num_embeddings"], cfg["embedding_dim"])
@@ -151,14 +223,23 @@ class UnitHiFiGAN(nn.Module):
 
     def unit_ids(self, units: Union[torch.Tensor, list[int], np.ndarray],
                  device: Optional[torch.device] = None) -> torch.Tensor:
-        """Units as a (1, T) id tensor the embedding accepts (out-of-range ids clamped)."""
-        ids = torch.as_tensor(units, dtype=torch.long, device=device).reshape(1, -1)
-        return ids.clamp(0, self.dict.num_embeddings - 1)
+        """Units as a (1, T) id tensor for the embedding: negative ids (−1 pads unit sequences)
+        are dropped, as textlesslib and fairseq drop them; an id past the embedding table is a
+        bug upstream (ValueError)."""
+        ids = torch.as_tensor(units, dtype=torch.long).reshape(-1).cpu()  # checked on the host
+        ids = ids[ids >= 0]
+        if len(ids) and int(ids.max()) >= self.dict.num_embeddings:
+            raise ValueError(f"unit {int(ids.max())} is past the vocoder's {self.dict.num_embeddings} units")
+        return ids.reshape(1, -1).to(device if device is not None else self.dict.weight.device)
 
     @torch.inference_mode()
     def synthesize(self, units: Union[torch.Tensor, list[int], np.ndarray]) -> torch.Tensor:
-        """One utterance of units → samples (1-D tensor on the vocoder's device)."""
-        return self(self.unit_ids(units, self.dict.weight.device))[0]
+        """One utterance of units → samples (1-D tensor on the vocoder's device), `hop` per unit
+        kept (none for padding)."""
+        ids = self.unit_ids(units)
+        if ids.shape[1] == 0:
+            return torch.zeros(0, device=self.dict.weight.device)
+        return self(ids)[0]
 
     def save(self, checkpoint: Union[str, Path], config: Union[str, Path]) -> None:
         """Write the released format: torch {"generator": state_dict} and a config JSON."""
@@ -169,7 +250,7 @@ class UnitHiFiGAN(nn.Module):
         Path(config).write_text(json.dumps(self.cfg, indent=2) + "\n")
 
 
-def fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def fold_weight_norm(state: dict[str, torch.Tensor], where: str = "vocoder checkpoint") -> dict[str, torch.Tensor]:
     """`x.weight_g`/`x.weight_v` (torch weight_norm, dim 0) → `x.weight`; also the newer
     `x.parametrizations.weight.original0/1` form."""
     out: dict[str, torch.Tensor] = {}
@@ -184,8 +265,11 @@ def fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             out[name] = tensor
     for base, gv in pairs.items():
         if set(gv) != {"g", "v"}:
-            raise ValueError(f"vocoder checkpoint: {base} has only part of a weight-norm pair")
+            raise ModelFileError(f"{where}: {base} has only part of a weight-norm pair (weight_g and weight_v)")
         g, v = gv["g"].float(), gv["v"].float()
+        if g.numel() != v.shape[0]:
+            raise ModelFileError(f"{where}: {base}.weight_g has shape {tuple(g.shape)}, not one norm per output "
+                                 f"channel of weight_v {tuple(v.shape)}")
         norm = v.flatten(1).norm(dim=1).reshape((-1,) + (1,) * (v.dim() - 1))
         out[base + ".weight"] = v * (g / norm)
     return out
@@ -193,37 +277,60 @@ def fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def load_vocoder(checkpoint: Union[str, Path], config: Union[str, Path]) -> UnitHiFiGAN:
     """A released unit HiFi-GAN: `checkpoint` (torch, with a "generator" state dict; or a
-    safetensors file) and its config JSON."""
-    checkpoint, config = Path(checkpoint), Path(config)
-    for path in (checkpoint, config):
-        if not path.is_file():
-            raise FileNotFoundError(f"vocoder file {path} not found")
-    cfg = json.loads(config.read_text())
-    model = UnitHiFiGAN(cfg)
+    safetensors file) and its config JSON. Any problem with either is a ModelFileError that
+    names the file and what is wrong."""
+    checkpoint, config = Path(checkpoint).expanduser(), Path(config).expanduser()
+    where = f"vocoder checkpoint {checkpoint}"
+    model = UnitHiFiGAN(read_json_object(config, "vocoder config"), source=f"vocoder config {config}")
+    model.source = where
     if checkpoint.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(checkpoint))
+        state: Any = load_safetensors_file(checkpoint, "vocoder checkpoint")
     else:
-        state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
-        if "generator" in state:
+        state = load_torch_file(checkpoint, "vocoder checkpoint")
+        if isinstance(state, dict) and isinstance(state.get("generator"), dict):
             state = state["generator"]
-    state = fold_weight_norm(state)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelFileError(f"{where} holds no generator state dict (a dict of tensors, or one under "
+                             "\"generator\"): is it a unit HiFi-GAN checkpoint?")
+    state = fold_weight_norm(state, where)
     # The duration predictor is unused here (units are not de-duplicated): tolerate its absence
     # from either the checkpoint or the config.
-    missing = [k for k in missing if not k.startswith("dur_predictor.")]
-    unexpected = [k for k in unexpected if not k.startswith("dur_predictor.")]
-    if missing or unexpected:
-        raise ValueError(f"vocoder checkpoint {checkpoint} does not fit config {config}: "
-                         f"missing {missing[:5]}, unexpected {list(unexpected)[:5]}")
+    problem = state_dict_mismatch(model.state_dict(), state, optional=("dur_predictor.",))
+    if problem:
+        raise ModelFileError(f"{where} does not fit vocoder config {config}: {problem}")
+    model.load_state_dict({k: v for k, v in state.items() if k in model.state_dict()}, strict=False)
     return model.eval()
 
 
 def random_vocoder(cfg: dict[str, Any], seed: int = 0) -> UnitHiFiGAN:
-    """Random weights (torch's default initialisation, which keeps the signal varying)."""
+    """Random weights (torch's default initialisation: the signal shrinks layer by layer, and
+    the output is nearly a constant with a small varying part)."""
     torch.manual_seed(seed)
     return UnitHiFiGAN(cfg).eval()
+
+
+def signal_vocoder(cfg: dict[str, Any], seed: int = 0) -> UnitHiFiGAN:
+    """Random weights that keep the signal's variance through every convolution (normal, scaled
+    by each output sample's fan-in), so that the output varies like speech (about an offset that
+    a signal-to-error ratio should leave out: compare powers about the mean), and
+    each sample depends on the units around it as far as the architecture reaches — every tap
+    of every layer counts. What streamed vocoding loses against whole-utterance vocoding is
+    measured on this vocoder (benchmarks/vocoder_streaming.py): without released weights at
+    hand, a case where distant units matter as much as the architecture lets them. (Torch's
+    default initialisation shrinks the signal to a near-constant, which makes any
+    signal-to-error ratio meaningless.)"""
+    vocoder = random_vocoder(cfg, seed)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in vocoder.modules():
+            if isinstance(module, nn.ConvTranspose1d):  # weight (in, out, k): k / stride taps reach a sample
+                fan_in = module.weight.shape[0] * module.weight.shape[2] / module.stride[0]
+            elif isinstance(module, nn.Conv1d):  # weight (out, in, k)
+                fan_in = module.weight.shape[1] * module.weight.shape[2]
+            else:
+                continue
+            module.weight.copy_(torch.randn(module.weight.shape, generator=generator) / fan_in ** 0.5)
+    return vocoder
 
 
 class GraphedVocoder:
@@ -276,11 +383,13 @@ class StreamingVocoder:
     and cross-fade each seam over `fade` samples (taken from the look-ahead region).
 
     The joined chunks equal the whole-utterance output away from the seams (up to the
-    vocoder's receptive field beyond the context and look-ahead).
+    vocoder's receptive field beyond the context and look-ahead). The defaults (config.py)
+    keep the streamed audio ≥ 40 dB from whole-utterance vocoding on the vocoders of
+    benchmarks/vocoder_streaming.py.
     """
 
-    def __init__(self, vocoder: Union[UnitHiFiGAN, GraphedVocoder], chunk_groups: int = 1, lookahead: int = 2,
-                 context: int = 8, fade: int = 320) -> None:
+    def __init__(self, vocoder: Union[UnitHiFiGAN, GraphedVocoder], chunk_groups: int = 1,
+                 lookahead: int = STREAM_LOOKAHEAD, context: int = STREAM_CONTEXT, fade: int = STREAM_FADE) -> None:
         self.vocoder = vocoder
         self.hop = vocoder.hop
         self.chunk_groups = max(1, int(chunk_groups))
@@ -295,7 +404,8 @@ class StreamingVocoder:
         self._ramp_in = 0.5 - 0.5 * np.cos(np.pi * ramp)  # raised cosine
 
     @staticmethod
-    def longest_input(group_size: int, chunk_groups: int = 1, lookahead: int = 2, context: int = 8) -> int:
+    def longest_input(group_size: int, chunk_groups: int = 1, lookahead: int = STREAM_LOOKAHEAD,
+                      context: int = STREAM_CONTEXT) -> int:
         """The most units one synthesis call gets: left context + a chunk's groups + look-ahead."""
         return max(0, int(context)) + max(1, int(chunk_groups)) * int(group_size) + max(0, int(lookahead))
 
@@ -320,8 +430,9 @@ class StreamingVocoder:
         return chunk
 
     def push(self, units: list[int]) -> Optional[np.ndarray]:
-        """Add one group's units; returns a chunk of samples when one is due."""
-        self.units.extend(int(u) for u in units)
+        """Add one group's units; returns a chunk of samples when one is due. Padding (negative
+        ids) is dropped here, so that every kept unit is `hop` samples of the stream."""
+        self.units.extend(int(u) for u in units if int(u) >= 0)
         self.pushes += 1
         if self.pushes % self.chunk_groups:
             return None
