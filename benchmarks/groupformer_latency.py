@@ -45,14 +45,14 @@ from typing import Any, Optional
 import numpy as np
 
 from ivbench.runner.clock import time_turn
-from ivbench.systems.groupformer.system import GroupFormerSystem, GroupFormerTextFirst
+from ivbench.systems.groupformer import GroupFormerSystem, GroupFormerTextFirst
 from ivbench.types import Audio, AudioChunk, Mode, StageMark, TextDelta, TurnInput
 
 UNITS_PER_S = 25
 
 
 def lookahead(args: argparse.Namespace) -> int:
-    from ivbench.systems.groupformer.config import STREAM_LOOKAHEAD
+    from ivbench.models.groupformer.config import STREAM_LOOKAHEAD
 
     return STREAM_LOOKAHEAD if args.lookahead is None else args.lookahead
 
@@ -109,8 +109,8 @@ def regroup(model: Any, group: int, seed: int = 0) -> Any:
     (building a 7B LLM once instead of once per G)."""
     import torch
 
-    from ivbench.systems.groupformer.config import GroupFormerConfig
-    from ivbench.systems.groupformer.model import GroupFormer
+    from ivbench.models.groupformer.config import GroupFormerConfig
+    from ivbench.models.groupformer.model import GroupFormer
 
     config = GroupFormerConfig.from_dict({**model.config.to_dict(), "group_size": group})
     torch.manual_seed(seed + 1)
@@ -219,7 +219,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="vocoder look-ahead in units (default: the system's)")
     parser.add_argument("--engines", default=None,
                         help="KV engines to compare, comma-separated (dynamic, static, graphs; see "
-                             "ivbench/systems/groupformer/engines.py); default: dynamic,graphs on a GPU, dynamic "
+                             "ivbench/models/groupformer/engines.py); default: dynamic,graphs on a GPU, dynamic "
                              "on the CPU")
     parser.add_argument("--max-positions", type=int, default=8192,
                         help="static engines' KV buffer length (the system's default)")

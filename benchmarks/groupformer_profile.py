@@ -16,7 +16,7 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])  # the sibling benchmark's user t
 from groupformer_latency import user_turn  # noqa: E402
 
 from ivbench.runner.clock import time_turn  # noqa: E402
-from ivbench.systems.groupformer.system import GroupFormerSystem  # noqa: E402
+from ivbench.systems.groupformer import GroupFormerSystem  # noqa: E402
 
 
 def main() -> None:

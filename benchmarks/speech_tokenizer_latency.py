@@ -55,8 +55,8 @@ def main() -> None:
     import torch
     from transformers import HubertConfig, HubertModel
 
-    from ivbench.systems.groupformer.config import HUBERT_25HZ_CONV
-    from ivbench.systems.groupformer.speech_tokenizer import GraphedSpeechTokenizer, SpeechTokenizer
+    from ivbench.models.groupformer.config import HUBERT_25HZ_CONV
+    from ivbench.models.groupformer.speech_tokenizer import GraphedSpeechTokenizer, SpeechTokenizer
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if args.threads:

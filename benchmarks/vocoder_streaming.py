@@ -48,7 +48,7 @@ UNIT_MS = 40.0
 def stream(vocoder: Any, units: list[int], lookahead: int, context: int, fade: int = 320,
            chunk_groups: int = 1) -> tuple[np.ndarray, int, list[float]]:
     """The streamed reply, the groups pushed before its first packet, and each call's seconds."""
-    from ivbench.systems.groupformer.vocoder import StreamingVocoder
+    from ivbench.models.groupformer.vocoder import StreamingVocoder
 
     s = StreamingVocoder(vocoder, chunk_groups, lookahead, context, fade)
     calls: list[float] = []
@@ -108,8 +108,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def vocoder_sets(args: argparse.Namespace) -> dict[str, list[Any]]:
-    from ivbench.systems.groupformer.config import VOCODER_25HZ
-    from ivbench.systems.groupformer.vocoder import load_vocoder, signal_vocoder
+    from ivbench.models.groupformer.config import VOCODER_25HZ
+    from ivbench.models.groupformer.vocoder import load_vocoder, signal_vocoder
 
     if args.vocoder:
         return {"released": [load_vocoder(args.vocoder, args.vocoder_config)]}

@@ -34,9 +34,9 @@ BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
                     "Whisper tiny.en -> SmolLM2-135M-Instruct -> Piper joe, streamed every theta words (offline)"),
         "cascade-openai": ("ivbench.systems.cascade:CascadeOpenAI",
                            "Whisper -> an OpenAI-compatible endpoint (streamed) -> Piper; needs llm_model, base_url"),
-        "groupformer": ("ivbench.systems.groupformer.system:GroupFormerSystem",
+        "groupformer": ("ivbench.systems.groupformer:GroupFormerSystem",
                         "IntrinsicVoice GroupFormer: LLM + grouped speech units, direct speech out"),
-        "groupformer-text-first": ("ivbench.systems.groupformer.system:GroupFormerTextFirst",
+        "groupformer-text-first": ("ivbench.systems.groupformer:GroupFormerTextFirst",
                                    "GroupFormer writing its whole text reply before its speech (SpeechGPT style)"),
     },
     "voices": {

@@ -16,8 +16,8 @@ pytest.importorskip("transformers")
 
 from conftest import ROOT  # noqa: E402
 
-from ivbench.systems.groupformer.chat import Message, Speech, render, to_groups  # noqa: E402
-from ivbench.systems.groupformer.config import SHAPES  # noqa: E402
+from ivbench.models.groupformer.chat import Message, Speech, render, to_groups  # noqa: E402
+from ivbench.models.groupformer.config import SHAPES  # noqa: E402
 
 G = 5
 
@@ -33,7 +33,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def tiny():
-    from ivbench.systems.groupformer.model import GroupFormer
+    from ivbench.models.groupformer.model import GroupFormer
 
     return GroupFormer.random("tiny", group_size=G, seed=0)
 
@@ -54,7 +54,7 @@ def test_system_module_imports_without_torch():
 
 
 def test_system_options_are_checked():
-    from ivbench.systems.groupformer.system import GroupFormerSystem
+    from ivbench.systems.groupformer import GroupFormerSystem
 
     with pytest.raises(ValueError, match="checkpoint=PATH"):
         GroupFormerSystem()
@@ -110,7 +110,7 @@ def _tiny_hubert(tmp_path):
 def test_speech_tokenizer_loads_hubert_and_every_kmeans_format(tmp_path, monkeypatch):
     import joblib
 
-    from ivbench.systems.groupformer.speech_tokenizer import load_kmeans, load_speech_tokenizer
+    from ivbench.models.groupformer.speech_tokenizer import load_kmeans, load_speech_tokenizer
 
     hubert = _tiny_hubert(tmp_path)
     dim = hubert.config.hidden_size
@@ -157,7 +157,7 @@ def test_kmeans_from_real_scikit_learn_pickle(tmp_path):
     import joblib
     from sklearn.cluster import MiniBatchKMeans
 
-    from ivbench.systems.groupformer.speech_tokenizer import load_kmeans
+    from ivbench.models.groupformer.speech_tokenizer import load_kmeans
 
     data = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
     km = MiniBatchKMeans(n_clusters=20, n_init=1, random_state=0).fit(data)
@@ -168,7 +168,7 @@ def test_kmeans_from_real_scikit_learn_pickle(tmp_path):
 def _hubert_tokenizer(layer, **shape):
     from transformers import HubertConfig, HubertModel
 
-    from ivbench.systems.groupformer.speech_tokenizer import SpeechTokenizer
+    from ivbench.models.groupformer.speech_tokenizer import SpeechTokenizer
 
     torch.manual_seed(0)
     hubert = HubertModel(HubertConfig(**{**SHAPES["tiny"]["hubert"], "num_hidden_layers": 3, **shape})).eval()
@@ -204,7 +204,7 @@ def test_graphed_tokenizer_gives_the_units_of_the_unpadded_turn(attention, conv_
     the first conv layer's group norm and attention, give the features and units of the exact
     turn (base layout: group norm; the other: per-frame layer norms); turns past the largest
     bucket run op by op."""
-    from ivbench.systems.groupformer.speech_tokenizer import GraphedSpeechTokenizer
+    from ivbench.models.groupformer.speech_tokenizer import GraphedSpeechTokenizer
 
     tokenizer = _hubert_tokenizer(2, feat_extract_norm=conv_norm)
     tokenizer.normalize = normalize
@@ -235,7 +235,7 @@ def test_graphed_tokenizer_gives_the_units_of_the_unpadded_turn(attention, conv_
 
 
 def test_mhubert_25hz_shape():
-    from ivbench.systems.groupformer.config import HUBERT_25HZ_CONV
+    from ivbench.models.groupformer.config import HUBERT_25HZ_CONV
 
     samples = 16000 * 5
     for kernel, stride in zip(HUBERT_25HZ_CONV["conv_kernel"], HUBERT_25HZ_CONV["conv_stride"]):
@@ -261,7 +261,7 @@ def _weight_normed(vocoder):
 
 
 def test_vocoder_loads_released_format(tmp_path):
-    from ivbench.systems.groupformer.vocoder import UnitHiFiGAN, load_vocoder
+    from ivbench.models.groupformer.vocoder import UnitHiFiGAN, load_vocoder
 
     cfg = SHAPES["tiny"]["vocoder"]
     torch.manual_seed(0)
@@ -283,8 +283,8 @@ def test_vocoder_loads_released_format(tmp_path):
 
 
 def test_twist_vocoder_shapes():
-    from ivbench.systems.groupformer.config import VOCODER_25HZ
-    from ivbench.systems.groupformer.vocoder import UnitHiFiGAN
+    from ivbench.models.groupformer.config import VOCODER_25HZ
+    from ivbench.models.groupformer.vocoder import UnitHiFiGAN
 
     model = UnitHiFiGAN(VOCODER_25HZ)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -300,7 +300,7 @@ def test_twist_vocoder_shapes():
 
 def _signal_vocoder():
     """The tiny vocoder with variance-keeping weights, so its output varies like speech."""
-    from ivbench.systems.groupformer.vocoder import random_vocoder
+    from ivbench.models.groupformer.vocoder import random_vocoder
 
     vocoder = random_vocoder(SHAPES["tiny"]["vocoder"], seed=3)
     with torch.no_grad():
@@ -313,7 +313,7 @@ def _signal_vocoder():
 
 
 def _stream(vocoder, units, group, **kw):
-    from ivbench.systems.groupformer.vocoder import StreamingVocoder
+    from ivbench.models.groupformer.vocoder import StreamingVocoder
 
     stream = StreamingVocoder(vocoder, **kw)
     chunks = [c for s in range(0, len(units), group) for c in [stream.push(units[s:s + group])] if c is not None]
@@ -354,7 +354,7 @@ def test_streaming_vocoder_matches_whole_utterance():
 def test_graphed_vocoder_streams_what_the_vocoder_streams():
     """The fixed-buffer vocoder (a CUDA graph per chunk length on a GPU; here the same body,
     uncaptured) gives the plain vocoder's chunks; inputs past its longest length go op by op."""
-    from ivbench.systems.groupformer.vocoder import GraphedVocoder, StreamingVocoder
+    from ivbench.models.groupformer.vocoder import GraphedVocoder, StreamingVocoder
 
     vocoder = _signal_vocoder()
     units = np.random.default_rng(1).integers(0, 500, 41).tolist()
@@ -374,7 +374,7 @@ def test_graphed_vocoder_streams_what_the_vocoder_streams():
 # ---- training: the four tasks and the text-first chain, memorised ---------------------------
 
 def _dialogues():
-    from ivbench.systems.groupformer.training import Exchange
+    from ivbench.models.groupformer.training import Exchange
 
     rng = np.random.default_rng(7)
     units = lambda n: rng.integers(0, 500, n).tolist()  # noqa: E731
@@ -387,8 +387,8 @@ def _dialogues():
 
 @pytest.fixture(scope="module")
 def trained():
-    from ivbench.systems.groupformer.model import GroupFormer
-    from ivbench.systems.groupformer.training import all_conversations, train
+    from ivbench.models.groupformer.model import GroupFormer
+    from ivbench.models.groupformer.training import all_conversations, train
 
     model = GroupFormer.random("tiny", group_size=G, seed=1)
     dialogues = _dialogues()
@@ -399,7 +399,7 @@ def trained():
 
 
 def _generate(model, messages, *, speech_out, text_out, decoder=None):
-    from ivbench.systems.groupformer.generation import Decoder, Limits, Sampling
+    from ivbench.models.groupformer.generation import Decoder, Limits, Sampling
 
     decoder = decoder or Decoder(model)
     rendered = render(model.tokenizer, messages, G, model.config.pad_unit, add_generation_prompt=True)
@@ -424,7 +424,7 @@ def test_training_drives_the_loss_down(trained):
 @pytest.mark.parametrize("task,text_first", [("s2s", False), ("s2s", True), ("t2s", False), ("t2s", True),
                                              ("s2t", False), ("t2t", False)])
 def test_generation_reproduces_memorised_replies(trained, task, text_first):
-    from ivbench.systems.groupformer.training import conversation
+    from ivbench.models.groupformer.training import conversation
 
     model, dialogues, _ = trained
     speech_out = task.endswith("s")
@@ -446,7 +446,7 @@ def test_generation_reproduces_memorised_replies(trained, task, text_first):
 
 
 def _engine(model, kind):
-    from ivbench.systems.groupformer.engines import DynamicEngine, StaticEngine
+    from ivbench.models.groupformer.engines import DynamicEngine, StaticEngine
 
     if kind == "dynamic":
         return DynamicEngine(model)
@@ -460,8 +460,8 @@ def _engine(model, kind):
 def test_cached_generation_agrees_with_full_forward(trained, kind):
     """Hidden states from the step-by-step KV-cached path equal one full forward pass, with
     every engine (`graphs` off CUDA: the graph bodies on their fixed buffers, uncaptured)."""
-    from ivbench.systems.groupformer.generation import Decoder
-    from ivbench.systems.groupformer.training import conversation
+    from ivbench.models.groupformer.generation import Decoder
+    from ivbench.models.groupformer.training import conversation
 
     model, dialogues, _ = trained
     messages = conversation(dialogues[1], "s2s", model.config.system_prompts)
@@ -471,7 +471,7 @@ def test_cached_generation_agrees_with_full_forward(trained, kind):
     decoder = Decoder(model, _engine(model, kind))
     cut = len(rendered.ids) // 2
     prefix_groups = rendered.groups[: rendered.ids[:cut].count(model.special.speech)]
-    from ivbench.systems.groupformer.chat import Rendered
+    from ivbench.models.groupformer.chat import Rendered
 
     hidden = decoder.prefill(Rendered(rendered.ids[:cut], prefix_groups))
     assert torch.allclose(hidden[0], full[cut - 1], atol=1e-4)
@@ -499,8 +499,8 @@ def test_cached_generation_agrees_with_full_forward(trained, kind):
 def test_one_static_engine_shared_by_interleaved_dialogues(trained):
     """Two decoders (sessions) take turns on one graphs engine: each finds the other's dialogue
     in the buffers, starts again from position 0, and still reproduces its memorised replies."""
-    from ivbench.systems.groupformer.generation import Decoder
-    from ivbench.systems.groupformer.training import conversation
+    from ivbench.models.groupformer.generation import Decoder
+    from ivbench.models.groupformer.training import conversation
 
     model, dialogues, _ = trained
     engine = _engine(model, "graphs")
@@ -524,9 +524,9 @@ def test_one_static_engine_shared_by_interleaved_dialogues(trained):
 def test_graphs_engine_in_bfloat16():
     """The GPU's dtype, here: the graphed engine (bodies recorded and replayed) stays within the
     16-bit tolerance of op-by-op decoding across a window change, and a bf16 session speaks."""
-    from ivbench.systems.groupformer.engines import StaticEngine
-    from ivbench.systems.groupformer.model import GroupFormer
-    from ivbench.systems.groupformer.system import GroupFormerSystem
+    from ivbench.models.groupformer.engines import StaticEngine
+    from ivbench.models.groupformer.model import GroupFormer
+    from ivbench.systems.groupformer import GroupFormerSystem
 
     model = GroupFormer.random("tiny", group_size=G, seed=0, dtype="bfloat16")
     engine = StaticEngine(model, capacity=128, graphs=True, buckets=(8, 16), windows=(32, 64)).prepare()
@@ -542,7 +542,7 @@ def test_graphs_engine_in_bfloat16():
 
 
 def test_static_engine_checks(tiny):
-    from ivbench.systems.groupformer.engines import (DynamicEngine, StaticEngine, UnsupportedModel,
+    from ivbench.models.groupformer.engines import (DynamicEngine, StaticEngine, UnsupportedModel,
                                                      make_engine)
 
     assert isinstance(make_engine(tiny, "auto"), DynamicEngine)  # on the CPU
@@ -552,7 +552,7 @@ def test_static_engine_checks(tiny):
     assert engine.name == "static-graphs" and engine.verify() < 1e-4
     with pytest.raises(ValueError, match="needs 41 positions; the static KV cache holds 40"):
         engine.forward(torch.zeros(1, 41, tiny.config.llm_hidden_size))
-    from ivbench.systems.groupformer.generation import Decoder
+    from ivbench.models.groupformer.generation import Decoder
 
     long = render(tiny.tokenizer, [Message("user", [Speech(tuple(range(300)))])], G, tiny.config.pad_unit,
                   add_generation_prompt=True)
@@ -562,9 +562,9 @@ def test_static_engine_checks(tiny):
     # Another backbone family (Llama) on the same engine; a sliding-window one is refused.
     from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
-    from ivbench.systems.groupformer.chat import build_fallback_tokenizer
-    from ivbench.systems.groupformer.config import GroupFormerConfig
-    from ivbench.systems.groupformer.model import GroupFormer
+    from ivbench.models.groupformer.chat import build_fallback_tokenizer
+    from ivbench.models.groupformer.config import GroupFormerConfig
+    from ivbench.models.groupformer.model import GroupFormer
 
     def other(llm_class, config_class, **window):
         tokenizer = build_fallback_tokenizer()
@@ -585,7 +585,7 @@ def test_recorded_ops_replay_as_a_captured_graph_would(monkeypatch):
     """Off CUDA the suite replays graph bodies as recordings (conftest): a replay reads the current
     contents of the tensors the body used, but Python values and the tensors themselves stay
     those of the recording — as in a CUDA graph."""
-    from ivbench.systems.groupformer.cuda_graphs import RecordedOps, Replay
+    from ivbench.models.groupformer.cuda_graphs import RecordedOps, Replay
 
     scale = {"k": 2.0}
     x, out = torch.arange(4.0), torch.zeros(3)
@@ -608,10 +608,10 @@ def test_graph_bodies_never_wait_for_the_host(tiny):
     """Everything a CUDA graph would hold — the LLM calls and heads of the graphs engine, the
     tokenizer's layers and k-means, the vocoder — records without an op that a capture refuses
     (one that waits for the device or copies host values in); planted ones fail the recording."""
-    from ivbench.systems.groupformer.cuda_graphs import RecordedOps
-    from ivbench.systems.groupformer.engines import StaticEngine
-    from ivbench.systems.groupformer.speech_tokenizer import GraphedSpeechTokenizer
-    from ivbench.systems.groupformer.vocoder import GraphedVocoder
+    from ivbench.models.groupformer.cuda_graphs import RecordedOps
+    from ivbench.models.groupformer.engines import StaticEngine
+    from ivbench.models.groupformer.speech_tokenizer import GraphedSpeechTokenizer
+    from ivbench.models.groupformer.vocoder import GraphedVocoder
 
     engine = StaticEngine(tiny, capacity=64, graphs=True, buckets=(8,), windows=(16,)).prepare()
     tokenizer = GraphedSpeechTokenizer(tiny.speech_tokenizer, buckets=(8,)).prepare()
@@ -636,9 +636,9 @@ def test_from_llm_turns_a_pretrained_causal_lm_into_a_groupformer(tmp_path):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from ivbench.systems.groupformer.chat import CHATML_TEMPLATE, SOSP, SPEECH, Message, Speech, _bytes_to_unicode
-    from ivbench.systems.groupformer.config import GroupFormerConfig
-    from ivbench.systems.groupformer.model import GroupFormer
+    from ivbench.models.groupformer.chat import CHATML_TEMPLATE, SOSP, SPEECH, Message, Speech, _bytes_to_unicode
+    from ivbench.models.groupformer.config import GroupFormerConfig
+    from ivbench.models.groupformer.model import GroupFormer
 
     # A chat model's tokenizer as it comes: byte-level, ChatML, no speech tokens.
     core = Tokenizer(models.BPE(vocab={char: byte for byte, char in _bytes_to_unicode().items()}, merges=[]))
@@ -668,8 +668,8 @@ def test_from_llm_turns_a_pretrained_causal_lm_into_a_groupformer(tmp_path):
 
 
 def test_save_and_load_give_identical_outputs(trained, tmp_path):
-    from ivbench.systems.groupformer.model import GroupFormer
-    from ivbench.systems.groupformer.training import conversation
+    from ivbench.models.groupformer.model import GroupFormer
+    from ivbench.models.groupformer.training import conversation
 
     model, dialogues, _ = trained
     model.save_pretrained(tmp_path / "ckpt")
@@ -710,7 +710,7 @@ def test_save_and_load_give_identical_outputs(trained, tmp_path):
         GroupFormer.from_pretrained(tmp_path / "ckpt", vocoder=str(tmp_path / "missing.pt"))
 
     # The same folder as a system: a text turn gets the memorised spoken reply, streamed.
-    from ivbench.systems.groupformer.system import GroupFormerSystem
+    from ivbench.systems.groupformer import GroupFormerSystem
 
     system = GroupFormerSystem(checkpoint=str(tmp_path / "ckpt"))
     assert system.untrained  # saved from random initial weights, whatever it learnt since
@@ -755,7 +755,7 @@ def _events(session, turn):
 
 
 def test_sessions_in_every_mode_and_text_first():
-    from ivbench.systems.groupformer.system import GroupFormerSystem, GroupFormerTextFirst
+    from ivbench.systems.groupformer import GroupFormerSystem, GroupFormerTextFirst
 
     direct = GroupFormerSystem(init="random", size="tiny", max_groups=6, max_new_tokens=5)
     direct.load("cpu")
@@ -789,7 +789,7 @@ def test_sessions_in_every_mode_and_text_first():
 
 
 def test_session_replies_equal_with_every_engine():
-    from ivbench.systems.groupformer.system import GroupFormerSystem
+    from ivbench.systems.groupformer import GroupFormerSystem
 
     replies = {}
     for engine in ("dynamic", "static", "graphs"):
@@ -813,8 +813,8 @@ def test_session_replies_equal_with_every_engine():
 def test_a_failed_graph_capture_leaves_that_part_op_by_op(monkeypatch):
     """With engine=auto a part whose capture fails runs op by op, and describe() says why; a
     forced engine=graphs fails the load instead."""
-    from ivbench.systems.groupformer.speech_tokenizer import GraphedSpeechTokenizer
-    from ivbench.systems.groupformer.system import GroupFormerSystem
+    from ivbench.models.groupformer.speech_tokenizer import GraphedSpeechTokenizer
+    from ivbench.systems.groupformer import GroupFormerSystem
 
     def fail(self):
         raise RuntimeError("operation not permitted when stream is capturing")

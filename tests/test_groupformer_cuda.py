@@ -20,8 +20,8 @@ pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available
 @pytest.fixture(scope="module")
 def trained_on_device():
     """The memorising tiny model of test_groupformer.py, in float32 on the device."""
-    from ivbench.systems.groupformer.model import GroupFormer
-    from ivbench.systems.groupformer.training import all_conversations, train
+    from ivbench.models.groupformer.model import GroupFormer
+    from ivbench.models.groupformer.training import all_conversations, train
 
     model = GroupFormer.random("tiny", group_size=G, seed=1)
     dialogues = _dialogues()
@@ -31,9 +31,9 @@ def trained_on_device():
 
 
 def test_captured_engine_reproduces_memorised_replies(trained_on_device):
-    from ivbench.systems.groupformer.engines import make_engine
-    from ivbench.systems.groupformer.generation import Decoder
-    from ivbench.systems.groupformer.training import conversation
+    from ivbench.models.groupformer.engines import make_engine
+    from ivbench.models.groupformer.generation import Decoder
+    from ivbench.models.groupformer.training import conversation
 
     model, dialogues = trained_on_device
     engine = make_engine(model, "graphs", capacity=512)
@@ -53,8 +53,8 @@ def test_captured_engine_reproduces_memorised_replies(trained_on_device):
 
 def test_auto_engine_on_a_qwen2_shape_in_bfloat16():
     """The default on a GPU: the captured engine, within the bf16 tolerance of the dynamic one."""
-    from ivbench.systems.groupformer.engines import make_engine
-    from ivbench.systems.groupformer.model import GroupFormer
+    from ivbench.models.groupformer.engines import make_engine
+    from ivbench.models.groupformer.model import GroupFormer
 
     size = "qwen2-0.5b" if CAPTURED else "tiny"
     model = GroupFormer.random(size, group_size=G, seed=0, device=DEVICE, dtype="bfloat16")
@@ -65,7 +65,7 @@ def test_auto_engine_on_a_qwen2_shape_in_bfloat16():
 
 
 def test_captured_vocoder_streams_what_the_vocoder_streams():
-    from ivbench.systems.groupformer.vocoder import GraphedVocoder, StreamingVocoder
+    from ivbench.models.groupformer.vocoder import GraphedVocoder, StreamingVocoder
 
     vocoder = _signal_vocoder().to(DEVICE)
     units = np.random.default_rng(1).integers(0, 500, 41).tolist()
@@ -80,8 +80,8 @@ def test_captured_vocoder_streams_what_the_vocoder_streams():
 
 
 def test_captured_tokenizer_gives_the_units_of_the_tokenizer():
-    from ivbench.systems.groupformer.config import SHAPES
-    from ivbench.systems.groupformer.speech_tokenizer import GraphedSpeechTokenizer, random_speech_tokenizer
+    from ivbench.models.groupformer.config import SHAPES
+    from ivbench.models.groupformer.speech_tokenizer import GraphedSpeechTokenizer, random_speech_tokenizer
 
     tokenizer = random_speech_tokenizer(SHAPES["tiny"]["hubert"], 2, 50).to(DEVICE)
     graphed = GraphedSpeechTokenizer(tokenizer, buckets=(8, 32)).prepare()
@@ -101,7 +101,7 @@ def test_captured_tokenizer_gives_the_units_of_the_tokenizer():
 
 
 def test_system_on_the_device_replies_alike_with_both_engines():
-    from ivbench.systems.groupformer.system import GroupFormerSystem
+    from ivbench.systems.groupformer import GroupFormerSystem
     from ivbench.types import Audio, Mode, TurnInput
     from test_groupformer import _events
 

@@ -20,7 +20,7 @@ pytest.importorskip("transformers")
 from conftest import assert_user_error, write_task  # noqa: E402
 
 from ivbench.errors import ConfigError, ModelFileError  # noqa: E402
-from ivbench.systems.groupformer.config import SHAPES, VOCODER_25HZ  # noqa: E402
+from ivbench.models.groupformer.config import SHAPES, VOCODER_25HZ  # noqa: E402
 
 G = 5
 TINY_VOCODER = SHAPES["tiny"]["vocoder"]
@@ -50,7 +50,7 @@ def fitted_kmeans():
 def test_kmeans_loads_every_joblib_codec(fitted_kmeans, compress, tmp_path):
     import joblib
 
-    from ivbench.systems.groupformer.speech_tokenizer import load_kmeans
+    from ivbench.models.groupformer.speech_tokenizer import load_kmeans
 
     if compress == ("lz4", 3):
         pytest.importorskip("lz4")
@@ -62,7 +62,7 @@ def test_kmeans_loads_every_joblib_codec(fitted_kmeans, compress, tmp_path):
 def test_broken_kmeans_files_name_the_file(fitted_kmeans, tmp_path):
     import joblib
 
-    from ivbench.systems.groupformer.speech_tokenizer import load_kmeans
+    from ivbench.models.groupformer.speech_tokenizer import load_kmeans
 
     centers = fitted_kmeans.cluster_centers_.astype(np.float32)
     joblib.dump(fitted_kmeans, tmp_path / "plain.bin")
@@ -126,7 +126,7 @@ def _save_hubert(folder: Path, **shape):
 
 
 def test_hubert_folders_are_checked(tmp_path):
-    from ivbench.systems.groupformer.speech_tokenizer import load_hubert
+    from ivbench.models.groupformer.speech_tokenizer import load_hubert
 
     good = tmp_path / "good"
     model = _save_hubert(good)
@@ -165,9 +165,9 @@ def test_hubert_folders_are_checked(tmp_path):
 def test_tokenizer_frame_rate_must_be_the_models_unit_rate(tmp_path):
     """A HuBERT of another frame rate (the original 50 Hz one, conv strides 5·2·2·2·2·2·2·1
     here) loads, but the model refuses it, naming the folder."""
-    from ivbench.systems.groupformer.config import GroupFormerConfig
-    from ivbench.systems.groupformer.model import check_parts
-    from ivbench.systems.groupformer.speech_tokenizer import load_speech_tokenizer
+    from ivbench.models.groupformer.config import GroupFormerConfig
+    from ivbench.models.groupformer.model import check_parts
+    from ivbench.models.groupformer.speech_tokenizer import load_speech_tokenizer
 
     strides = [5, 2, 2, 2, 2, 2, 2, 1]
     _save_hubert(tmp_path / "hubert50", conv_stride=strides)
@@ -185,7 +185,7 @@ def test_tokenizer_frame_rate_must_be_the_models_unit_rate(tmp_path):
 
 def test_vocoder_drops_padding_units():
     """Unit −1 pads unit sequences (textlesslib, fairseq): dropped, so it adds no samples."""
-    from ivbench.systems.groupformer.vocoder import StreamingVocoder, signal_vocoder
+    from ivbench.models.groupformer.vocoder import StreamingVocoder, signal_vocoder
 
     vocoder = signal_vocoder(TINY_VOCODER, seed=1)
     units = np.random.default_rng(0).integers(0, 500, 23).tolist()
@@ -202,7 +202,7 @@ def test_vocoder_drops_padding_units():
 
 
 def _write_vocoder(folder: Path, cfg: dict, seed: int = 0) -> tuple[Path, Path]:
-    from ivbench.systems.groupformer.vocoder import signal_vocoder
+    from ivbench.models.groupformer.vocoder import signal_vocoder
 
     folder.mkdir(parents=True, exist_ok=True)
     signal_vocoder(cfg, seed).save(folder / "g_00500000", folder / "config.json")
@@ -210,7 +210,7 @@ def _write_vocoder(folder: Path, cfg: dict, seed: int = 0) -> tuple[Path, Path]:
 
 
 def test_broken_vocoder_files_name_the_file(tmp_path):
-    from ivbench.systems.groupformer.vocoder import load_vocoder
+    from ivbench.models.groupformer.vocoder import load_vocoder
 
     checkpoint, config = _write_vocoder(tmp_path / "good", TINY_VOCODER)
     assert load_vocoder(checkpoint, config).hop == 640
@@ -259,8 +259,8 @@ def test_streaming_defaults_keep_40_db_against_whole_utterance_vocoding():
     much as the architecture allows (torch's default initialisation makes a near-constant
     output, for which an SNR means nothing). 32 channels instead of 512, for speed: the
     benchmark finds the same look-ahead for both."""
-    from ivbench.systems.groupformer.system import GroupFormerSystem
-    from ivbench.systems.groupformer.vocoder import StreamingVocoder, signal_vocoder
+    from ivbench.systems.groupformer import GroupFormerSystem
+    from ivbench.models.groupformer.vocoder import StreamingVocoder, signal_vocoder
 
     system = GroupFormerSystem(init="random", size="tiny")
     defaults = dict(chunk_groups=system.chunk_groups, lookahead=system.lookahead, context=system.context,
@@ -289,7 +289,7 @@ def test_streaming_defaults_keep_40_db_against_whole_utterance_vocoding():
 
 @pytest.fixture(scope="module")
 def checkpoint_folder(tmp_path_factory):
-    from ivbench.systems.groupformer.model import GroupFormer
+    from ivbench.models.groupformer.model import GroupFormer
 
     folder = tmp_path_factory.mktemp("ckpt") / "tiny"
     GroupFormer.random("tiny", group_size=G, seed=0).save_pretrained(folder)
@@ -335,7 +335,7 @@ BROKEN_FOLDERS = {
 
 @pytest.mark.parametrize("case", list(BROKEN_FOLDERS))
 def test_broken_checkpoint_folder_names_the_file(checkpoint_folder, case, tmp_path):
-    from ivbench.systems.groupformer.model import GroupFormer
+    from ivbench.models.groupformer.model import GroupFormer
 
     folder = tmp_path / "ckpt"
     shutil.copytree(checkpoint_folder, folder)

@@ -10,7 +10,7 @@ Where each part of the paper lives:
 - `generation`: KV-cached streaming decoding; direct speech and the text-first chain.
 - `vocoder`: unit HiFi-GAN (TWIST 25 Hz LJ format) and the streaming vocoder.
 - `training`: the four cross-modal tasks, text + group cross-entropy, a minimal loop.
-- `system`: the `groupformer` and `groupformer-text-first` systems (imports no torch).
 
-Only `config` and `system` may be imported without torch.
+The `groupformer` and `groupformer-text-first` systems (the adapters, which import no torch)
+are in `ivbench/systems/groupformer.py`. Only `config` may be imported without torch.
 """

@@ -29,10 +29,10 @@ import logging
 import time
 from typing import Any, Iterator, Optional
 
-from ...errors import ConfigError, MissingDependency, ModelFileError
-from ...types import AudioChunk, Mode, ReplyEvent, StageMark, TextDelta, TurnInput
-from ..base import Session, System
-from .config import STREAM_CONTEXT, STREAM_FADE, STREAM_LOOKAHEAD
+from ..errors import ConfigError, MissingDependency, ModelFileError
+from ..models.groupformer.config import STREAM_CONTEXT, STREAM_FADE, STREAM_LOOKAHEAD
+from ..types import AudioChunk, Mode, ReplyEvent, StageMark, TextDelta, TurnInput
+from .base import Session, System
 
 SAMPLE_RATE = 16000
 ENGINES = ("auto", "dynamic", "static", "graphs")
@@ -45,7 +45,7 @@ def _checkpoint_untrained(folder: Optional[str]) -> bool:
     """A checkpoint saved from random weights says so in its groupformer.json (read without torch)."""
     from pathlib import Path
 
-    from .config import GroupFormerConfig
+    from ..models.groupformer.config import GroupFormerConfig
 
     try:
         return GroupFormerConfig.load(Path(folder).expanduser()).untrained
@@ -61,7 +61,7 @@ def _check_init(init: str, checkpoint: Optional[str], size: str, paths: dict[str
     if init == "checkpoint" and not checkpoint:
         raise ConfigError("groupformer: init=checkpoint needs checkpoint=PATH")
     if init == "random":
-        from .config import SHAPES
+        from ..models.groupformer.config import SHAPES
 
         if size not in SHAPES:  # an unknown size fails here, not at load
             raise ConfigError(f"groupformer: unknown size {size!r}: use one of {', '.join(SHAPES)}")
@@ -75,7 +75,7 @@ def _check_init(init: str, checkpoint: Optional[str], size: str, paths: dict[str
 
 class GroupFormerSession(Session):
     def __init__(self, system: "GroupFormerSystem") -> None:
-        from .generation import Decoder
+        from ..models.groupformer.generation import Decoder
 
         self.system = system
         self.model = system.model
@@ -89,7 +89,7 @@ class GroupFormerSession(Session):
         return "text_first" if self.system.text_first else "speech"
 
     def _user_content(self, turn: TurnInput) -> list[Any]:
-        from .chat import Speech
+        from ..models.groupformer.chat import Speech
 
         if not turn.mode.speech_in:
             return [turn.text]
@@ -99,14 +99,14 @@ class GroupFormerSession(Session):
             raise ModelFileError("this GroupFormer checkpoint has no speech tokenizer (hubert + kmeans files); give "
                                "hubert=slprl/mhubert-base-25hz (or a local copy) and kmeans=…/"
                                "mhubert_base_25hz_cp_mls_cv_sp_fisher_L11_km500.bin, or use a text-input mode")
-        from ...audio import resample
+        from ..audio import resample
 
         audio = resample(turn.audio, SAMPLE_RATE)
         units = self.system.unit_tokenizer.encode(audio.samples).tolist()
         return [Speech(tuple(units))]
 
     def _render(self, kind: str) -> Any:
-        from .chat import Message
+        from ..models.groupformer.chat import Message
 
         model = self.model
         prompt = Message("system", [model.config.system_prompts[kind]])
@@ -123,9 +123,9 @@ class GroupFormerSession(Session):
             del self.messages[1:3]  # forget the oldest exchange
 
     def respond(self, turn: TurnInput) -> Iterator[ReplyEvent]:
-        from ..streamed_text import StreamedText
-        from .chat import Message, Speech
-        from .vocoder import StreamingVocoder
+        from ..models.groupformer.chat import Message, Speech
+        from ..models.groupformer.vocoder import StreamingVocoder
+        from .streamed_text import StreamedText
 
         system, model = self.system, self.model
         mode = turn.mode
@@ -267,13 +267,13 @@ class GroupFormerSystem(System):
         self._threads_before: Optional[int] = None
 
     def limits(self) -> Any:
-        from .generation import Limits
+        from ..models.groupformer.generation import Limits
 
         return Limits(max_groups=self.max_groups, min_groups=self.min_groups,
                       max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens)
 
     def sampling(self) -> Any:
-        from .generation import Sampling
+        from ..models.groupformer.generation import Sampling
 
         return Sampling(temperature=self.temperature, top_k=self.top_k)
 
@@ -283,7 +283,7 @@ class GroupFormerSystem(System):
         except ImportError:
             raise MissingDependency("the groupformer system needs torch and transformers: "
                                     "pip install 'ivbench[groupformer]'") from None
-        from .model import GroupFormer
+        from ..models.groupformer.model import GroupFormer
 
         device = self.device or device or "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -302,7 +302,7 @@ class GroupFormerSystem(System):
         """Use a loaded model: its KV engine (`engine` option), the speech tokenizer and vocoder
         (graphed where `_graph_parts` says), then warm up. `share_with`: a system attached to the
         same model (e.g. direct and text-first) whose engine, tokenizer and vocoder are re-used."""
-        from .engines import make_engine
+        from ..models.groupformer.engines import make_engine
 
         self.model = model
         if share_with is not None:
@@ -321,8 +321,8 @@ class GroupFormerSystem(System):
         a GPU) with the `graphs` engine, and with `auto` on a GPU even where the LLM fell back to
         op-by-op decoding; the model's own otherwise, or where a capture fails (noted in
         `graph_fallbacks`)."""
-        from .speech_tokenizer import GraphedSpeechTokenizer
-        from .vocoder import GraphedVocoder, StreamingVocoder
+        from ..models.groupformer.speech_tokenizer import GraphedSpeechTokenizer
+        from ..models.groupformer.vocoder import GraphedVocoder, StreamingVocoder
 
         cuda = model.device.type == "cuda"
         tokenizer, vocoder = model.speech_tokenizer, model.vocoder
@@ -355,9 +355,9 @@ class GroupFormerSystem(System):
         """First-call costs (kernels, allocator) stay out of the first measured turn."""
         import numpy as np
 
-        from .chat import Message, Speech
-        from .generation import Decoder, Limits, Sampling
-        from .vocoder import StreamingVocoder
+        from ..models.groupformer.chat import Message, Speech
+        from ..models.groupformer.generation import Decoder, Limits, Sampling
+        from ..models.groupformer.vocoder import StreamingVocoder
 
         model = self.model
         if self.unit_tokenizer is not None:
