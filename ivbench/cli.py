@@ -145,24 +145,25 @@ def _given(ctx: click.Context, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _score_and_print(run_dir: Path, records: Any, config: Any, progress: bool) -> None:
+def print_leaderboard(run_dir: Path) -> None:
+    """The run's leaderboard, as the report shows it (ivbench.report.leaderboard), in plain text."""
+    from .report.data import load_report_data
+    from .report.leaderboard import build_leaderboard
+    from .report.render_text import render_console
+
+    data = load_report_data([run_dir])
+    click.echo(render_console(data, build_leaderboard(data)))
+
+
+def _score_and_print(run_dir: Path, config: Any, progress: bool) -> None:
     """Score a run with `config`'s metrics and judge and print its leaderboard."""
     from .provenance import resolve_device
     from .scoring import ScoreConfig, score_run
-    from .store import RunStore
-    from .table import format_table, headline_note, leaderboard, references_of
 
     score = ScoreConfig(metrics=config.metrics, judge=config.judge, device=resolve_device(config.device),
                         cache_dir=config.cache_dir, use_cache=config.use_cache)
     outcome = score_run(run_dir, score, progress=progress)
-    import pandas as pd
-
-    summary = pd.read_csv(run_dir / "summary.csv")
-    references = references_of(RunStore(run_dir).read_manifest())
-    click.echo(format_table(leaderboard(records, summary, outcome.metrics, references)))
-    note = headline_note(outcome.metrics, references)
-    if note:
-        click.echo(note)
+    print_leaderboard(run_dir)
     if score.judge is None and any(m.name.startswith("judge") for m in outcome.metrics.values()):
         click.echo("judge scores are missing: no judge configured (--judge-model, --judge-base-url)")
     _judge_summary(run_dir, outcome, score.judge)
@@ -203,7 +204,6 @@ def eval_command(ctx: click.Context, config_file: Optional[Path], no_progress: b
     """Run a task's dialogues through systems, record every turn, then score the run."""
     from .config import EvalConfig, load_config_file, merge_flags
     from .runner import run_eval
-    from .table import format_table, leaderboard
 
     kwargs: dict[str, Any] = load_config_file(config_file) if config_file else {}
     config = EvalConfig(**merge_flags(kwargs, _given(ctx, params)))
@@ -213,9 +213,9 @@ def eval_command(ctx: click.Context, config_file: Optional[Path], no_progress: b
         preflight(config.judge)  # a missing key or an unserved model fails now, not after generating
     result = run_eval(config, progress=not no_progress, argv=sys.argv)
     if no_score:
-        click.echo(format_table(leaderboard(result.records)))
+        print_leaderboard(result.run_dir)
     else:
-        _score_and_print(result.run_dir, result.records, config, not no_progress)
+        _score_and_print(result.run_dir, config, not no_progress)
     failed = sum(1 for r in result.records if not r.ok)
     click.echo(f"\nrun directory: {result.run_dir}")
     _eval_report(result.run_dir, config.cache_dir, config.use_cache)
@@ -273,27 +273,9 @@ def score_command(ctx: click.Context, run_dir: Path, no_progress: bool, **params
     from .store import RunStore
 
     config = EvalConfig(**merge_flags({}, _given(ctx, params), score_only=True))
-    records = RunStore(run_dir).records()
-    _score_and_print(run_dir, records, config, not no_progress)
+    RunStore(run_dir).read_manifest()  # not a run directory: say so before loading any metric
+    _score_and_print(run_dir, config, not no_progress)
     click.echo(f"\nscores: {run_dir / 'scores.jsonl'}\nsummary: {run_dir / 'summary.csv'}")
-
-
-def _show_leaderboard(records: Any, summary: Any, references: str) -> list[dict[str, Any]]:
-    from .table import leaderboard
-
-    if summary is None:
-        return leaderboard(records)
-    from .scoring import plan_metrics
-    from .registry import parse_spec
-
-    labels = sorted(set(summary["metric"]))
-    metrics = {}
-    for label in labels:
-        try:
-            metrics.update(dict(plan_metrics([parse_spec(label)])))
-        except Exception:  # a metric plugin not installed here: show the others
-            continue
-    return leaderboard(records, summary, metrics, references)
 
 
 @main.command("list")
@@ -315,7 +297,6 @@ def list_command(kind: Optional[str]) -> None:
 def show_command(run_dir: Path, as_json: bool) -> None:
     """A run's manifest and progress."""
     from .store import RunStore
-    from .table import format_table
 
     store = RunStore(run_dir)
     manifest = store.read_manifest()
@@ -344,14 +325,8 @@ def show_command(run_dir: Path, as_json: bool) -> None:
     for system in sorted({r.system for r in records} | set(config.get("systems", []))):
         click.echo(f"  {system:<24} {systems_done.get(system, 0)}/{total} dialogues")
     if records:
-        summary = None
-        if (run_dir / "summary.csv").exists():
-            import pandas as pd
-
-            summary = pd.read_csv(run_dir / "summary.csv")
-        from .table import references_of
-
-        click.echo("\n" + format_table(_show_leaderboard(records, summary, references_of(manifest))))
+        click.echo("")
+        print_leaderboard(run_dir)
     failures = [r for r in records if not r.ok]
     if failures:
         click.echo(f"\nfailed turns ({len(failures)}):")

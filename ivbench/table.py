@@ -14,18 +14,21 @@ from __future__ import annotations
 
 from itertools import combinations
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 from .stats import clustered_bootstrap_ci, paired_permutation_test
-from .types import REFERENCE_KINDS, REFERENCES_ANSWERS, REFERENCES_EXPECTED_WORDS, TurnRecord
+from .types import (REFERENCE_KINDS, REFERENCES_ANSWERS, REFERENCES_EXPECTED_WORDS, FieldInfo, MetricInfo,
+                    TurnRecord)
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .metrics.base import Metric
     from .store.scores import ScoreRow
+
+# A metric as the tables need it: anything with `name` and `fields` (a Metric, a MetricInfo).
+Metrics = Mapping[str, Any]
 
 SUMMARY = "summary.csv"
 PAIRWISE = "pairwise.csv"
@@ -49,10 +52,6 @@ HEADLINE: dict[str, list[tuple[str, str, str]]] = {
 }
 RTF = ("latency", "rtf", "mean", "RTF")
 EXPECTED_WORDS_HEADLINE: dict[str, list[tuple[str, str, str]]] = {"ref_wer": [("wer_corpus", "value", "ref-WER")]}
-REF_WER_NOTE = ("ref_wer (the reply against the task's reference answers) is in summary.csv but not in this "
-                "leaderboard: the task's references are free-form answers (task header `references: answers`), "
-                "which a good reply words differently, so its WER (often 200-300 %) measures wording, not "
-                "quality. A task whose references are the words to say declares `references: expected-words`.")
 
 
 def references_of(manifest: Optional[dict[str, Any]]) -> str:
@@ -68,13 +67,6 @@ def headline(name: str, references: str = REFERENCES_ANSWERS) -> list[tuple[str,
     picks = EXPECTED_WORDS_HEADLINE.get(name) if references == REFERENCES_EXPECTED_WORDS else None
     picks = list(HEADLINE.get(name, []) if picks is None else picks)
     return picks + [RTF[1:]] if name == RTF[0] else picks
-
-
-def headline_note(metrics: dict[str, "Metric"], references: str) -> Optional[str]:
-    """Why a metric that ran is missing from the leaderboard, where one is."""
-    if references != REFERENCES_EXPECTED_WORDS and any(m.name == "ref_wer" for m in metrics.values()):
-        return REF_WER_NOTE
-    return None
 
 
 def percentile(values: Sequence[float], q: float) -> Optional[float]:
@@ -111,16 +103,27 @@ def _stats_row(values: "pd.DataFrame") -> dict[str, Any]:
             "p50": percentile(data, 50), "p95": percentile(data, 95)}
 
 
-def summarize_scores(frame: "pd.DataFrame", metrics: dict[str, "Metric"]) -> "pd.DataFrame":
+SUMMARY_COLUMNS = ["system", "metric", "field", "n", "missing", "mean", "ci_low", "ci_high", "p50", "p95",
+                   "value", "metric_name", "higher_is_better", "unit", "description"]
+
+
+def _metric_name(metrics: Metrics, label: str) -> str:
+    return metrics[label].name if label in metrics else label.split(":", 1)[0]
+
+
+def summarize_scores(frame: "pd.DataFrame", metrics: Metrics) -> "pd.DataFrame":
+    """summary.csv: per system × metric × field statistics, with what each field is (metric name,
+    direction, unit, description), so that tables and reports read it without metric objects."""
     import pandas as pd
 
     out: list[dict[str, Any]] = []
     for (system, metric, name), values in frame.groupby(["system", "metric", "field"], sort=True):
         info = metrics[metric].fields.get(name) if metric in metrics else None
         out.append({"system": system, "metric": metric, "field": name, **_stats_row(values),
-                    "value": None,
+                    "value": None, "metric_name": _metric_name(metrics, metric),
                     "higher_is_better": None if info is None else info.higher_is_better,
-                    "unit": "" if info is None else info.unit})
+                    "unit": "" if info is None else info.unit,
+                    "description": "" if info is None else info.description})
     for (system, metric), values in frame.groupby(["system", "metric"], sort=True):
         fields = set(values["field"])
         if {"errors", "ref_words"} <= fields:
@@ -132,18 +135,38 @@ def summarize_scores(frame: "pd.DataFrame", metrics: dict[str, "Metric"]) -> "pd
             total_words = wide["ref_words"].sum()
             corpus = float(wide["errors"].sum() / total_words) if total_words > 0 else None
             per_dialogue = wide.groupby(level="dialogue_id")["wer"].mean() if "wer" in wide else pd.Series(dtype=float)
+            name = _metric_name(metrics, metric)
             out.append({"system": system, "metric": metric, "field": "wer_corpus", "n": int(len(wide)),
-                        "value": corpus, "higher_is_better": False, "unit": ""})
+                        "value": corpus, "metric_name": name, "higher_is_better": False, "unit": "",
+                        "description": "corpus WER: Σ errors ÷ Σ reference words"})
             out.append({"system": system, "metric": metric, "field": "wer_dialogue_mean",
                         "n": int(per_dialogue.size),
                         "value": float(per_dialogue.mean()) if per_dialogue.size else None,
-                        "higher_is_better": False, "unit": ""})
-    columns = ["system", "metric", "field", "n", "missing", "mean", "ci_low", "ci_high", "p50", "p95",
-               "value", "higher_is_better", "unit"]
-    return pd.DataFrame(out, columns=columns)
+                        "metric_name": name, "higher_is_better": False, "unit": "",
+                        "description": "mean over dialogues of the per-turn mean WER (URO-Bench)"})
+    return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
 
 
-def pairwise_tests(frame: "pd.DataFrame", metrics: dict[str, "Metric"]) -> "pd.DataFrame":
+def read_metric_infos(path: Path) -> dict[str, MetricInfo]:
+    """Each metric label's name and fields as a summary.csv recorded them; {} without one.
+    (Summaries written before they recorded the name take it from the label.)"""
+    import csv
+
+    if not Path(path).exists():
+        return {}
+    names: dict[str, str] = {}
+    fields: dict[str, dict[str, FieldInfo]] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            label = row["metric"]
+            names.setdefault(label, row.get("metric_name") or label.split(":", 1)[0])
+            hib = {"True": True, "False": False}.get(row.get("higher_is_better") or "")
+            fields.setdefault(label, {})[row["field"]] = FieldInfo(hib, row.get("unit") or "",
+                                                                  row.get("description") or "")
+    return {label: MetricInfo(names[label], fields[label]) for label in names}
+
+
+def pairwise_tests(frame: "pd.DataFrame", metrics: Metrics) -> "pd.DataFrame":
     import pandas as pd
 
     out: list[dict[str, Any]] = []
@@ -191,71 +214,10 @@ def crossmodal(frame: "pd.DataFrame") -> "pd.DataFrame":
 
 
 def write_summary(run_dir: Path, records: Sequence[TurnRecord], rows: Sequence["ScoreRow"],
-                  metrics: dict[str, "Metric"], manifest: dict[str, Any]) -> "pd.DataFrame":
+                  metrics: Metrics, manifest: dict[str, Any]) -> "pd.DataFrame":
     frame = score_frame(rows)
     summary = summarize_scores(frame, metrics)
     summary.to_csv(run_dir / SUMMARY, index=False, float_format="%.6g")
     pairwise_tests(frame, metrics).to_csv(run_dir / PAIRWISE, index=False, float_format="%.6g")
     crossmodal(frame).to_csv(run_dir / CROSSMODAL, index=False, float_format="%.6g")
     return summary
-
-
-def _metric_names(metrics: dict[str, "Metric"]) -> dict[str, str]:
-    return {label: metric.name for label, metric in metrics.items()}
-
-
-def _headline_cells(mine: "pd.DataFrame", names: dict[str, str], references: str) -> dict[str, Optional[float]]:
-    """One system's headline numbers, by column title, from its summary rows."""
-    cells: dict[str, Optional[float]] = {}
-    for label, name in names.items():
-        for field, stat, title in headline(name, references):
-            hit = mine[(mine["metric"] == label) & (mine["field"] == field)]
-            value = hit.iloc[0][stat] if len(hit) else None
-            if sum(1 for n in names.values() if n == name) > 1:
-                title = f"{title} ({label})"  # several configurations of one metric
-            cells[title] = None if value is None or value != value else float(value)
-    return cells
-
-
-def leaderboard(records: Sequence[TurnRecord], summary: Optional["pd.DataFrame"] = None,
-                metrics: Optional[dict[str, "Metric"]] = None,
-                references: str = REFERENCES_ANSWERS) -> list[dict[str, Any]]:
-    """One row per system: turns, failures, and each metric's headline numbers (`references`:
-    what the task's references are, `references_of(manifest)`)."""
-    names = _metric_names(metrics or {})
-    rows = []
-    for system in dict.fromkeys(r.system for r in records):
-        recs = [r for r in records if r.system == system]
-        row: dict[str, Any] = {"system": system, "turns": len(recs),
-                               "failed": sum(1 for r in recs if not r.ok)}
-        if summary is not None:
-            row.update(_headline_cells(summary[summary["system"] == system], names, references))
-        else:
-            first_audio = [r.first_audio_ms for r in recs if r.ok and r.first_audio_ms is not None]
-            row["1st audio p50 ms"] = percentile(first_audio, 50)
-            row["1st audio p95 ms"] = percentile(first_audio, 95)
-        rows.append(row)
-    return rows
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "–"  # missing, never 0
-    if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
-    return str(value)
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "(no records)"
-    header = list(rows[0].keys())
-    for row in rows[1:]:
-        header += [k for k in row if k not in header]
-    body = [[_cell(row.get(key)) for key in header] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-              for r in body]
-    return "\n".join(lines)

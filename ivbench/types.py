@@ -210,6 +210,16 @@ class FieldInfo:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class MetricInfo:
+    """What a metric says of itself to the tables and the report: its registry name and its
+    fields. A `Metric` has both; a run's summary.csv records them, so a report needs no metric
+    objects (nor the metric's package) to know which way is better."""
+
+    name: str
+    fields: dict[str, FieldInfo]
+
+
 @dataclass
 class MetricResult:
     """A metric's result for one turn or dialogue; a value that cannot be computed is None with

@@ -37,3 +37,17 @@ def assert_user_error(result, *fragments: str) -> None:
     assert len(lines) == 1, result.output
     for fragment in fragments:
         assert fragment in result.output, (fragment, result.output)
+
+
+def rewrite_summary(run: Path, metric_specs: list[str]) -> None:
+    """summary.csv as scoring would have written it for the run's scores.jsonl (for tests that
+    append made-up score rows): the report reads each field's direction and unit from it."""
+    from ivbench.registry import parse_spec
+    from ivbench.scoring import plan_metrics
+    from ivbench.store import RunStore
+    from ivbench.store.scores import read_scores
+    from ivbench.table import write_summary
+
+    store = RunStore(run)
+    metrics = dict(plan_metrics([parse_spec(m) for m in metric_specs]))
+    write_summary(run, store.records(), read_scores(run), metrics, store.read_manifest())

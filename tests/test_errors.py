@@ -53,7 +53,7 @@ def _plant(monkeypatch, target: str) -> None:
 @pytest.mark.parametrize("command, target", [
     (("score", "run"), "ivbench.scoring.score_run"),
     (("report", "run", "-o", "r.html"), "ivbench.report.data.load_report_data"),
-    (("show", "run"), "ivbench.table.format_table"),
+    (("show", "run"), "ivbench.report.render_text.render_console"),
     (("list",), "ivbench.registry.entries"),
 ])
 def test_an_internal_failure_in_each_command_is_a_bug_with_its_traceback(run_dir, monkeypatch, command, target):

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import write_task
+from conftest import rewrite_summary, write_task
 from test_report import ODD_ID, XSS_IMG, XSS_TEXT, make_runs
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -274,6 +274,7 @@ def stress_page(tmp_path_factory):
                      "details": {}, "values": {"score": 2.0 + i % 3}})
     with open(run / "scores.jsonl", "a") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
+    rewrite_summary(run, ["latency", "first_speech", "judge"])
     return write_report([run], root / "report.html", audio="none")
 
 

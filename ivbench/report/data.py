@@ -13,12 +13,10 @@ import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from ..metrics.base import FieldInfo
 from ..store import RunStore
-from ..types import REFERENCES_ANSWERS, REFERENCES_EXPECTED_WORDS, TurnRecord
+from ..types import REFERENCES_ANSWERS, REFERENCES_EXPECTED_WORDS, MetricInfo, TurnRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,7 +43,7 @@ class ReportData:
     records: list[TurnRecord]
     rows: list["ScoreRow"]
     systems: list[str]
-    metrics: dict[str, Any]  # metric label -> object with .name and .fields (FieldInfo)
+    metrics: dict[str, MetricInfo]  # metric label -> its name and fields
     frame: "pd.DataFrame"
     summary: "pd.DataFrame"
     pairwise: "pd.DataFrame"
@@ -111,47 +109,22 @@ def load_run(path: Path, name: str) -> Run:
                derived_latency=derived)
 
 
-def _field_info_from_summary(run: Run) -> dict[str, dict[str, FieldInfo]]:
-    """Direction and unit of each metric's fields as the run's summary.csv recorded them."""
-    import csv
+def _metric_infos(labels: list[str], runs: list[Run]) -> dict[str, MetricInfo]:
+    """Each metric label's name and fields, as the runs' summary.csv files recorded them: the
+    report imports no metric (a plugin metric need not be installed where a report is made).
+    Latency read off the records of an unscored run is the built-in latency metric's."""
+    from ..metrics.latency import LatencyMetric
+    from ..table import SUMMARY, read_metric_infos
 
-    path = run.path / "summary.csv"
-    out: dict[str, dict[str, FieldInfo]] = defaultdict(dict)
-    if not path.exists():
-        return out
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            hib = {"True": True, "False": False}.get(row.get("higher_is_better") or "")
-            out[row["metric"]][row["field"]] = FieldInfo(hib, row.get("unit") or "")
-    return out
-
-
-def _metric_objects(labels: list[str], runs: list[Run]) -> dict[str, Any]:
-    """Each metric label's field definitions: from the installed metric where it is one,
-    else from the summaries the runs wrote (a plugin that is not installed here)."""
-    from ..registry import parse_spec
-    from ..scoring import plan_metrics
-
-    recorded: dict[str, dict[str, FieldInfo]] = defaultdict(dict)
+    known: dict[str, MetricInfo] = {}
     for run in runs:
-        for label, fields in _field_info_from_summary(run).items():
-            recorded[label].update(fields)
-    out: dict[str, Any] = {}
-    for label in labels:
-        spec = None
-        try:
-            spec = parse_spec(label)
-        except Exception:
-            pass
-        # Only registered names: a report never imports code from a file path it was handed.
-        if spec is not None and "/" not in spec.ref and not spec.ref.endswith(".py"):
-            try:
-                out[label] = dict(plan_metrics([spec]))[label]
-                continue
-            except Exception:
-                pass
-        out[label] = SimpleNamespace(name=spec.ref if spec else label, fields=dict(recorded.get(label, {})))
-    return out
+        for label, info in read_metric_infos(run.path / SUMMARY).items():
+            fields = {**known[label].fields, **info.fields} if label in known else info.fields
+            known[label] = MetricInfo(info.name, fields)
+        if run.derived_latency and "latency" not in known:
+            known["latency"] = MetricInfo(LatencyMetric.name, dict(LatencyMetric.fields))
+    # A metric that gave no number (a transcript) is in no summary: its name is its label's.
+    return {label: known.get(label) or MetricInfo(label.split(":", 1)[0], {}) for label in labels}
 
 
 def load_report_data(paths: list[Path]) -> ReportData:
@@ -177,7 +150,7 @@ def load_report_data(paths: list[Path]) -> ReportData:
         records += [dataclasses.replace(r, system=run.labels[r.system]) for r in run.records]
         rows += [dataclasses.replace(r, system=run.labels[r.system]) for r in run.rows]
     labels = list(dict.fromkeys(r.metric for r in rows))
-    metrics = _metric_objects(labels, runs)
+    metrics = _metric_infos(labels, runs)
     frame = score_frame(rows)
     references = {label: references_of(run.manifest) for run in runs for label in run.labels.values()}
     return ReportData(runs=runs, records=records, rows=rows, systems=systems, metrics=metrics,

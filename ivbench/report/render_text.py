@@ -101,3 +101,28 @@ def render_csv(data: ReportData, board: Leaderboard) -> str:
                 row.append(cell.missing if cell.value is not None else (cell.note or "no value"))
         writer.writerow([_defuse(v) for v in row])
     return buf.getvalue()
+
+
+def _console_cell(col: Column, cell: Cell) -> str:
+    if cell.text is not None:
+        return cell.text
+    if cell.value is None:
+        return "–"  # missing, never 0; the report and summary.csv say why
+    if col.stat == "gap":
+        return f"{cell.value:+.2f}"
+    return fmt(cell.value, col.field, col.unit)
+
+
+def render_console(data: ReportData, board: Leaderboard) -> str:
+    """The leaderboard as a plain-text table for the terminal, with its notes below: the same
+    columns and numbers as the report's (↑/↓: which way is better)."""
+    header = ["system"] + [c.title + ARROWS[c.higher_is_better] for c in board.columns]
+    body = [[system] + [_console_cell(c, board.rows[system][c.key]) for c in board.columns]
+            for system in data.systems]
+    if not body:
+        return "(no records)"
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+              for row in body]
+    return "\n".join(lines + [f"note: {note}" for note in board.notes])
