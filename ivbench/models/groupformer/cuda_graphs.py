@@ -75,8 +75,8 @@ class RecordedOps:
     makes the host wait for the device or copies host values in."""
 
     def __init__(self, fn: Callable[[], None]) -> None:
-        from torch.utils._pytree import tree_flatten, tree_map
         from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten, tree_map
 
         steps: list[tuple[Any, Any, Any]] = []
         made: dict[int, tuple[int, int]] = {}

@@ -28,6 +28,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from ...errors import ConfigError
 from .cuda_graphs import Replay, new_pool, relative_difference
 
 log = logging.getLogger("ivbench.groupformer")
@@ -332,7 +333,7 @@ def make_engine(model: Any, kind: str = "auto", capacity: int = 8192) -> Any:
     `dynamic`. `dynamic`, `static` (fixed buffers, no graphs) and `graphs` force one."""
     kind = (kind or "auto").lower()
     if kind not in ("auto", "dynamic", "static", "graphs"):
-        raise ValueError(f"engine {kind!r}: use auto, dynamic, static or graphs")
+        raise ConfigError(f"engine {kind!r}: use auto, dynamic, static or graphs")
     if kind == "dynamic" or (kind == "auto" and model.device.type != "cuda"):
         return DynamicEngine(model)
     try:

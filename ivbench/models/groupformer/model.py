@@ -20,11 +20,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import ModelFileError
+from ...errors import ConfigError, ModelFileError
 from ...model_files import MissingModelFile, load_safetensors_file, state_dict_mismatch
-from .chat import Message, Rendered, SpecialIds, add_speech_tokens, build_fallback_tokenizer, render
-from .config import GroupFormerConfig, shape as named_shape
-from .speech_tokenizer import SpeechTokenizer, load_speech_tokenizer, random_speech_tokenizer
+from .chat import (
+    Message,
+    Rendered,
+    SpecialIds,
+    add_speech_tokens,
+    build_fallback_tokenizer,
+    render,
+)
+from .config import GroupFormerConfig
+from .config import shape as named_shape
+from .speech_tokenizer import (
+    SpeechTokenizer,
+    load_speech_tokenizer,
+    random_speech_tokenizer,
+)
 from .vocoder import UnitHiFiGAN, load_vocoder, random_vocoder
 
 log = logging.getLogger("ivbench.groupformer")
@@ -41,7 +53,7 @@ def resolve_dtype(dtype: Union[str, torch.dtype, None], device: str) -> torch.dt
     try:
         return DTYPES[str(dtype).lower()]
     except KeyError:
-        raise ValueError(f"dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
+        raise ConfigError(f"dtype {dtype!r}: use auto, float32, bfloat16 or float16") from None
 
 
 class SpeechAdaptor(nn.Module):
@@ -56,7 +68,7 @@ class SpeechAdaptor(nn.Module):
             self.proj = nn.Sequential(nn.Linear(width, cfg.adaptor_hidden), nn.GELU(),
                                       nn.Linear(cfg.adaptor_hidden, hidden_size))
         else:
-            raise ValueError(f"adaptor {cfg.adaptor!r}: use 'mlp' or 'linear'")
+            raise ConfigError(f"adaptor {cfg.adaptor!r}: use 'mlp' or 'linear'")
 
     def forward(self, groups: torch.Tensor) -> torch.Tensor:
         """(M, G) unit ids → (M, hidden)."""

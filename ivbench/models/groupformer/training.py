@@ -14,7 +14,7 @@ from typing import Any, Iterable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .chat import Message, Speech, SpecialIds
+from .chat import Message, SpecialIds, Speech
 from .model import GroupFormer
 
 TASKS = ("s2s", "s2t", "t2s", "t2t")

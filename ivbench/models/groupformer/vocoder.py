@@ -22,8 +22,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ModelFileError
-from ...model_files import (load_safetensors_file, load_torch_file, read_json_object,
-                            require_keys, state_dict_mismatch)
+from ...model_files import (
+    load_safetensors_file,
+    load_torch_file,
+    read_json_object,
+    require_keys,
+    state_dict_mismatch,
+)
 from .config import STREAM_CONTEXT, STREAM_FADE, STREAM_LOOKAHEAD
 from .cuda_graphs import Replay, new_pool
 

