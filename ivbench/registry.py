@@ -65,8 +65,24 @@ BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
                   "LLM judge per turn (llama-omni 1-5, content-style, mt-bench 1-10); needs --judge-model"),
         "judge_dialogue": ("ivbench.metrics.judge:DialogueJudge",
                            "LLM judge, one 1-5 score for a whole multi-turn dialogue; needs --judge-model"),
+        "voicebench": ("ivbench.suites.metrics:VoiceBench",
+                       "VoiceBench's scorers per subset (GPT score, sd-qa judge, MCQ, IFEval, refusal, BBH), overall"),
+        "urobench": ("ivbench.suites.metrics:UroBench",
+                     "URO-Bench's mark.py scorers per test set (GPT 1-5 x 20, Yes/No, Repeat WER), overall"),
+        "big_bench_audio": ("ivbench.suites.metrics:BigBenchAudio",
+                            "Big Bench Audio's LLM evaluator (CORRECT/INCORRECT vs the official answer), accuracy"),
     },
-    "tasks": {},
+    "tasks": {
+        "voicebench": ("ivbench.suites.voicebench:voicebench",
+                       "VoiceBench (hlt-lab/voicebench; Apache-2.0): subset=NAME|leaderboard, path=DIR; scores "
+                       "GPT score, sd-qa judge, MCQ/BBH accuracy, IFEval, advbench refusal, overall (--metrics voicebench)"),
+        "urobench": ("ivbench.suites.urobench:urobench",
+                     "URO-Bench (Honggao/URO-Bench; MIT): subset=SET|basic-en|pro-en…, path=DIR; scores its mark.py "
+                     "modes: GPT 1-5 x 20, Yes/No, multi-round, Repeat WER; overall (--metrics urobench)"),
+        "big-bench-audio": ("ivbench.suites.bigbench_audio:big_bench_audio",
+                            "Big Bench Audio (ArtificialAnalysis/big_bench_audio; MIT): path=DIR; scores accuracy by "
+                            "its LLM evaluator (--metrics big_bench_audio)"),
+    },
 }
 
 

@@ -67,6 +67,8 @@ def default_metric_specs(manifest: dict[str, Any], device: str = "cpu") -> list[
             continue
         extra = {"prompt": judge_prompt} if name == "judge" and judge_prompt else None
         specs.append(parse_spec(name, extra=extra))
+    # A suite's task names its own scorers (ivbench/suites): they join the defaults.
+    specs += [parse_spec(str(name)) for name in ((manifest.get("task") or {}).get("options") or {}).get("scorers", [])]
     return specs
 
 

@@ -69,6 +69,15 @@ def headline(name: str, references: str = REFERENCES_ANSWERS) -> list[tuple[str,
     return picks + [RTF[1:]] if name == RTF[0] else picks
 
 
+def _suite_headlines() -> None:
+    from .suites.catalog import headline_columns
+
+    HEADLINE.update(headline_columns())
+
+
+_suite_headlines()
+
+
 def percentile(values: Sequence[float], q: float) -> Optional[float]:
     """The q-th percentile (linear interpolation); None when there is nothing to summarise."""
     return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else None
@@ -111,10 +120,14 @@ def _metric_name(metrics: Metrics, label: str) -> str:
     return metrics[label].name if label in metrics else label.split(":", 1)[0]
 
 
-def summarize_scores(frame: "pd.DataFrame", metrics: Metrics) -> "pd.DataFrame":
+def summarize_scores(frame: "pd.DataFrame", metrics: Metrics,
+                     categories: Optional[dict[str, Optional[str]]] = None) -> "pd.DataFrame":
     """summary.csv: per system × metric × field statistics, with what each field is (metric name,
-    direction, unit, description), so that tables and reports read it without metric objects."""
+    direction, unit, description), so that tables and reports read it without metric objects.
+    `categories` (dialogue id -> category) feeds the metrics' suite headlines (headlines.py)."""
     import pandas as pd
+
+    from .headlines import headline_rows
 
     out: list[dict[str, Any]] = []
     for (system, metric, name), values in frame.groupby(["system", "metric", "field"], sort=True):
@@ -144,6 +157,7 @@ def summarize_scores(frame: "pd.DataFrame", metrics: Metrics) -> "pd.DataFrame":
                         "value": float(per_dialogue.mean()) if per_dialogue.size else None,
                         "metric_name": name, "higher_is_better": False, "unit": "",
                         "description": "mean over dialogues of the per-turn mean WER (URO-Bench)"})
+    out += headline_rows(frame, metrics, categories or {})
     return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
 
 
@@ -216,7 +230,7 @@ def crossmodal(frame: "pd.DataFrame") -> "pd.DataFrame":
 def write_summary(run_dir: Path, records: Sequence[TurnRecord], rows: Sequence["ScoreRow"],
                   metrics: Metrics, manifest: dict[str, Any]) -> "pd.DataFrame":
     frame = score_frame(rows)
-    summary = summarize_scores(frame, metrics)
+    summary = summarize_scores(frame, metrics, {r.dialogue_id: r.category for r in records})
     summary.to_csv(run_dir / SUMMARY, index=False, float_format="%.6g")
     pairwise_tests(frame, metrics).to_csv(run_dir / PAIRWISE, index=False, float_format="%.6g")
     crossmodal(frame).to_csv(run_dir / CROSSMODAL, index=False, float_format="%.6g")

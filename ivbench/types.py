@@ -176,6 +176,9 @@ class TurnRecord:
     # What the runner changed or noticed without failing the turn (audio outside [-1, 1] clipped,
     # a session that failed to close after an already failed turn).
     warnings: list[str] = field(default_factory=list)
+    # The dialogue's metadata (JSON values): what a scorer needs besides the reply (a suite's
+    # correct option, ifeval's instruction ids), so a run directory can be scored without the task.
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -33,6 +33,37 @@ class Need(str, Enum):
     JUDGE = "judge"
 
 
+@dataclass(frozen=True)
+class Ratio:
+    """Over a category's items: sum of `numerator` / sum of `denominator`, times `scale`; without
+    a denominator, the mean of the numerator's values (missing values left out)."""
+
+    numerator: str
+    denominator: Optional[str] = None
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A suite's own summary figure (its leaderboard number), from a metric's per-item values
+    and each item's dialogue category (docs/architecture.md, "Suites"): a category's figure is
+    the mean of its `parts` ratios (`default` for a category not named); `name` is the mean of
+    the categories' figures, each times `to_overall` (1 when not named). It is missing unless
+    every category in `require` is in the run. The table reports each category's figure and
+    `name`, with 95% CIs from a bootstrap over dialogues within each category."""
+
+    name: str
+    default: tuple[Ratio, ...]
+    parts: dict[str, tuple[Ratio, ...]] = field(default_factory=dict)
+    to_overall: dict[str, float] = field(default_factory=dict)
+    require: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()  # the categories it averages (`require` if given, else all present)
+    description: str = ""
+
+    def ratios(self, category: str) -> tuple[Ratio, ...]:
+        return self.parts.get(category, self.default)
+
+
 @dataclass
 class ScoreItem:
     """One turn to score: its record, lazily loaded audio, and transcripts once ASR ran."""
@@ -100,6 +131,7 @@ class Metric(ABC):
     level: ClassVar[str] = "turn"
     fields: ClassVar[dict[str, FieldInfo]] = {}
     description: ClassVar[str] = ""
+    headlines: ClassVar[tuple[Headline, ...]] = ()  # a suite's own summary figures (table.py)
 
     def __init__(self, **options: Any) -> None:
         self.options = options

@@ -400,7 +400,7 @@ def _base_record(unit: _Unit, task: Task, dialogue: Dialogue, index: int, attemp
     return dict(system=unit.label, task=task.name, dialogue_id=dialogue.id, turn_index=index,
                 n_turns=len(dialogue.turns), mode=unit.mode.value, attempt=attempt,
                 user_text=turn.text, user_audio=None, reference=turn.reference,
-                category=dialogue.category)
+                category=dialogue.category, metadata=dialogue.metadata)
 
 
 def _empty_outcome() -> dict[str, Any]:
