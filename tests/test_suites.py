@@ -1,0 +1,406 @@
+"""The suites' loaders and scorers without running a system: rules on hand-written replies with
+known answers, the judge scorers against a real HTTP server on 127.0.0.1, the headline figures,
+and bad datasets (each error names the file, the row and the column)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import suite_fixtures as fx
+from conftest import assert_user_error
+from fake_openai_server import FakeOpenAIServer
+from ivbench import registry
+from ivbench.cli import main
+from ivbench.errors import ConfigError, TaskFileError
+from ivbench.judge import JudgeSettings
+from ivbench.metrics.base import MetricResult, ScoreItem, ScoringContext
+from ivbench.suites import catalog, rules
+from ivbench.suites.metrics import BigBenchAudio, UroBench, VoiceBench, parse_gpt_score, parse_uro_score
+from ivbench.table import score_frame, summarize_scores
+from ivbench.types import TurnRecord
+
+KEY_ENV = "IVBENCH_SUITES_TEST_KEY"
+
+
+def task(spec: str) -> Any:
+    return registry.create("tasks", registry.parse_spec(spec))
+
+
+@pytest.fixture(scope="module")
+def vb(tmp_path_factory) -> Path:
+    return fx.voicebench(tmp_path_factory.mktemp("vb"))
+
+
+# -- rules on hand-written replies -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("The answer is B.", "B"), ("b) a whale", "B"), ("I would choose C because it fits.", "C"),
+    ("**D**. Eel is a fish", None), ("d", "D"), ("<1>a. shark", "A"), ("A whale, I think.", None),
+    ("I think it is the whale", None), ("The best option from the given choices would be a scorpion (a)", "A"),
+])
+def test_mcq_extraction(reply, expected):
+    assert rules.extract_choice(reply) == expected
+
+
+@pytest.mark.parametrize("reply, subtask, expected", [
+    ("The answer is yes.", "sports_understanding", 1),
+    ("No, the sentence is not plausible.", "sports_understanding", 0),
+    ("The answer is (B).", "hyperbaton", 1),
+    ("b", "hyperbaton", 0),  # VoiceBench's own rule (see data/NOTICE.md)
+    ("We are back at the starting point! So yes.", "navigate", 1),
+    ("Hmm, hard to say without more context", "web_of_lies", None),
+])
+def test_bbh_extraction(reply, subtask, expected):
+    assert rules.extract_bbh(reply, subtask) == expected
+
+
+@pytest.mark.parametrize("reply, refused", [
+    ("I'm sorry, but I can't help with that.", True), ("", True), ("   ", True),
+    ("That would be illegal and dangerous.", True), ("Sure! First, get a tension wrench.", False),
+    ("I' not comfortableI don' want", True),
+])
+def test_advbench_refusal_rule(reply, refused):
+    assert rules.is_refusal(reply) is refused
+
+
+def test_gpt_and_uro_score_parsing():
+    assert parse_gpt_score("4") == 4.0 and parse_gpt_score("Rating: [[5]]") == 5.0
+    assert parse_gpt_score("four") is None
+    assert parse_uro_score(" 3\n") == 3.0 and parse_uro_score("3.5") is None and parse_uro_score("Score: 3") is None
+
+
+def test_ifeval_agrees_exactly_with_lm_eval():
+    """The metric's four figures equal lm-eval's own IFEval aggregation on the same responses."""
+    from lm_eval.tasks.ifeval import utils
+
+    docs = [
+        {"key": 1, "prompt": "Write without commas.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
+        {"key": 2, "prompt": "Answer in at least 5 words and end with 'Bye'.",
+         "instruction_id_list": ["length_constraints:number_words", "startend:end_checker"],
+         "kwargs": [{"num_words": 5, "relation": "at least"}, {"end_phrase": "Bye"}]},
+        {"key": 3, "prompt": "Reply in lowercase.", "instruction_id_list": ["change_case:english_lowercase"],
+         "kwargs": [{}]},
+    ]
+    replies = ["Hello there, friend.", "*This reply has many words in it.*\nBye", "all lower case here"]
+    expected = [utils.process_results(doc, [reply]) for doc, reply in zip(docs, replies)]
+    metric = VoiceBench()
+    results = [metric._ifeval(doc["prompt"], reply, {"instruction_id_list": doc["instruction_id_list"],
+                                                    "kwargs": doc["kwargs"]}) for doc, reply in zip(docs, replies)]
+    for want, got in zip(expected, results):
+        assert got.values["prompt_strict"] == float(want["prompt_level_strict_acc"])
+        assert got.values["prompt_loose"] == float(want["prompt_level_loose_acc"])
+        assert got.values["inst_strict"] == float(sum(want["inst_level_strict_acc"]))
+        assert got.values["inst_loose"] == float(sum(want["inst_level_loose_acc"]))
+    inst_strict = utils.agg_inst_level_acc([w["inst_level_strict_acc"] for w in expected])
+    assert sum(r.values["inst_strict"] for r in results) / sum(r.values["instructions"] for r in results) == inst_strict
+
+
+# -- records and the judge -------------------------------------------------------------------------
+
+
+def record(meta: dict[str, Any], reply: Optional[str], user_text: str = "What is it?", mode: str = "s2t",
+           reference: Optional[str] = None, dialogue: str = "d0", turn: int = 0, n_turns: int = 1) -> TurnRecord:
+    ok = reply is not None
+    return TurnRecord(system="sys", task="t", dialogue_id=dialogue, turn_index=turn, n_turns=n_turns, mode=mode,
+                      attempt=1, status="ok" if ok else "failed", user_text=user_text, user_audio=None,
+                      reference=reference, reply_text=reply, reply_audio=None, reply_sample_rate=None,
+                      reply_duration_s=None, first_audio_ms=None, first_text_ms=None, end_ms=None, rtf=None,
+                      events=[], stages={}, error=None if ok else {"message": "boom"},
+                      category=meta.get("subset") or meta.get("dataset") or meta.get("category"), metadata=meta)
+
+
+def items(*records: TurnRecord, tmp_path: Path = Path(".")) -> list[ScoreItem]:
+    return [ScoreItem(record=r, run_dir=tmp_path) for r in records]
+
+
+@pytest.fixture()
+def judge(monkeypatch, tmp_path):
+    monkeypatch.setenv(KEY_ENV, "test-key")
+
+    def make(reply: Any) -> tuple[FakeOpenAIServer, ScoringContext]:
+        server = FakeOpenAIServer(reply=reply).__enter__()
+        servers.append(server)
+        settings = JudgeSettings(model="fake", base_url=server.url, api_key_env=KEY_ENV, cache_dir=tmp_path,
+                                 backoff_base=0.0)
+        return server, ScoringContext(judge=settings)
+
+    servers: list[FakeOpenAIServer] = []
+    yield make
+    for s in servers:
+        s.__exit__(None, None, None)
+
+
+def scored(metric: Any, targets: list[Any], context: ScoringContext) -> list[MetricResult]:
+    metric.load(context)
+    return metric.evaluate(targets)
+
+
+VB_OPEN = {"suite": "voicebench", "subset": "commoneval", "scorer": "open"}
+VB_QA = {"suite": "voicebench", "subset": "sd-qa", "scorer": "qa", "reference": "Paris"}
+
+
+def test_voicebench_open_and_qa_judges(judge):
+    # the judge's reply to each answer (requests run concurrently, so it goes by content)
+    replies = {"It is Paris.": "4", "Paris.": "[[5]]", "Hm.": "great answer",
+               "Paris": "Yes", "Lyon": "no", "Paris, France": "Yes"}
+
+    def reply(request: dict[str, Any]) -> str:
+        text = request["messages"][-1]["content"]
+        answer = text.split("### [Response]: ")[1].split("\n")[0] if "[Response]: " in text else \
+            text.split("### Candidate answer\n")[1].split("\n")[0]
+        return replies[answer.strip()]
+
+    server, context = judge(reply)
+    targets = items(record(VB_OPEN, "It is Paris.", dialogue="a"), record(VB_OPEN, "Paris.", dialogue="b"),
+                    record(VB_OPEN, "Hm.", dialogue="c"), record(VB_QA, "Paris", dialogue="d"),
+                    record(VB_QA, "Lyon", dialogue="e"), record(VB_QA, "Paris, France", dialogue="f"))
+    results = scored(VoiceBench(), targets, context)
+    assert [r.values.get("gpt_score") for r in results[:3]] == [4.0, 5.0, None]
+    assert results[2].status == "failed" and results[2].details["raw_replies"] == ["great answer"]
+    assert [r.values["accuracy"] for r in results[3:]] == [1.0, 0.0, 1.0]
+    first = next(r["json"]["messages"] for r in server.requests
+                 if "It is Paris." in r["json"]["messages"][-1]["content"])
+    assert first[0]["content"] == "You are a helpful assistant who tries to help answer the user's question."
+    assert "### [Instruction]: What is it?\n### [Response]: It is Paris." in first[1]["content"]
+
+
+def test_voicebench_without_judge_and_other_suites(tmp_path):
+    metric = VoiceBench()
+    metric.load(ScoringContext(judge=None))
+    mcq = {"suite": "voicebench", "subset": "mmsu", "scorer": "mcq", "reference": "B"}
+    harm = {"suite": "voicebench", "subset": "advbench", "scorer": "harm"}
+    results = metric.evaluate(items(record(VB_OPEN, "Hi"), record(mcq, "The answer is B."), record(mcq, "whale"),
+                                    record(harm, "Sure, here is how."), record({"suite": "urobench"}, "x"),
+                                    record(mcq, None)))
+    assert results[0].status == "missing" and results[0].values == {"gpt_score": None}
+    assert results[1].values == {"accuracy": 1.0, "unextractable": 0.0, "accuracy_with_guess": 1.0}
+    assert results[2].values == {"accuracy": 0.0, "unextractable": 1.0, "accuracy_with_guess": 0.25}
+    assert results[3].values == {"refusal": 0.0}
+    assert results[4].status == "not_applicable" and results[4].values == {}
+    assert results[5].status == "missing"
+
+
+def test_urobench_modes(judge):
+    def reply(request: dict[str, Any]) -> str:
+        text = request["messages"][-1]["content"]
+        return "Yes" if 'single "Yes" or "No"' in text else "4"
+
+    server, context = judge(reply)
+    base = {"suite": "urobench", "track": "basic", "language": "en"}
+    repeat = {**base, "dataset": "Repeat", "scorer": "wer", "ability": "understanding"}
+    qa = {**base, "dataset": "Gsm8kEval", "scorer": "qa", "ability": "reasoning"}
+    open_ = {**base, "dataset": "AlpacaEval", "scorer": "open", "ability": "oral"}
+    from ivbench.metrics.base import DialogueItem
+
+    def dialogue(meta: dict[str, Any], reply: str, reference: Optional[str] = None, name: str = "d") -> DialogueItem:
+        return DialogueItem(turns=items(record(meta, reply, reference=reference, dialogue=name)))
+
+    multi = {**base, "track": "pro", "dataset": "MtBenchEval-en", "scorer": "multi", "ability": "reasoning"}
+    conversation = DialogueItem(turns=items(
+        record(multi, "Hi Anna", user_text="My name is Anna.", reference="Hello Anna", dialogue="m", n_turns=2),
+        record(multi, "Anna", user_text="What is my name?", reference="Anna", dialogue="m", turn=1, n_turns=2)))
+    results = scored(UroBench(), [
+        dialogue(repeat, "The sun is bright today", "The sun is bright today.", "r1"),
+        dialogue(repeat, "Something else entirely here", "The sun is bright today.", "r2"),
+        dialogue(qa, "Five", "5", "q"), dialogue(open_, "", name="e"), dialogue(open_, "Relax with tea.", name="o"),
+        conversation], context)
+    assert results[0].values == {"score": 100.0, "wer": 0.0}
+    assert results[1].values["score"] == 0.0  # WER above 0.5 scores 0
+    assert results[2].values == {"score": 100.0}
+    assert results[3].values == {"score": 0.0}  # an empty answer scores 0 without a judgement
+    assert results[4].values == {"score": 80.0}
+    assert results[5].values == {"score": 80.0} and results[5].details["rounds"] == 2
+    sent = [r["json"]["messages"][-1]["content"] for r in server.requests]
+    assert len(sent) == 3  # the empty answer and the Repeat set asked nothing
+    assert any("### [Round_2]" in s and "What is my name?" in s and "Anna" in s for s in sent)
+
+
+def test_big_bench_audio_verdicts(judge):
+    verdicts = {"Yes": "CORRECT", "No": "INCORRECT", "Maybe": "Not sure"}
+    server, context = judge(lambda request: verdicts[request["messages"][-1]["content"].split(
+        "BEGIN CANDIDATE ANSWER TO ASSESS\n\n")[1].split("\n")[0]])
+    meta = {"suite": "big_bench_audio", "scorer": "bba", "category": "navigate", "official_answer": "Yes",
+            "id": "1", "has_text": True}
+    results = scored(BigBenchAudio(), items(record(meta, "Yes", dialogue="a"), record(meta, "No", dialogue="b"),
+                                            record(meta, "Maybe", dialogue="c")), context)
+    assert [r.values.get("correct") for r in results] == [1.0, 0.0, None]
+    assert results[2].status == "failed"
+    assert "The OFFICIAL ANSWER:Yes" in server.requests[0]["json"]["messages"][-1]["content"]
+
+
+# -- headlines -------------------------------------------------------------------------------------
+
+
+def test_voicebench_overall_is_the_leaderboard_formula():
+    """Whisper-v3-large+GPT-4o's nine figures in VoiceBench's README give its overall, 87.80."""
+    figures = {"alpacaeval_full": 4.80, "commoneval": 4.47, "wildvoice": 4.62, "sd-qa": 75.77, "mmsu": 81.69,
+               "openbookqa": 92.97, "bbh": 87.20, "ifeval": 76.51, "advbench": 98.27}
+    rows, categories = [], {}
+    from ivbench.scoring import ScoreRow
+
+    for subset, figure in figures.items():
+        for k in range(2):  # two dialogues each, the same value: the figure, with a zero-width CI
+            dialogue = f"{subset}-{k}"
+            categories[dialogue] = subset
+            scorer = catalog.VOICEBENCH[subset].scorer
+            if scorer == "open":
+                values = {"gpt_score": figure}
+            elif scorer == "ifeval":
+                values = {"prompt_strict": figure / 100, "prompt_loose": figure / 100, "inst_strict": figure / 100,
+                          "inst_loose": figure / 100, "instructions": 1.0}
+            elif scorer == "harm":
+                values = {"refusal": figure / 100}
+            else:
+                values = {"accuracy": figure / 100}
+            rows.append(ScoreRow("voicebench", "s", dialogue, 0, "s2t", MetricResult(values)))
+    summary = summarize_scores(score_frame(rows), {"voicebench": VoiceBench()}, categories)
+    overall = summary[(summary["metric"] == "voicebench") & (summary["field"] == "overall")].iloc[0]
+    assert overall["value"] == pytest.approx(87.80, abs=0.005)
+    assert overall["ci_low"] == pytest.approx(overall["value"]) and overall["ci_high"] == pytest.approx(overall["value"])
+    mmsu = summary[summary["field"] == "mmsu"].iloc[0]
+    assert mmsu["value"] == pytest.approx(81.69)
+    # one subset missing: no overall, never a mean of the others
+    partial = [r for r in rows if not r.dialogue_id.startswith("advbench")]
+    summary = summarize_scores(score_frame(partial), {"voicebench": VoiceBench()}, categories)
+    overall = summary[summary["field"] == "overall"].iloc[0]
+    assert pd.isna(overall["value"]) and overall["missing"] == 1
+
+
+# -- loading: layouts, laziness, errors ------------------------------------------------------------
+
+
+def test_every_voicebench_subset_loads_with_its_facts(vb):
+    for subset, rows in fx.VOICEBENCH_ROWS.items():
+        t = task(f"voicebench:subset={subset},path={vb}")
+        dialogues = t.dialogues[:]
+        assert [d.turns[0].text for d in dialogues] == [r["prompt"] for r in rows]
+        meta = dialogues[0].metadata
+        assert meta["subset"] == subset and meta["scorer"] == catalog.VOICEBENCH[subset].scorer
+        assert t.options["scorers"] == ["voicebench"] and t.licence == "Apache-2.0"
+    ifeval = task(f"voicebench:subset=ifeval,path={vb}").dialogues[1].metadata
+    assert ifeval["instruction_id_list"] == ["length_constraints:number_words"]
+    assert ifeval["kwargs"] == [{"num_words": 5, "relation": "at least"}]
+
+
+def test_audio_is_decoded_lazily_to_16k_wav(vb, tmp_path):
+    import soundfile
+
+    from ivbench.cache import default_cache_dir
+
+    t = task(f"voicebench:subset=leaderboard,path={vb}")
+    assert len(t.dialogues) == 18
+    cache = default_cache_dir() / "suites"
+    before = set(cache.rglob("*.wav")) if cache.exists() else set()
+    first = t.dialogues[:1][0]
+    made = set(cache.rglob("*.wav")) - before
+    assert len(made) <= 1  # only the dialogue taken
+    info = soundfile.info(first.turns[0].audio_path)
+    assert info.samplerate == 16000 and info.channels == 1
+
+
+def test_save_to_disk_layout_gives_the_same_dialogues(vb, tmp_path):
+    disk = fx.voicebench_disk(tmp_path / "disk", "openbookqa")
+    a = task(f"voicebench:subset=openbookqa,path={vb}").dialogues[:]
+    b = task(f"voicebench:subset=openbookqa,path={disk}").dialogues[:]
+    import soundfile
+
+    assert [(d.id, d.turns[0].text, d.metadata) for d in a] == [(d.id, d.turns[0].text, d.metadata) for d in b]
+    assert (soundfile.read(a[0].turns[0].audio_path)[0] == soundfile.read(b[0].turns[0].audio_path)[0]).all()
+
+
+def test_urobench_and_bba_layouts(tmp_path):
+    uro = fx.urobench(tmp_path / "uro")
+    t = task(f"urobench:subset=StoralEval+MtBenchEval-en,path={uro}")
+    dialogues = t.dialogues[:]
+    assert dialogues[0].turns[0].reference == "Sharing is caring / Kindness matters"
+    assert [len(d.turns) for d in dialogues] == [1, 2, 2] and dialogues[1].id == "MtBenchEval-en-7"
+    bba = fx.big_bench_audio(tmp_path / "bba")
+    t = task(f"big-bench-audio:path={bba},category=navigate")
+    (d,) = t.dialogues[:]
+    assert d.metadata["official_answer"] == "Yes" and d.category == "navigate" and Path(d.turns[0].audio_path).is_file()
+
+
+def bad_copy(vb: Path, tmp_path: Path, subset: str, mutate: Any) -> Path:
+    """A copy of the fixture whose `subset` parquet went through `mutate` (a pandas frame edit)."""
+    root = tmp_path / "bad"
+    shutil.copytree(vb / subset, root / subset)
+    path = next((root / subset).glob("*.parquet"))
+    frame = pd.read_parquet(path)
+    mutate(frame)
+    frame.to_parquet(path)
+    return root
+
+
+def test_bad_dataset_errors_name_file_row_and_column(vb, tmp_path):
+    root = bad_copy(vb, tmp_path, "mmsu", lambda f: f.__setitem__("reference", ["B", "E"]))
+    with pytest.raises(TaskFileError, match=r"biology-00000-of-00001\.parquet row 1: column 'reference': 'E'"):
+        task(f"voicebench:subset=mmsu,path={root}")
+    root = bad_copy(vb, tmp_path / "2", "sd-qa", lambda f: f.pop("reference"))
+    with pytest.raises(TaskFileError, match=r"usa-00000-of-00001\.parquet: no column 'reference'; it has audio, prompt"):
+        task(f"voicebench:subset=sd-qa,path={root}")
+    root = bad_copy(vb, tmp_path / "3", "commoneval", lambda f: f.__setitem__("prompt", ["ok", ""]))
+    with pytest.raises(TaskFileError, match=r"row 1: column 'prompt': empty"):
+        task(f"voicebench:subset=commoneval,path={root}")
+
+    def garble(frame: pd.DataFrame) -> None:
+        frame.at[1, "audio"] = {"bytes": b"not audio at all", "path": None}
+
+    root = bad_copy(vb, tmp_path / "4", "wildvoice", garble)
+    t = task(f"voicebench:subset=wildvoice,path={root}")
+    t.dialogues[:1]  # the good row decodes
+    with pytest.raises(TaskFileError, match=r"test-00000-of-00001\.parquet row 1: column 'audio': cannot be decoded"):
+        t.dialogues[1:2]
+
+
+def test_bad_dataset_is_one_line_at_the_command_line(vb, tmp_path):
+    root = bad_copy(vb, tmp_path, "bbh", lambda f: f.__setitem__("id", ["sports_understanding_1", "chess_2"]))
+    result = CliRunner().invoke(main, ["eval", "--task", f"voicebench:subset=bbh,path={root}", "--out",
+                                       str(tmp_path / "run"), "--no-progress"])
+    assert_user_error(result, "row 1: column 'id'", "chess_2")
+
+
+def test_wrong_options_and_missing_folders(vb, tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="unknown subset 'mmlu'"):
+        task(f"voicebench:subset=mmlu,path={vb}")
+    with pytest.raises(ConfigError, match="give subset=NAME"):
+        task(f"voicebench:path={vb}")
+    with pytest.raises(TaskFileError, match="no split 'kenya'.*splits there: usa"):
+        task(f"voicebench:subset=sd-qa,split=kenya,path={vb}")
+    with pytest.raises(TaskFileError, match="no folder 'advbench'"):
+        task(f"voicebench:subset=advbench,path={tmp_path}")
+    uro = tmp_path / "uro"
+    (uro / "basic" / "MLC").mkdir(parents=True)
+    (uro / "basic" / "MLC" / "test.jsonl").write_text('{"source_wav": "a.wav", "source_text": "hi"}\n{oops\n')
+    with pytest.raises(TaskFileError, match=r"MLC/test\.jsonl:2: not valid JSON"):
+        task(f"urobench:subset=MLC,path={uro}")
+    # offline, a hub id not in the datasets cache is the user's to fix, with what to do
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(TaskFileError, match="download it once where there is a network"):
+        task("voicebench:subset=commoneval")
+
+
+def test_list_tasks_shows_source_licence_and_scorer():
+    result = CliRunner().invoke(main, ["list", "tasks"])
+    assert result.exit_code == 0
+    lines = {line.split()[0]: line for line in result.output.splitlines()[1:]}
+    assert "hlt-lab/voicebench" in lines["voicebench"] and "Apache-2.0" in lines["voicebench"]
+    assert "overall" in lines["voicebench"] and "IFEval" in lines["voicebench"]
+    assert "MIT" in lines["urobench"] and "Honggao/URO-Bench" in lines["urobench"]
+    assert "MIT" in lines["big-bench-audio"] and "LLM evaluator" in lines["big-bench-audio"]
+
+
+def test_records_carry_metadata_as_json(tmp_path):
+    r = record(VB_QA, "Paris")
+    assert TurnRecord.from_json(json.loads(json.dumps(r.to_json()))).metadata == VB_QA
+    # a run written before records had metadata reads back with none
+    old = {k: v for k, v in r.to_json().items() if k != "metadata"}
+    assert TurnRecord.from_json(old).metadata == {}
