@@ -71,35 +71,40 @@ def headline_rows(frame: "pd.DataFrame", metrics: dict[str, "Metric"],
                 wide = values.pivot_table(index=["dialogue_id", "turn_index"], columns="field", values="value",
                                           aggfunc="first", dropna=False).reset_index()
                 wide["category"] = wide["dialogue_id"].map(lambda d: categories.get(str(d)))
-                rows = [r for r in _rows_for(str(system), label, headline, wide) if (r["system"], r["field"]) not in done]
-                out += [{**r, "metric_name": metric.name} for r in rows]
+                out += [{**r, "metric_name": metric.name} for r in _rows_for(str(system), label, headline, wide)
+                        if (r["system"], r["field"]) not in done]
     return out
 
 
-def _rows_for(system: str, label: str, headline: "Headline", wide: "pd.DataFrame") -> list[dict[str, Any]]:
+def _category_figures(headline: "Headline", wide: "pd.DataFrame") -> dict[str, tuple[float, np.ndarray, int]]:
+    """category -> (its figure, the figure of each bootstrap resample, its dialogues)."""
     rng = np.random.default_rng(SEED)
     figures: dict[str, tuple[float, np.ndarray, int]] = {}
     for category, items in wide.dropna(subset=["category"]).groupby("category", sort=True):
-        parts = [(*s, r.scale) for r in headline.ratios(str(category)) if (s := _sums(items, r)) is not None]
-        if not parts or len(parts) < len(headline.ratios(str(category))):
+        wanted = headline.ratios(str(category))
+        parts = [(*s, r.scale) for r in wanted if (s := _sums(items, r)) is not None]
+        # Every ratio must rest on the same dialogues, so one set of picks applies to all.
+        if not parts or len(parts) < len(wanted) or len({len(p[0]) for p in parts}) != 1:
             continue
         n = len(parts[0][0])
         picks = rng.integers(0, n, size=(DEFAULT_RESAMPLES, n))
-        # Every ratio of a category must rest on the same dialogues for the picks to apply to all.
-        if any(len(p[0]) != n for p in parts):
-            continue
         figures[str(category)] = (float(_figure(parts, None)[0]), _figure(parts, picks), n)
+    return figures
+
+
+def _rows_for(system: str, label: str, headline: "Headline", wide: "pd.DataFrame") -> list[dict[str, Any]]:
+    figures = _category_figures(headline, wide)
     rows = [_row(system, label, name, value, samples, n, f"{name}: one category's figure of {headline.name}")
             for name, (value, samples, n) in figures.items()]
     counted = headline.require or headline.only or tuple(figures)
     used = {c: figures[c] for c in counted if c in figures}
     if used and all(c in figures for c in headline.require):
         scale = [headline.to_overall.get(c, 1.0) for c in used]
-        value = float(np.mean([f[0] * s for f, s in zip(used.values(), scale)]))
-        samples = np.mean([f[1] * s for f, s in zip(used.values(), scale)], axis=0)
-        rows.append(_row(system, label, headline.name, value, samples,
-                         sum(f[2] for f in used.values()), headline.description))
-    else:
+        value = float(np.mean([f[0] * k for f, k in zip(used.values(), scale)]))
+        samples = np.mean([f[1] * k for f, k in zip(used.values(), scale)], axis=0)
+        rows.append(_row(system, label, headline.name, value, samples, sum(f[2] for f in used.values()),
+                         headline.description))
+    else:  # missing, never a mean of fewer categories than the suite's figure has
         rows.append({"system": system, "metric": label, "field": headline.name, "n": len(figures),
                      "missing": len([c for c in headline.require if c not in figures]), "mean": None,
                      "value": None, "higher_is_better": True, "unit": "", "description": headline.description})

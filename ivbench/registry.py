@@ -75,13 +75,13 @@ BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
     "tasks": {
         "voicebench": ("ivbench.suites.voicebench:voicebench",
                        "VoiceBench (hlt-lab/voicebench; Apache-2.0): subset=NAME|leaderboard, path=DIR; scores "
-                       "GPT score, sd-qa judge, MCQ/BBH accuracy, IFEval, advbench refusal, overall (--metrics voicebench)"),
+                       "GPT score, sd-qa judge, MCQ/BBH accuracy, IFEval, advbench refusal, overall (metric voicebench)"),
         "urobench": ("ivbench.suites.urobench:urobench",
                      "URO-Bench (Honggao/URO-Bench; MIT): subset=SET|basic-en|pro-en…, path=DIR; scores its mark.py "
-                     "modes: GPT 1-5 x 20, Yes/No, multi-round, Repeat WER; overall (--metrics urobench)"),
+                     "modes: GPT 1-5 x 20, Yes/No, multi-round, Repeat WER; overall (metric urobench)"),
         "big-bench-audio": ("ivbench.suites.bigbench_audio:big_bench_audio",
                             "Big Bench Audio (ArtificialAnalysis/big_bench_audio; MIT): path=DIR; scores accuracy by "
-                            "its LLM evaluator (--metrics big_bench_audio)"),
+                            "its LLM evaluator (metric big_bench_audio)"),
     },
 }
 

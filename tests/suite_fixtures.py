@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import json
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,10 @@ import numpy as np
 AUDIO_RATE = 22050
 
 
-@lru_cache(maxsize=None)
+@cache
 def speech(text: str) -> tuple[bytes, int]:
     """WAV bytes of Piper speaking `text` (cached: the fixtures repeat sentences)."""
     import soundfile
-
-    from ivbench import registry
 
     voice = _voice()
     audio = voice.speak(text)

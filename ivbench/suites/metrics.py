@@ -139,7 +139,8 @@ def _mean_samples(values: list[Optional[float]], field: str, scale: float, detai
     details.update(samples=values, n_parsed=len(good))
     if not good:
         return MetricResult({field: None}, Status.FAILED.value, f"unparseable judge reply: no {what}", details)
-    reason = None if len(good) == len(values) else f"{len(values) - len(good)} of {len(values)} judge replies unparseable"
+    bad = len(values) - len(good)
+    reason = f"{bad} of {len(values)} judge replies unparseable; mean of the others" if bad else None
     return _result({field: fmean(good) * scale}, details, reason)
 
 
@@ -169,7 +170,7 @@ class VoiceBench(SuiteMetric):
     description = "VoiceBench scorers per subset (GPT score, sd-qa judge, MCQ, IFEval, refusal, BBH) and its overall"
     fields = {
         "gpt_score": FieldInfo(True, "1-5", "GPT score of the reply (VoiceBench open-ended prompt), mean of samples"),
-        "accuracy": FieldInfo(True, PERCENT, "correct answer (sd-qa: judged against the reference; mcq, bbh: extracted)"),
+        "accuracy": FieldInfo(True, PERCENT, "correct (sd-qa: judged against the reference; mcq, bbh: extracted)"),
         "unextractable": FieldInfo(False, PERCENT, "no answer could be extracted from the reply (counted wrong)"),
         "accuracy_with_guess": FieldInfo(True, PERCENT, "expected accuracy under VoiceBench's random guess for "
                                                         "unextractable answers"),

@@ -140,12 +140,15 @@ class IfevalUnavailable(Exception):
     """An instruction that cannot be checked here (its checker needs NLTK data not installed)."""
 
 
+NEEDS_LM_EVAL = "the ifeval scorer needs lm-eval's IFEval checks: pip install 'ivbench[suites]'"
+
+
 @lru_cache(maxsize=1)
 def _ifeval() -> Any:
     try:
         import nltk
     except ImportError:
-        raise MissingDependency("the ifeval scorer needs lm-eval's IFEval checks: pip install 'ivbench[suites]'") from None
+        raise MissingDependency(NEEDS_LM_EVAL) from None
     try:
         nltk.data.find("tokenizers/punkt_tab")
     except LookupError:
@@ -156,7 +159,7 @@ def _ifeval() -> Any:
     try:
         from lm_eval.tasks.ifeval import utils
     except ImportError:
-        raise MissingDependency("the ifeval scorer needs lm-eval's IFEval checks: pip install 'ivbench[suites]'") from None
+        raise MissingDependency(NEEDS_LM_EVAL) from None
     return utils
 
 
