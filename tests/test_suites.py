@@ -322,6 +322,12 @@ def test_urobench_and_bba_layouts(tmp_path):
     dialogues = t.dialogues[:]
     assert dialogues[0].turns[0].reference == "Sharing is caring / Kindness matters"
     assert [len(d.turns) for d in dialogues] == [1, 2, 2] and dialogues[1].id == "MtBenchEval-en-7"
+    # a row without recorded audio is spoken by the run's voice: no audio path
+    extra = uro / "basic" / "MLC"
+    extra.mkdir(parents=True)
+    (extra / "test.jsonl").write_text(json.dumps({"source_text": "What is one plus one?", "target_text": "2"}) + "\n")
+    (spoken,) = task(f"urobench:subset=MLC,path={uro}").dialogues[:]
+    assert spoken.turns[0].audio_path is None and spoken.metadata["scorer"] == "qa"
     bba = fx.big_bench_audio(tmp_path / "bba")
     t = task(f"big-bench-audio:path={bba},category=navigate")
     (d,) = t.dialogues[:]

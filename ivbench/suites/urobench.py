@@ -61,9 +61,11 @@ def _target(row: dict[str, Any], where: str) -> Optional[str]:
 
 def _turn(shard: JsonlShard, row: dict[str, Any], where: str) -> StubTurn:
     text = text_value(row, "source_text", where)
-    wav = text_value(row, "source_wav", where)
-    assert text is not None and wav is not None
-    return StubTurn(text.strip(), AudioRef(file=shard.path.parent / wav), _target(row, where))
+    assert text is not None
+    # A row without recorded audio is spoken by the run's voice (`--voice`), as a task file's turn is.
+    wav = text_value(row, "source_wav", where, required=False)
+    audio = AudioRef(file=shard.path.parent / wav) if wav else None
+    return StubTurn(text.strip(), audio, _target(row, where))
 
 
 def _stubs(name: str, shard: JsonlShard) -> list[Stub]:
