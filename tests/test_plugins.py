@@ -278,12 +278,12 @@ def test_unknown_system_suggests_close_match(tmp_path, monkeypatch):
 def test_unknown_task_suggests_close_match(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = _ivbench("eval", "--task", "mt-bnech", "--out", "run", "--no-progress")
-    assert_user_error(result, "unknown task 'mt-bnech'", "Did you mean 'mt-bench'?")
+    assert_user_error(result, "unknown task 'mt-bnech'", "Did you mean 'mt-bench'")  # or 'urobench'
     result = _ivbench("eval", "--task", "vicuan", "--out", "run", "--no-progress")
     assert_user_error(result, "unknown task 'vicuan'", "'vicuna'")
     # Nothing close: no suggestion, but the known names.
     result = _ivbench("eval", "--task", "zzzzzz", "--out", "run", "--no-progress")
-    assert_user_error(result, "unknown task 'zzzzzz'", "Known tasks: demo")
+    assert_user_error(result, "unknown task 'zzzzzz'", "Known tasks: ", "demo, ")
     assert "Did you mean" not in result.output
     assert not (tmp_path / "run").exists()
 
