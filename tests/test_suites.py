@@ -411,3 +411,21 @@ def test_records_carry_metadata_as_json(tmp_path):
     # a run written before records had metadata reads back with none
     old = {k: v for k, v in r.to_json().items() if k != "metadata"}
     assert TurnRecord.from_json(old).metadata == {}
+
+
+@pytest.mark.parametrize("mode", sorted(UroBench.SINGLE))
+def test_every_urobench_judge_prompt_is_filled(mode, monkeypatch):
+    """Each single-round mode's prompt gets every placeholder it has from the record and its metadata."""
+    from ivbench.metrics.base import DialogueItem
+    from ivbench.suites.metrics import JudgeJob
+
+    metric = UroBench()
+    metric._client = object()  # a judge is configured; outcome() only builds the request
+    meta = {"suite": "urobench", "dataset": "X", "scorer": mode, "language": "en", "emotion": "sad",
+            "style": "pirate", "requirement": "French"}
+    job = metric.outcome(DialogueItem(turns=items(record(meta, "An answer.", reference="A reference."))))
+    assert isinstance(job, JudgeJob)
+    text = job.messages[-1]["content"]
+    assert "An answer." in text and "What is it?" in text
+    assert not any(f"{{{key}}}" in text for key in ("question", "answer", "reference", "emotion", "style", "language"))
+    assert job.messages[0]["content"] == "You are a helpful assistant."

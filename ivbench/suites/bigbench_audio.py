@@ -72,6 +72,8 @@ def big_bench_audio(path: Optional[str] = None, category: Optional[str] = None) 
             stub = _stub(shard, i, row, audio)
             if stub.category in wanted:
                 stubs.append(stub)
+    # A Sequence, not a list: the runner slices it (`--limit`), and only the dialogues it takes
+    # have their audio decoded (source.LazyDialogues).
     return Task(name="big-bench-audio", dialogues=cast(list, LazyDialogues(stubs)), description=DESCRIPTION,
                 source=f"{catalog.BBA_HUB} (Artificial Analysis)", licence="MIT", path=str(path or catalog.BBA_HUB),
                 options={"path": path, "category": category, "scorers": ["big_bench_audio"]})

@@ -107,6 +107,8 @@ def urobench(subset: Optional[str] = None, path: Optional[str] = None) -> Task:
         if stub.id in seen:
             raise TaskFileError(f"{root}: dialogue id {stub.id!r} appears twice (a multi-round 'id' is repeated)")
         seen.add(stub.id)
+    # A Sequence, not a list: the runner slices it (`--limit`), and only the dialogues it takes
+    # have their audio decoded (source.LazyDialogues).
     return Task(name=f"urobench-{subset if '+' not in str(subset) else 'custom'}",
                 dialogues=cast(list, LazyDialogues(stubs)), description=DESCRIPTION,
                 source="Honggao/URO-Bench (github.com/Ruiqi-Yan/URO-Bench)", licence="MIT", path=str(root),

@@ -144,6 +144,8 @@ def voicebench(subset: Optional[str] = None, path: Optional[str] = None, split: 
             stubs += stubs_of(name, one, shards, multi_split=len(catalog.VOICEBENCH[name].splits) > 1)
     _check_unique(stubs, str(path or catalog.VOICEBENCH_HUB))
     label = subset if subset and "+" not in subset else "custom"
+    # A Sequence, not a list: the runner slices it (`--limit`), and only the dialogues it takes
+    # have their audio decoded (source.LazyDialogues).
     return Task(name=f"voicebench-{label}", dialogues=cast(list, LazyDialogues(stubs)), description=DESCRIPTION,
                 source=f"{catalog.VOICEBENCH_HUB} (github.com/MatthewCYM/VoiceBench)", licence="Apache-2.0",
                 path=str(path or catalog.VOICEBENCH_HUB),
