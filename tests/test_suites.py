@@ -429,3 +429,19 @@ def test_every_urobench_judge_prompt_is_filled(mode, monkeypatch):
     assert "An answer." in text and "What is it?" in text
     assert not any(f"{{{key}}}" in text for key in ("question", "answer", "reference", "emotion", "style", "language"))
     assert job.messages[0]["content"] == "You are a helpful assistant."
+
+
+def test_ifeval_check_without_nltk_data_is_missing_with_what_to_do():
+    """number_sentences needs NLTK's punkt_tab: without it the result is missing (never a fail)."""
+    import nltk
+
+    meta = {"instruction_id_list": ["length_constraints:number_sentences"],
+            "kwargs": [{"num_sentences": 2, "relation": "at least"}]}
+    result = VoiceBench._ifeval("Answer in two sentences.", "One. Two.", meta)
+    try:
+        nltk.data.find("tokenizers/punkt_tab")
+    except LookupError:
+        assert result.status == "missing" and "nltk.downloader punkt_tab" in (result.reason or "")
+        assert result.values["prompt_strict"] is None
+    else:
+        assert result.status == "ok" and result.values["prompt_strict"] == 1.0

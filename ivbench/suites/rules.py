@@ -149,17 +149,23 @@ def _ifeval() -> Any:
         import nltk
     except ImportError:
         raise MissingDependency(NEEDS_LM_EVAL) from None
+    rank = os.environ.get("LOCAL_RANK")
     try:
         nltk.data.find("tokenizers/punkt_tab")
     except LookupError:
         # lm-eval downloads punkt_tab on import when LOCAL_RANK is "0"; offline that is a network
-        # attempt and a page of errors, so it is skipped and the two checks that need it are
-        # reported missing instead (`IfevalUnavailable`).
-        os.environ.setdefault("LOCAL_RANK", "1")
+        # attempt and a page of errors, so it is skipped (for the import only: torch libraries
+        # read LOCAL_RANK too) and the two checks that need it are reported missing instead.
+        os.environ["LOCAL_RANK"] = "1"
     try:
         from lm_eval.tasks.ifeval import utils
     except ImportError:
         raise MissingDependency(NEEDS_LM_EVAL) from None
+    finally:
+        if rank is None:
+            os.environ.pop("LOCAL_RANK", None)
+        else:
+            os.environ["LOCAL_RANK"] = rank
     return utils
 
 
