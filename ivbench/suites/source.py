@@ -351,14 +351,15 @@ class AudioRef:
     def materialise(self) -> str:
         root = _cache_root()
         if self.shard is not None:
-            out = root / self.shard.fingerprint / f"{self.column}-{self.index:06d}.wav"
+            # The folder names what the WAVs are (the source, the rate), so a change of either is a new folder.
+            out = root / f"{self.shard.fingerprint}-{SAMPLE_RATE}" / f"{self.column}-{self.index:06d}.wav"
             if out.is_file():
                 return str(out)
             return extract_audio(self.shard.audio(self.index, self.column), self.where(), self.shard.base_dir, out)
         assert self.file is not None
         if not self.file.is_file():
             raise TaskFileError(f"audio file {self.file} not found")
-        key = _file_fingerprint(self.file) + _digest(str(self.file.resolve()))[:8]
+        key = f"{_file_fingerprint(self.file)}{_digest(str(self.file.resolve()))[:8]}-{SAMPLE_RATE}"
         return extract_audio(str(self.file), str(self.file), self.file.parent, root / "files" / f"{key}.wav")
 
 
