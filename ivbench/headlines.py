@@ -8,7 +8,8 @@ category's figure is the mean of its ratios; the headline is the mean of the fig
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .metrics.base import Headline, Metric, Ratio
+    from .types import MetricInfo
 
 SEED = 0
 
@@ -59,12 +61,22 @@ def _ci(samples: np.ndarray) -> tuple[Optional[float], Optional[float]]:
     return float(low), float(high)
 
 
-def headline_rows(frame: "pd.DataFrame", metrics: dict[str, "Metric"],
+def declared_headlines(metric: Any) -> tuple["Headline", ...]:
+    """A metric's headlines: its own declaration, or for a `MetricInfo` (what a report knows of a
+    metric, read from summary.csv) the built-in suites' by the metric's name."""
+    if hasattr(metric, "headlines"):
+        return tuple(metric.headlines)
+    from .suites.catalog import SUITE_HEADLINES
+
+    return SUITE_HEADLINES.get(getattr(metric, "name", ""), ())
+
+
+def headline_rows(frame: "pd.DataFrame", metrics: "Mapping[str, Union[Metric, MetricInfo]]",
                   categories: dict[str, Optional[str]]) -> list[dict[str, Any]]:
     """summary.csv rows for every headline of every metric in `frame` (the long score frame)."""
     out: list[dict[str, Any]] = []
     for label, metric in metrics.items():
-        for headline in getattr(metric, "headlines", ()):
+        for headline in declared_headlines(metric):
             mine = frame[frame["metric"] == label]
             for system, values in mine.groupby("system", sort=True):
                 done = {(r["system"], r["field"]) for r in out if r["metric"] == label}

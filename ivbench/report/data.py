@@ -164,9 +164,10 @@ def load_report_data(paths: list[Path]) -> ReportData:
     labels = list(dict.fromkeys(r.metric for r in rows))
     metrics = _metric_infos(labels, runs)
     frame = score_frame(rows)
+    categories = {r.dialogue_id: r.category for r in records}  # for the suites' headlines
     references = {label: references_of(run.manifest) for run in runs for label in run.labels.values()}
     return ReportData(runs=runs, records=records, rows=rows, systems=systems, metrics=metrics,
-                      frame=frame, summary=summarize_scores(frame, metrics),
+                      frame=frame, summary=summarize_scores(frame, metrics, categories),
                       pairwise=pairwise_tests(frame, metrics), crossmodal=crossmodal(frame),
                       references=references)
 

@@ -150,6 +150,13 @@ BBA_HEADLINE = Headline(name="accuracy", default=(Ratio("correct", scale=100.0),
                         description="Big Bench Audio accuracy (%): CORRECT verdicts of the LLM evaluator")
 
 
+# Each suite metric's headlines by metric name: what a report (which reads summary.csv, not the
+# metric objects) recomputes the headline rows from.
+SUITE_HEADLINES: dict[str, tuple[Headline, ...]] = {"voicebench": (VOICEBENCH_HEADLINE,),
+                                                    "urobench": UROBENCH_HEADLINES,
+                                                    "big_bench_audio": (BBA_HEADLINE,)}
+
+
 def headline_columns() -> dict[str, list[tuple[str, str, str]]]:
     """What the console leaderboard and the report show of each suite metric (table.HEADLINE)."""
     return {

@@ -181,7 +181,7 @@ class VoiceBench(SuiteMetric):
         "inst_loose": FieldInfo(True, "", "instructions followed (IFEval loose), of `instructions`"),
         "instructions": FieldInfo(None, "", "instructions in the prompt (IFEval)"),
     }
-    headlines = (catalog.VOICEBENCH_HEADLINE,)
+    headlines = catalog.SUITE_HEADLINES["voicebench"]
     SCORER_FIELDS: ClassVar[dict[str, list[str]]] = {
         "open": ["gpt_score"], "qa": ["accuracy"], "mcq": ["accuracy", "unextractable", "accuracy_with_guess"],
         "bbh": ["accuracy", "unextractable", "accuracy_with_guess"], "harm": ["refusal"],
@@ -272,7 +272,7 @@ class UroBench(SuiteMetric):
     fields = {"score": FieldInfo(True, "0-100", "URO-Bench score of the dialogue (GPT 1-5 x 20, Yes x 100, "
                                                 "Repeat: 100 x (1 - WER) when WER <= 0.5)"),
               "wer": FieldInfo(False, PERCENT, "Repeat: WER between the reply and the sentence to repeat")}
-    headlines = catalog.UROBENCH_HEADLINES
+    headlines = catalog.SUITE_HEADLINES["urobench"]
     SINGLE = {"open": ("question", "answer"), "semi-open": ("question", "answer", "reference"),
               "qa": ("question", "answer", "reference"), "sf": ("question", "answer", "reference"),
               "ue": ("question", "emotion", "answer", "reference"), "gs": ("question", "style", "answer", "reference"),
@@ -360,7 +360,7 @@ class BigBenchAudio(SuiteMetric):
     judged = frozenset({"bba"})
     description = "Big Bench Audio: LLM evaluator verdict against the official answer; accuracy per category"
     fields = {"correct": FieldInfo(True, PERCENT, "CORRECT verdict of the LLM evaluator (mean of samples)")}
-    headlines = (catalog.BBA_HEADLINE,)
+    headlines = catalog.SUITE_HEADLINES["big_bench_audio"]
 
     def precheck(self, item: ScoreItem) -> Optional[MetricResult]:
         early = super().precheck(item)
