@@ -15,6 +15,10 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     # Bodies meant for CUDA graphs are recorded and replayed as a graph would be (cuda_graphs.py),
     # so that code a capture would freeze fails here, not first on a GPU.
     monkeypatch.setenv("IVBENCH_EMULATE_GRAPHS", "1")
+    # The suites' scorers read their authors' text from a checkout these name: tests name the
+    # made-up stand-ins under tests/data/authors themselves, never a real checkout of the user's.
+    for name in ("IVBENCH_VOICEBENCH_CODE", "IVBENCH_UROBENCH_CODE", "IVBENCH_BIG_BENCH_AUDIO_PROMPT"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def write_task(folder: Path, dialogues: list[list[str]], name: str = "tiny") -> Path:

@@ -21,6 +21,31 @@ from typing import Any
 import numpy as np
 
 AUDIO_RATE = 22050
+# Stand-ins for the authors' code, in their repositories' layout with made-up text (README there).
+AUTHORS = Path(__file__).resolve().parent / "data" / "authors"
+VOICEBENCH_CODE = AUTHORS / "VoiceBench"
+UROBENCH_CODE = AUTHORS / "URO-Bench"
+BBA_PROMPT = AUTHORS / "big_bench_audio" / "evaluator_prompt.md"
+
+
+def authors_copy(tmp_path: Path, name: str) -> Path:
+    """A copy of one stand-in checkout (VoiceBench, URO-Bench), for a test to break."""
+    import shutil
+
+    return Path(shutil.copytree(AUTHORS / name, tmp_path / name))
+
+
+def authors_module(relative: str) -> Any:
+    """A stand-in file imported as a module (the tests' own made-up code; ivbench never runs it),
+    so a test can compare what ivbench reads of it with what it computes."""
+    import importlib.util
+
+    path = AUTHORS / relative
+    spec = importlib.util.spec_from_file_location(f"authors_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @cache

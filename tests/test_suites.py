@@ -17,10 +17,10 @@ from conftest import assert_user_error
 from fake_openai_server import FakeOpenAIServer
 from ivbench import registry
 from ivbench.cli import main
-from ivbench.errors import ConfigError, TaskFileError
+from ivbench.errors import ConfigError, ModelFileError, TaskFileError
 from ivbench.judge import JudgeSettings
 from ivbench.metrics.base import MetricResult, ScoreItem, ScoringContext
-from ivbench.suites import catalog, rules
+from ivbench.suites import authors, catalog, rules
 from ivbench.suites.metrics import BigBenchAudio, UroBench, VoiceBench, parse_gpt_score, parse_uro_score
 from ivbench.table import score_frame, summarize_scores
 from ivbench.types import TurnRecord
@@ -37,37 +37,59 @@ def vb(tmp_path_factory) -> Path:
     return fx.voicebench(tmp_path_factory.mktemp("vb"))
 
 
-# -- rules on hand-written replies -----------------------------------------------------------------
+# -- rules on hand-written replies, with the stand-in checkout's made-up rules --------------------
+
+
+@pytest.fixture(scope="module")
+def vb_text() -> authors.VoiceBenchText:
+    return authors.load_voicebench(fx.VOICEBENCH_CODE)
 
 
 @pytest.mark.parametrize("reply, expected", [
-    ("The answer is B.", "B"), ("b) a whale", "B"), ("I would choose C because it fits.", "C"),
-    ("**D**. Eel is a fish", None), ("d", "D"), ("<1>a. shark", "A"), ("A whale, I think.", None),
-    ("I think it is the whale", None), ("The best option from the given choices would be a scorpion (a)", "A"),
+    ("My pick is B, the whale.", "B"), ("b) a whale", "B"), ("It goes with (c) here", "C"), ("**D**. Eel", None),
+    ("d", "D"), ("<1>a. shark", "A"), ("A whale, I think.", None), ("I think it is the whale", None),
+    ("Surely the very first one", "A"), ("The last one.", "D"), ("my pick is d, or the very first one", "D"),
 ])
-def test_mcq_extraction(reply, expected):
-    assert rules.extract_choice(reply) == expected
+def test_mcq_extraction(reply, expected, vb_text):
+    assert rules.extract_choice(reply, vb_text) == expected
+    # what the stand-in's own code computes from the same rules
+    assert fx.authors_module("VoiceBench/src/evaluator/mcq.py").MCQEvaluator().extract_answer(reply) == expected
+
+
+BBH_METHODS = {"sports_understanding": "sports", "hyperbaton": "hyperbaton", "navigate": "navigate",
+               "web_of_lies": "lies"}
 
 
 @pytest.mark.parametrize("reply, subtask, expected", [
-    ("The answer is yes.", "sports_understanding", 1),
-    ("No, the sentence is not plausible.", "sports_understanding", 0),
-    ("The answer is (B).", "hyperbaton", 1),
-    ("b", "hyperbaton", 0),  # VoiceBench's own rule (see data/NOTICE.md)
-    ("We are back at the starting point! So yes.", "navigate", 1),
-    ("Hmm, hard to say without more context", "web_of_lies", None),
+    ("First.", "hyperbaton", 0),  # equals, after bbh.py's normalisation
+    ("I pick (B).", "hyperbaton", 1),
+    ("Sentence two reads right", "hyperbaton", 1),  # a regex rule
+    ("A: the first", "hyperbaton", 0),  # ":" becomes a space, then startswith "a "
+    ("Verdict: no", "hyperbaton", None),  # hyperbaton does not try the yes/no rules first
+    ("Hard to say", "hyperbaton", None),
+    ("Verdict: yes, though it sounds implausible", "sports_understanding", 1),  # the yes/no rules first
+    ("Implausible.", "sports_understanding", 0),
+    ("Plausible, not implausible", "sports_understanding", 1),  # the rules' order decides
+    ("We end up back home!", "navigate", 1),
+    ("So Ka-ren is honest.", "web_of_lies", 1),  # "-" and "." become spaces
+    ("Bob is lying", "web_of_lies", 0),
 ])
-def test_bbh_extraction(reply, subtask, expected):
-    assert rules.extract_bbh(reply, subtask) == expected
+def test_bbh_extraction(reply, subtask, expected, vb_text):
+    assert rules.extract_bbh(reply, subtask, vb_text) == expected
+    method = getattr(fx.authors_module("VoiceBench/src/evaluator/bbh.py").BBHEvaluator(),
+                     f"extract_answer_{BBH_METHODS[subtask]}")
+    if expected is not None:  # where the stand-in guesses at random, ivbench has no answer
+        assert method(rules.normalise_bbh(reply)) == expected
 
 
 @pytest.mark.parametrize("reply, refused", [
-    ("I'm sorry, but I can't help with that.", True), ("", True), ("   ", True),
-    ("That would be illegal and dangerous.", True), ("Sure! First, get a tension wrench.", False),
-    ("I' not comfortableI don' want", True),
+    ("NO WAY, not doing that.", True), ("", True), ("   ", True), ("这个不行", True), ("Sure! Step one is…", False),
+    # Two strings without a comma between them are one phrase, in Python and so here.
+    ("I refuse to help", False), ("I refuseto help you", True),
 ])
-def test_advbench_refusal_rule(reply, refused):
-    assert rules.is_refusal(reply) is refused
+def test_advbench_refusal_rule(reply, refused, vb_text):
+    assert rules.is_refusal(reply, vb_text) is refused
+    assert fx.authors_module("VoiceBench/src/evaluator/harm.py").HarmEvaluator().evaluate_single(reply) is refused
 
 
 def test_gpt_and_uro_score_parsing():
@@ -153,44 +175,89 @@ def test_voicebench_open_and_qa_judges(judge):
 
     def reply(request: dict[str, Any]) -> str:
         text = request["messages"][-1]["content"]
-        answer = text.split("### [Response]: ")[1].split("\n")[0] if "[Response]: " in text else \
-            text.split("### Candidate answer\n")[1].split("\n")[0]
-        return replies[answer.strip()]
+        answer = text.split("[Replied] ")[1] if "[Replied] " in text else text.split("Replied: ")[1]
+        return replies[answer.split("\n")[0].strip()]
 
     server, context = judge(reply)
     targets = items(record(VB_OPEN, "It is Paris.", dialogue="a"), record(VB_OPEN, "Paris.", dialogue="b"),
                     record(VB_OPEN, "Hm.", dialogue="c"), record(VB_QA, "Paris", dialogue="d"),
                     record(VB_QA, "Lyon", dialogue="e"), record(VB_QA, "Paris, France", dialogue="f"))
-    results = scored(VoiceBench(), targets, context)
+    metric = VoiceBench(code=str(fx.VOICEBENCH_CODE))
+    results = scored(metric, targets, context)
     assert [r.values.get("gpt_score") for r in results[:3]] == [4.0, 5.0, None]
     assert results[2].status == "failed" and results[2].details["raw_replies"] == ["great answer"]
     assert [r.values["accuracy"] for r in results[3:]] == [1.0, 0.0, 1.0]
-    first = next(r["json"]["messages"] for r in server.requests
-                 if "It is Paris." in r["json"]["messages"][-1]["content"])
-    assert first[0]["content"] == "You are a helpful assistant who tries to help answer the user's question."
-    assert "### [Instruction]: What is it?\n### [Response]: It is Paris." in first[1]["content"]
+    # the messages are the ones the stand-in's own code builds from its prompts
+    generate = fx.authors_module("VoiceBench/api_judge.py").generate
+    sent = {r["json"]["messages"][-1]["content"]: r["json"]["messages"] for r in server.requests}
+    for item in ({"prompt": "What is it?", "response": "It is Paris."},
+                 {"prompt": "What is it?", "reference": "Paris", "response": "Lyon"}):
+        expected = generate(item)["messages"]
+        assert sent[expected[-1]["content"]] == expected
+    # each result names the copy of the authors' text that scored it
+    assert all(r.details["authors"] == metric.text.origin.identity() for r in results)
+    assert metric.identity()["authors"] == {"digest": metric.text.origin.digest, "commit": None}
 
 
-def test_voicebench_without_judge_and_other_suites(tmp_path):
-    metric = VoiceBench()
+def test_voicebench_rules_and_other_suites(tmp_path):
+    metric = VoiceBench(code=str(fx.VOICEBENCH_CODE))
     metric.load(ScoringContext(judge=None))
     mcq = {"suite": "voicebench", "subset": "mmsu", "scorer": "mcq", "reference": "B"}
     harm = {"suite": "voicebench", "subset": "advbench", "scorer": "harm"}
-    results = metric.evaluate(items(record(VB_OPEN, "Hi"), record(mcq, "The answer is B."), record(mcq, "whale"),
+    results = metric.evaluate(items(record(VB_OPEN, "Hi"), record(mcq, "My pick is B."), record(mcq, "whale"),
                                     record(harm, "Sure, here is how."), record({"suite": "urobench"}, "x"),
-                                    record(mcq, None)))
+                                    record(mcq, None), record(harm, "No way.")))
     assert results[0].status == "missing" and results[0].values == {"gpt_score": None}
+    assert "--judge-model" in (results[0].reason or "")
     assert results[1].values == {"accuracy": 1.0, "unextractable": 0.0, "accuracy_with_guess": 1.0}
     assert results[2].values == {"accuracy": 0.0, "unextractable": 1.0, "accuracy_with_guess": 0.25}
-    assert results[3].values == {"refusal": 0.0}
+    assert results[3].values == {"refusal": 0.0} and results[6].values == {"refusal": 1.0}
     assert results[4].status == "not_applicable" and results[4].values == {}
     assert results[5].status == "missing"
+
+
+def test_without_the_authors_text_each_result_needing_it_is_missing_with_how_to_get_it(judge):
+    """No checkout configured: never a substitute prompt or rule; what needs none is scored."""
+    server, context = judge(lambda request: "4")
+    metric = VoiceBench()
+    assert metric.text is None and metric.identity()["authors"] is None
+    needing = [{**VB_OPEN}, {**VB_QA}, {"suite": "voicebench", "subset": "mmsu", "scorer": "mcq", "reference": "B"},
+               {"suite": "voicebench", "subset": "bbh", "scorer": "bbh", "reference": "yes", "id": "navigate_1"},
+               {"suite": "voicebench", "subset": "advbench", "scorer": "harm"}]
+    ifeval = {"suite": "voicebench", "subset": "ifeval", "scorer": "ifeval",
+              "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
+    results = scored(metric, items(*[record(m, "I am not sure", dialogue=f"d{i}") for i, m in enumerate(needing)],
+                                   record(ifeval, "No commas here", dialogue="i")), context)
+    for result, source in zip(results, ("api_judge.py", "api_judge.py", "mcq.py", "bbh.py", "harm.py")):
+        assert result.status == "missing" and all(v is None for v in result.values.values())
+        for fragment in ("which ivbench does not ship", source, "github.com/MatthewCYM/VoiceBench",
+                         "voicebench:code=DIR", "IVBENCH_VOICEBENCH_CODE"):
+            assert fragment in (result.reason or ""), (fragment, result.reason)
+    assert results[-1].status == "ok" and results[-1].values["prompt_strict"] == 1.0  # IFEval: lm-eval's
+    uro = UroBench()
+    from ivbench.metrics.base import DialogueItem
+
+    base = {"suite": "urobench", "track": "basic", "language": "en", "ability": "oral"}
+    uro_results = scored(uro, [DialogueItem(turns=items(record({**base, "dataset": "AlpacaEval", "scorer": "open"},
+                                                               "Tea.", dialogue="o"))),
+                               DialogueItem(turns=items(record({**base, "dataset": "Repeat", "scorer": "wer"},
+                                                               "Hello there", reference="Hello there",
+                                                               dialogue="r")))], context)
+    assert uro_results[0].status == "missing"
+    assert "urobench:code=DIR" in (uro_results[0].reason or "") and "IVBENCH_UROBENCH_CODE" in uro_results[0].reason
+    assert uro_results[1].values == {"score": 100.0, "wer": 0.0}  # Repeat's WER rule needs no text
+    bba = {"suite": "big_bench_audio", "scorer": "bba", "category": "navigate", "official_answer": "Yes",
+           "id": "1", "has_text": True}
+    (bba_result,) = scored(BigBenchAudio(), items(record(bba, "Yes")), context)
+    assert bba_result.status == "missing" and "big_bench_audio:prompt_file=FILE" in (bba_result.reason or "")
+    assert "IVBENCH_BIG_BENCH_AUDIO_PROMPT" in bba_result.reason
+    assert server.requests == []  # nothing was sent to the judge without the authors' prompt
 
 
 def test_urobench_modes(judge):
     def reply(request: dict[str, Any]) -> str:
         text = request["messages"][-1]["content"]
-        return "Yes" if 'single "Yes" or "No"' in text else "4"
+        return "Yes" if "Say Yes or No." in text else "4"
 
     server, context = judge(reply)
     base = {"suite": "urobench", "track": "basic", "language": "en"}
@@ -206,7 +273,8 @@ def test_urobench_modes(judge):
     conversation = DialogueItem(turns=items(
         record(multi, "Hi Anna", user_text="My name is Anna.", reference="Hello Anna", dialogue="m", n_turns=2),
         record(multi, "Anna", user_text="What is my name?", reference="Anna", dialogue="m", turn=1, n_turns=2)))
-    results = scored(UroBench(), [
+    metric = UroBench(code=str(fx.UROBENCH_CODE))
+    results = scored(metric, [
         dialogue(repeat, "The sun is bright today", "The sun is bright today.", "r1"),
         dialogue(repeat, "Something else entirely here", "The sun is bright today.", "r2"),
         dialogue(qa, "Five", "5", "q"), dialogue(open_, "", name="e"), dialogue(open_, "Relax with tea.", name="o"),
@@ -217,22 +285,31 @@ def test_urobench_modes(judge):
     assert results[3].values == {"score": 0.0}  # an empty answer scores 0 without a judgement
     assert results[4].values == {"score": 80.0}
     assert results[5].values == {"score": 80.0} and results[5].details["rounds"] == 2
-    sent = [r["json"]["messages"][-1]["content"] for r in server.requests]
+    assert "authors" not in results[0].details and results[4].details["authors"] == metric.text.origin.identity()
+    sent = [r["json"]["messages"] for r in server.requests]
     assert len(sent) == 3  # the empty answer and the Repeat set asked nothing
-    assert any("### [Round_2]" in s and "What is my name?" in s and "Anna" in s for s in sent)
+    get_prompt = fx.authors_module("URO-Bench/metrics/mark_gpt.py").get_prompt
+    expected = get_prompt("multi", {"round": 2, "question1": "My name is Anna.", "answer1": "Hi Anna",
+                                    "reference1": "Hello Anna", "question2": "What is my name?", "answer2": "Anna",
+                                    "reference2": "Anna"})
+    assert [{"role": "system", "content": "You rate replies with care."},
+            {"role": "user", "content": expected}] in sent
 
 
 def test_big_bench_audio_verdicts(judge):
     verdicts = {"Yes": "CORRECT", "No": "INCORRECT", "Maybe": "Not sure"}
     server, context = judge(lambda request: verdicts[request["messages"][-1]["content"].split(
-        "BEGIN CANDIDATE ANSWER TO ASSESS\n\n")[1].split("\n")[0]])
+        "Candidate: ")[1].split("\n")[0]])
     meta = {"suite": "big_bench_audio", "scorer": "bba", "category": "navigate", "official_answer": "Yes",
             "id": "1", "has_text": True}
-    results = scored(BigBenchAudio(), items(record(meta, "Yes", dialogue="a"), record(meta, "No", dialogue="b"),
-                                            record(meta, "Maybe", dialogue="c")), context)
+    results = scored(BigBenchAudio(prompt_file=str(fx.BBA_PROMPT)),
+                     items(record(meta, "Yes", dialogue="a"), record(meta, "No", dialogue="b"),
+                           record(meta, "Maybe", dialogue="c")), context)
     assert [r.values.get("correct") for r in results] == [1.0, 0.0, None]
     assert results[2].status == "failed"
-    assert "The OFFICIAL ANSWER:Yes" in server.requests[0]["json"]["messages"][-1]["content"]
+    first = server.requests[0]["json"]["messages"]
+    assert len(first) == 1 and first[0]["role"] == "user"  # the prompt has no system message
+    assert "Question: What is it? \n\nEND\nOfficial: Yes\n" in first[0]["content"]
 
 
 # -- headlines -------------------------------------------------------------------------------------
@@ -414,21 +491,24 @@ def test_records_carry_metadata_as_json(tmp_path):
 
 
 @pytest.mark.parametrize("mode", sorted(UroBench.SINGLE))
-def test_every_urobench_judge_prompt_is_filled(mode, monkeypatch):
-    """Each single-round mode's prompt gets every placeholder it has from the record and its metadata."""
+def test_every_urobench_judge_prompt_is_filled(mode):
+    """Each single-round mode's prompt gets every placeholder it has from the record and its
+    metadata: the messages are what the stand-in's own get_prompt and mark build."""
     from ivbench.metrics.base import DialogueItem
     from ivbench.suites.metrics import JudgeJob
 
-    metric = UroBench()
+    metric = UroBench(code=str(fx.UROBENCH_CODE))
     metric._client = object()  # a judge is configured; outcome() only builds the request
     meta = {"suite": "urobench", "dataset": "X", "scorer": mode, "language": "en", "emotion": "sad",
             "style": "pirate", "requirement": "French"}
     job = metric.outcome(DialogueItem(turns=items(record(meta, "An answer.", reference="A reference."))))
     assert isinstance(job, JudgeJob)
-    text = job.messages[-1]["content"]
-    assert "An answer." in text and "What is it?" in text
-    assert not any(f"{{{key}}}" in text for key in ("question", "answer", "reference", "emotion", "style", "language"))
-    assert job.messages[0]["content"] == "You are a helpful assistant."
+    values = {"question": "What is it?", "answer": "An answer.", "reference": "A reference.", "emotion": "sad",
+              "style": "pirate", "language": "French"}
+    get_prompt = fx.authors_module("URO-Bench/metrics/mark_gpt.py").get_prompt
+    assert job.messages == [{"role": "system", "content": "You rate replies with care."},
+                            {"role": "user", "content": get_prompt(mode, values)}]
+    assert "{" not in job.messages[-1]["content"]
 
 
 def test_ifeval_check_without_nltk_data_is_missing_with_what_to_do():
@@ -445,3 +525,146 @@ def test_ifeval_check_without_nltk_data_is_missing_with_what_to_do():
         assert result.values["prompt_strict"] is None
     else:
         assert result.status == "ok" and result.values["prompt_strict"] == 1.0
+
+
+# -- the authors' text: read from a checkout, never run --------------------------------------------
+
+
+def test_loader_reads_the_checkout_layout():
+    vb = authors.load_voicebench(fx.VOICEBENCH_CODE)
+    assert vb.mcq_templates == ("my pick is [CHOICE]", "goes with ([CHOICE])")
+    assert [(r.pattern, r.answer) for r in vb.mcq_fallbacks] == [("the very first one", "A"), ("the last one", "D")]
+    assert vb.refusals == ("No way", "I refuseto help", "不行")
+    assert {name: (m.yes_no_first, len(m.rules)) for name, m in vb.bbh.items()} == {
+        "hyperbaton": (False, 5), "yn": (False, 2), "lies": (True, 2), "navigate": (True, 2), "sports": (True, 2)}
+    assert [(r.kind, r.pattern, r.answer) for r in vb.bbh["hyperbaton"].rules][2:4] == [
+        ("contains", "i pick (a)", 0), ("regex", "sentence (.+?) reads right", 1)]
+    judge = fx.authors_module("VoiceBench/api_judge.py")
+    assert vb.prompts["open"].user == judge.meta_prompt_open and vb.prompts["qa"].user == judge.meta_prompt_qa
+    assert vb.prompts["qa"].system == "You grade answers fairly."
+    uro = authors.load_urobench(fx.UROBENCH_CODE)
+    assert set(uro.prompts) == set(authors.UROBENCH_PROMPTS)
+    assert uro.prompts["open"].user.startswith("Rate the reply from 1 to 5.\n    Q: {question}")  # .strip() applied
+    bba = authors.load_big_bench_audio(fx.BBA_PROMPT)  # the fenced block of a markdown page
+    assert bba.prompt.system == "" and bba.prompt.user.startswith("Is the CANDIDATE right?\n")
+    assert "{question} \n\nEND\n" in bba.prompt.user and bba.prompt.user.endswith("INCORRECT.")
+
+
+def test_loader_never_runs_the_checkout(tmp_path):
+    code = fx.authors_copy(tmp_path, "VoiceBench")
+    marker = tmp_path / "ran"
+    for rel in authors.VOICEBENCH_FILES.values():
+        with open(code / rel, "a", encoding="utf-8") as f:
+            f.write(f"\nopen({str(marker)!r}, 'w').close()\n")
+    authors.load_voicebench(code)
+    assert not marker.exists()
+
+
+def test_identity_is_a_digest_of_the_files_and_the_commit(tmp_path):
+    import subprocess
+
+    code = fx.authors_copy(tmp_path, "VoiceBench")
+    same = authors.load_voicebench(code).origin
+    assert same.identity() == authors.load_voicebench(fx.VOICEBENCH_CODE).origin.identity()  # the path is not in it
+    assert same.commit is None  # not a git checkout
+    git = ["git", "-C", str(code), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    assert authors.load_voicebench(code).origin.commit == head
+    subprocess.run([*git, "pack-refs", "--all"], check=True)  # the branch's commit now in packed-refs only
+    assert authors.load_voicebench(code).origin.commit == head
+    harm = code / "src" / "evaluator" / "harm.py"
+    harm.write_text(harm.read_text(encoding="utf-8").replace('"No way"', '"Not ever"'), encoding="utf-8")
+    changed = VoiceBench(code=str(code))
+    assert changed.text.refusals[0] == "Not ever"
+    assert changed.identity()["authors"]["digest"] != same.digest  # a new cache key: never the old results
+
+
+def _replace(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, (path, old)
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+@pytest.mark.parametrize("rel, old, new, fragments", [
+    ("api_judge.py", "meta_prompt_qa =", "qa_prompt =", ("api_judge.py", "meta_prompt_qa: not assigned")),
+    ("api_judge.py", "[Replied] {response}", "[Replied]", ("api_judge.py", "meta_prompt_open", "{response}")),
+    ("api_judge.py", '"content": "You grade answers fairly."', '"content": SYSTEM',
+     ("api_judge.py:", "system message", "not a string literal")),
+    ("src/evaluator/mcq.py", "class MCQEvaluator", "class MultipleChoice",
+     ("mcq.py", "MCQEvaluator.extract_answer", "no class MCQEvaluator")),
+    ("src/evaluator/mcq.py", '"my pick is [CHOICE]",', 'PICK,', ("mcq.py", "[CHOICE]")),
+    ("src/evaluator/harm.py", '"No way",', "WAYS,", ("harm.py:", "self.refusal_string", "not a list of string")),
+    ("src/evaluator/bbh.py", "def extract_answer_navigate", "def navigate",
+     ("bbh.py", "BBHEvaluator.extract_answer_navigate", "not defined")),
+    ("src/evaluator/bbh.py", 'elif "far away" in response:', "elif len(response) > 40:",
+     ("bbh.py:", "extract_answer_navigate", "len(response) > 40")),
+    ("src/evaluator/bbh.py", '"i pick (a)" in response:\n            return 0', '"i pick (a)" in response:\n'
+     '            return "no"', ("bbh.py", "extract_answer_hyperbaton", "returns 'no', not 0 or 1")),
+    ("src/evaluator/bbh.py", "class BBHEvaluator:", "class BBHEvaluator(:", ("bbh.py:", "cannot be parsed as Python")),
+])
+def test_an_incompatible_checkout_names_the_file_and_the_name(tmp_path, rel, old, new, fragments):
+    code = fx.authors_copy(tmp_path, "VoiceBench")
+    _replace(code / rel, old, new)
+    with pytest.raises(ModelFileError) as caught:
+        VoiceBench(code=str(code))
+    problem = "" if "cannot be parsed" in fragments[-1] else "another version"  # a file of another version
+    for fragment in (*fragments, problem):
+        assert fragment in str(caught.value), (fragment, str(caught.value))
+
+
+def test_incompatible_urobench_and_bba_copies(tmp_path):
+    code = fx.authors_copy(tmp_path, "URO-Bench")
+    _replace(code / "metrics" / "mark_gpt.py", "    prompt_ml =", "    prompt_lang =")
+    with pytest.raises(ModelFileError, match=r"mark_gpt\.py: get_prompt: prompt_ml: not assigned"):
+        UroBench(code=str(code))
+    (code / "metrics" / "mark_gpt.py").unlink()
+    with pytest.raises(ModelFileError, match=r"mark_gpt\.py: not found; URO-Bench .* has metrics/mark_gpt\.py"):
+        UroBench(code=str(code))
+    plain = tmp_path / "prompt.txt"  # a plain text file works as well as the page, "\n" escapes and all
+    plain.write_text("Q {question} \\n\\nA {official_answer} / {candidate_answer}\n", encoding="utf-8")
+    read = authors.load_big_bench_audio(plain).prompt.user
+    assert read == "Q {question} \n\nA {official_answer} / {candidate_answer}"
+    plain.write_text("Q {question} A {official_answer}\n", encoding="utf-8")
+    with pytest.raises(ModelFileError, match=r"prompt\.txt: the prompt lacks the placeholder\(s\) {candidate_answer}"):
+        BigBenchAudio(prompt_file=str(plain))
+
+
+def test_where_the_copy_is_option_then_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(authors.VOICEBENCH_ENV, str(fx.VOICEBENCH_CODE))
+    assert VoiceBench().text.origin.path == str(fx.VOICEBENCH_CODE)
+    monkeypatch.setenv(authors.VOICEBENCH_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match=rf"IVBENCH_VOICEBENCH_CODE: {tmp_path}/nowhere is not a folder"):
+        VoiceBench()
+    assert VoiceBench(code=str(fx.VOICEBENCH_CODE)).text is not None  # the option wins over the environment
+    with pytest.raises(ConfigError, match=r"urobench: code=.*mark_gpt\.py: .* is not a folder \(it is a file\)"):
+        UroBench(code=str(fx.UROBENCH_CODE / "metrics" / "mark_gpt.py"))
+    monkeypatch.setenv(authors.BBA_ENV, str(fx.BBA_PROMPT))
+    assert BigBenchAudio().text.origin.path == str(fx.BBA_PROMPT)
+    with pytest.raises(ConfigError, match=r"big_bench_audio: prompt_file=.* is not a file \(it is a folder\)"):
+        BigBenchAudio(prompt_file=str(tmp_path))
+
+
+def test_the_task_gives_its_copy_to_its_default_scorer(vb, tmp_path):
+    from ivbench.scoring import default_metric_specs, plan_metrics
+
+    t = task(f"voicebench:subset=mmsu,path={vb},code={fx.VOICEBENCH_CODE}")
+    assert t.options["scorers"] == [f"voicebench:code={fx.VOICEBENCH_CODE}"]
+    uro = fx.urobench(tmp_path / "uro")
+    u = task(f"urobench:subset=Repeat,path={uro},code={fx.UROBENCH_CODE}")
+    bba = fx.big_bench_audio(tmp_path / "bba")
+    b = task(f"big-bench-audio:path={bba},prompt_file={fx.BBA_PROMPT}")
+    for made, name in ((t, "voicebench"), (u, "urobench"), (b, "big_bench_audio")):
+        specs = default_metric_specs({"task": {"options": made.options}})
+        (metric,) = [m for _, m in plan_metrics([s for s in specs if s.ref == name]) if m.name == name]
+        assert metric.text is not None and metric.text.origin.path.startswith(str(fx.AUTHORS))
+    assert task(f"voicebench:subset=mmsu,path={vb}").options["scorers"] == ["voicebench"]
+    # a wrong copy stops the run before any system runs, as one line
+    broken = fx.authors_copy(tmp_path, "VoiceBench")
+    (broken / "src" / "evaluator" / "harm.py").unlink()
+    result = CliRunner().invoke(main, ["eval", "--task", f"voicebench:subset=mmsu,path={vb},code={broken}",
+                                       "--out", str(tmp_path / "run"), "--no-progress"])
+    assert_user_error(result, "harm.py: not found")
+    assert not (tmp_path / "run" / "records.jsonl").exists()

@@ -9,7 +9,12 @@ leaves it), a ``save_to_disk`` folder or parquet export of it, or without `path`
 The dataset has no text of its questions: a turn's text is its ``transcript`` column where a
 copy has one (``transcript``, ``question`` or ``text``), otherwise a placeholder naming the
 question, so the suite is for speech-input modes (s2s, s2t). The judge then reads the ASR
-transcript of the question, as the authors' evaluator reads the question "for reference only".
+transcript of the question, as the authors' evaluator reads the question only for reference.
+
+`prompt_file`: the authors' LLM evaluator prompt saved as a file (ivbench ships none of their
+text; authors.py); the task's default scorer gets it (``big_bench_audio:prompt_file=FILE``).
+Without it the scorer reads ``$IVBENCH_BIG_BENCH_AUDIO_PROMPT``, and without that every
+result is missing, saying how to get the prompt.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from typing import Any, Optional, cast
 
 from ..errors import TaskFileError
 from ..types import Task
-from . import catalog
+from . import authors, catalog
 from .source import (AudioRef, JsonlShard, LazyDialogues, Shard, Stub, StubTurn, looks_like_hub_id, open_hub,
                      open_split, require_columns, text_value)
 
@@ -56,8 +61,11 @@ def _stub(shard: Shard, index: int, row: dict[str, Any], audio: str) -> Stub:
                 metadata=meta)
 
 
-def big_bench_audio(path: Optional[str] = None, category: Optional[str] = None) -> Task:
-    """The Big Bench Audio task (options: path, category: one category or several joined with '+')."""
+def big_bench_audio(path: Optional[str] = None, category: Optional[str] = None,
+                    prompt_file: Optional[str] = None) -> Task:
+    """The Big Bench Audio task (options: path, category: one category or several joined with '+',
+    prompt_file)."""
+    scorer = authors.task_scorer("big_bench_audio", prompt_file)
     shards, audio = _shards(path)
     wanted = set(category.split("+")) if category else set(catalog.BBA_CATEGORIES)
     unknown = wanted - set(catalog.BBA_CATEGORIES)
@@ -76,4 +84,4 @@ def big_bench_audio(path: Optional[str] = None, category: Optional[str] = None) 
     # have their audio decoded (source.LazyDialogues).
     return Task(name="big-bench-audio", dialogues=cast(list, LazyDialogues(stubs)), description=DESCRIPTION,
                 source=f"{catalog.BBA_HUB} (Artificial Analysis)", licence="MIT", path=str(path or catalog.BBA_HUB),
-                options={"path": path, "category": category, "scorers": ["big_bench_audio"]})
+                options={"path": path, "category": category, "prompt_file": prompt_file, "scorers": [scorer]})

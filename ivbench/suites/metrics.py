@@ -6,10 +6,15 @@ suite's task), so a run directory is scored without the dataset. A dialogue of a
 not applicable; a value that cannot be computed (no judge configured, an unparseable judge
 reply, an IFEval check whose NLTK data is not installed) is missing with its reason. Judge
 replies are kept raw in the details. Each metric declares its suite's headline (catalog.py).
+
+The authors' judge prompts and rules are read from the user's copy of their code, named by the
+metric's option (`code=DIR`, Big Bench Audio's `prompt_file=FILE`) or an environment variable
+(authors.py); without one, each result that needs that text is missing with a reason saying
+what to point at. Each result computed with it names the copy's digest and commit in its
+details (`authors`), and the metric's identity carries them too, so the cache never mixes copies.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from statistics import fmean
@@ -17,7 +22,7 @@ from typing import Any, Callable, ClassVar, Optional, Union
 
 from ..metrics.base import DialogueItem, FieldInfo, Metric, MetricResult, Need, ScoreItem, ScoringContext, Status
 from ..types import Mode
-from . import catalog, prompts, rules
+from . import authors, catalog, rules
 
 NO_JUDGE = "no judge configured (--judge-model)"
 PERCENT = "%"
@@ -48,15 +53,23 @@ def _result(values: dict[str, Optional[float]], details: dict[str, Any], reason:
 
 
 class SuiteMetric(Metric):
-    """Shared plumbing: suite check, answers, the judge (through the scoring run's judge client)."""
+    """Shared plumbing: suite check, answers, the authors' text, the judge (through the scoring
+    run's judge client)."""
 
     suite: ClassVar[str] = ""
     needs = frozenset({Need.TRANSCRIPT, Need.JUDGE})
     judged: ClassVar[frozenset[str]] = frozenset()  # scorers that ask the judge
+    # scorer -> what of the authors' text it needs (for the missing reason); others need none
+    needs_text: ClassVar[dict[str, str]] = {}
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, text: Any, **options: Any) -> None:
+        super().__init__(**options)
+        self.text = text  # an authors.*Text, or None when no copy of the authors' text is configured
         self._client: Any = None
+
+    @property
+    def authors_identity(self) -> Optional[dict[str, Any]]:
+        return None if self.text is None else self.text.origin.identity()
 
     def load(self, context: ScoringContext) -> None:
         from ..judge.client import shared_client
@@ -65,8 +78,7 @@ class SuiteMetric(Metric):
 
     def identity(self) -> dict[str, Any]:
         settings = getattr(self._client, "settings", None)
-        rules_digest = hashlib.sha256(rules.RULES.read_bytes()).hexdigest()[:12]
-        return {"metric": self.name, "prompts": prompts.version(), "rules": rules_digest,
+        return {"metric": self.name, "authors": self.authors_identity,
                 "judge": None if settings is None else settings.identity()}
 
     # -- what each item is ---------------------------------------------------------------------
@@ -93,6 +105,8 @@ class SuiteMetric(Metric):
         early = super().precheck(item)
         if early is not None:
             return self.unavailable(scorer, Status(early.status), early.reason or "")
+        if scorer in self.needs_text and self.text is None:
+            return self.unavailable(scorer, Status.MISSING, authors.missing_reason(self.suite, self.needs_text[scorer]))
         if scorer in self.judged and self._client is None:
             return self.unavailable(scorer, Status.MISSING, NO_JUDGE)
         turns = item.turns if isinstance(item, DialogueItem) else [item]
@@ -114,13 +128,18 @@ class SuiteMetric(Metric):
         raise NotImplementedError
 
     def score(self, items: list[Any]) -> list[MetricResult]:
-        outcomes = [self.precheck(item) or self.outcome(item) for item in items]
+        early = [self.precheck(item) for item in items]
+        outcomes = [e or self.outcome(item) for e, item in zip(early, items)]
         jobs = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, JudgeJob)]
         if jobs:
             replies = self._client.complete_many([job.messages for _, job in jobs])
             for (i, job), reply in zip(jobs, replies):
                 outcomes[i] = self._judged(job, reply)
-        return [o for o in outcomes if isinstance(o, MetricResult)]
+        results = [o for o in outcomes if isinstance(o, MetricResult)]
+        for e, item, result in zip(early, items, results):
+            if e is None and str(self.metadata(item).get("scorer")) in self.needs_text:
+                result.details["authors"] = self.authors_identity  # which copy of their text scored it
+        return results
 
     def _judged(self, job: JudgeJob, reply: Any) -> MetricResult:
         settings = self._client.settings
@@ -182,11 +201,21 @@ class VoiceBench(SuiteMetric):
         "instructions": FieldInfo(None, "", "instructions in the prompt (IFEval)"),
     }
     headlines = catalog.SUITE_HEADLINES["voicebench"]
+    needs_text: ClassVar[dict[str, str]] = {
+        "open": "VoiceBench's judge prompt (api_judge.py)", "qa": "VoiceBench's judge prompt (api_judge.py)",
+        "mcq": "VoiceBench's answer templates (src/evaluator/mcq.py)",
+        "bbh": "VoiceBench's BBH answer rules (src/evaluator/bbh.py)",
+        "harm": "VoiceBench's refusal phrases (src/evaluator/harm.py)",
+    }
     SCORER_FIELDS: ClassVar[dict[str, list[str]]] = {
         "open": ["gpt_score"], "qa": ["accuracy"], "mcq": ["accuracy", "unextractable", "accuracy_with_guess"],
         "bbh": ["accuracy", "unextractable", "accuracy_with_guess"], "harm": ["refusal"],
         "ifeval": ["prompt_strict", "prompt_loose", "inst_strict", "inst_loose", "instructions"],
     }
+
+    def __init__(self, code: Optional[str] = None) -> None:
+        """`code`: a checkout of VoiceBench (else $IVBENCH_VOICEBENCH_CODE; else none)."""
+        super().__init__(authors.voicebench_text(code), **({"code": code} if code else {}))
 
     def scorer_fields(self, scorer: str) -> list[str]:
         return self.SCORER_FIELDS.get(scorer, list(self.fields))
@@ -197,16 +226,16 @@ class VoiceBench(SuiteMetric):
         answer = answer_of(item) or ""
         question = item.record.user_text
         if scorer == "open":
-            return JudgeJob(prompts.render("voicebench-open", {"prompt": question, "response": answer}),
+            return JudgeJob(self.text.prompts["open"].render({"prompt": question, "response": answer}),
                             lambda texts: _mean_samples([parse_gpt_score(t.strip()) for t in texts], "gpt_score", 1.0,
                                                         {"prompt": "voicebench-open"}, "number or [[N]] rating"))
         if scorer == "qa":
             values = {"prompt": question, "reference": str(meta["reference"]), "response": answer}
-            return JudgeJob(prompts.render("voicebench-qa", values), self._qa)
+            return JudgeJob(self.text.prompts["qa"].render(values), self._qa)
         if scorer in ("mcq", "bbh"):
             return self._extracted(scorer, answer, meta)
         if scorer == "harm":
-            return _result({"refusal": float(rules.is_refusal(answer))}, {})
+            return _result({"refusal": float(rules.is_refusal(answer, self.text))}, {})
         if scorer == "ifeval":
             return self._ifeval(question, answer, meta)
         return self.unavailable(scorer, Status.FAILED, f"unknown VoiceBench scorer {scorer!r} in the record")
@@ -222,15 +251,14 @@ class VoiceBench(SuiteMetric):
         majority = max(sorted(set(votes)), key=votes.count)
         return _result({"accuracy": float(majority == "yes")}, details)
 
-    @staticmethod
-    def _extracted(scorer: str, answer: str, meta: dict[str, Any]) -> MetricResult:
+    def _extracted(self, scorer: str, answer: str, meta: dict[str, Any]) -> MetricResult:
         if scorer == "mcq":
-            found: Any = rules.extract_choice(answer)
+            found: Any = rules.extract_choice(answer, self.text)
             gold: Any = meta["reference"]
             options = 4
         else:
             subtask = rules.bbh_subtask(str(meta["id"]))
-            found = rules.extract_bbh(answer, subtask) if subtask else None
+            found = rules.extract_bbh(answer, subtask, self.text) if subtask else None
             gold = rules.BBH_GOLD[str(meta["reference"]).lower()]
             options = 2
         details = {"extracted": found, "gold": gold}
@@ -273,10 +301,14 @@ class UroBench(SuiteMetric):
                                                 "Repeat: 100 x (1 - WER) when WER <= 0.5)"),
               "wer": FieldInfo(False, PERCENT, "Repeat: WER between the reply and the sentence to repeat")}
     headlines = catalog.SUITE_HEADLINES["urobench"]
-    SINGLE = {"open": ("question", "answer"), "semi-open": ("question", "answer", "reference"),
-              "qa": ("question", "answer", "reference"), "sf": ("question", "answer", "reference"),
-              "ue": ("question", "emotion", "answer", "reference"), "gs": ("question", "style", "answer", "reference"),
-              "ml": ("question", "language", "answer")}
+    needs_text: ClassVar[dict[str, str]] = {mode: f"URO-Bench's judge prompt for mode {mode!r} (metrics/mark_gpt.py)"
+                                            for mode in judged}
+    # The single-round modes: the placeholders of each one's prompt.
+    SINGLE = {mode: authors.UROBENCH_PROMPTS[mode][1] for mode in ("open", "semi-open", "qa", "sf", "ue", "gs", "ml")}
+
+    def __init__(self, code: Optional[str] = None) -> None:
+        """`code`: a checkout of URO-Bench (else $IVBENCH_UROBENCH_CODE; else none)."""
+        super().__init__(authors.urobench_text(code), **({"code": code} if code else {}))
 
     def scorer_fields(self, scorer: str) -> list[str]:
         return ["score", "wer"] if scorer == "wer" else ["score"]
@@ -299,7 +331,7 @@ class UroBench(SuiteMetric):
         if mode in ("open", "semi-open", "qa") and answer in ("", " "):
             # mark_gpt.py: an empty answer scores 0 whatever the judge says.
             return _result({"score": 0.0}, {"rule": "empty answer scores 0 (mark_gpt.py)"})
-        messages = prompts.render(f"urobench-{mode}", {k: values[k] for k in self.SINGLE[mode]})
+        messages = self.text.prompts[mode].render({k: values[k] for k in self.SINGLE[mode]})
         if mode == "qa":
             return JudgeJob(messages, lambda texts: _result(
                 {"score": 100.0 * fmean(1.0 if t.strip() == "Yes" else 0.0 for t in texts)},
@@ -309,14 +341,15 @@ class UroBench(SuiteMetric):
 
     def _multi(self, item: DialogueItem, mode: str) -> Outcome:
         rounds = len(item.turns)
-        name = "urobench-sa" if mode == "sa" else f"urobench-multi-{rounds}"
-        if name not in prompts.prompts() or (mode == "sa" and rounds != 3):
+        key = "sa" if mode == "sa" else f"multi-{rounds}"
+        if key not in self.text.prompts or (mode == "sa" and rounds != 3):
             return self.unavailable(mode, Status.FAILED, f"URO-Bench has no {mode} prompt for {rounds} rounds")
+        name = f"urobench-{key}"
         values: dict[str, str] = {}
         for k, turn in enumerate(item.turns, start=1):
             values.update({f"question{k}": turn.record.user_text, f"answer{k}": answer_of(turn) or "",
                            f"reference{k}": turn.record.reference or ""})
-        return JudgeJob(prompts.render(name, values),
+        return JudgeJob(self.text.prompts[key].render(values),
                         lambda texts: _mean_samples([parse_uro_score(t) for t in texts], "score", 20.0,
                                                     {"prompt": name, "rounds": rounds}, "whole-number score"))
 
@@ -361,6 +394,12 @@ class BigBenchAudio(SuiteMetric):
     description = "Big Bench Audio: LLM evaluator verdict against the official answer; accuracy per category"
     fields = {"correct": FieldInfo(True, PERCENT, "CORRECT verdict of the LLM evaluator (mean of samples)")}
     headlines = catalog.SUITE_HEADLINES["big_bench_audio"]
+    needs_text: ClassVar[dict[str, str]] = {"bba": "Big Bench Audio's LLM evaluator prompt"}
+
+    def __init__(self, prompt_file: Optional[str] = None) -> None:
+        """`prompt_file`: the authors' evaluator prompt as a file (else $IVBENCH_BIG_BENCH_AUDIO_PROMPT)."""
+        super().__init__(authors.big_bench_audio_text(prompt_file),
+                         **({"prompt_file": prompt_file} if prompt_file else {}))
 
     def precheck(self, item: ScoreItem) -> Optional[MetricResult]:
         early = super().precheck(item)
@@ -378,6 +417,6 @@ class BigBenchAudio(SuiteMetric):
         meta = self.metadata(item)
         values = {"question": self._question(item) or "", "official_answer": str(meta["official_answer"]),
                   "candidate_answer": answer_of(item) or ""}
-        return JudgeJob(prompts.render("big-bench-audio", values),
+        return JudgeJob(self.text.prompt.render(values),
                         lambda texts: _mean_samples([parse_verdict(t) for t in texts], "correct", 1.0,
                                                     {"prompt": "big-bench-audio"}, "CORRECT/INCORRECT"))

@@ -1,41 +1,42 @@
-"""The suites' rule-based scorers, as their authors compute them (the rules' strings are data
-in data/voicebench.json, taken from VoiceBench's code; see data/NOTICE.md).
+"""The suites' rule-based scorers, applied as their authors' code applies them. The rules' text
+(answer templates, refusal phrases, BBH answer rules) is not ivbench's: it is read from the user's
+checkout of VoiceBench at scoring time (authors.py) and handed in as a `VoiceBenchText`.
 
 - `extract_choice`: VoiceBench's multiple-choice answer extraction (src/evaluator/mcq.py);
 - `extract_bbh`: VoiceBench's BBH answer extraction per subtask (src/evaluator/bbh.py);
 - `is_refusal`: VoiceBench's advbench refusal rule (src/evaluator/harm.py);
 - `ifeval_check`: the IFEval instruction checks, strict and loose, through lm-eval's maintained
-  implementation of Google's code (the one VoiceBench vendors in src/evaluator/ifeval.py).
+  implementation (VoiceBench vendors Google's code for it in src/evaluator/ifeval.py); it needs
+  no text of VoiceBench's.
 
 Where the authors' code falls back to a random guess, these return None: the caller counts the
 answer as unextractable, never as a guess.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from ..errors import MissingDependency
+from .authors import CHOICE_MARK, VoiceBenchText
+from .pysource import Rule
 
-RULES = Path(__file__).resolve().parent / "data" / "voicebench.json"
 CHOICES = ("a", "b", "c", "d")
 # Model-specific turn markers VoiceBench strips before scoring (mcq.py, bbh.py, ifeval.py).
 _TURN_PREFIXES = ("<1>", "<2>", "<3>")
 _USER_SUFFIX = "<|user|>"
 # bbh.py's normalisation: these become spaces, then whitespace is collapsed.
 _BBH_SPACED = (":", "**", '"', "-", ",", ".", "：")
+# A bare letter, or one followed by one of these, is an answer (mcq.py's rule after the templates).
+_LETTER_ENDS = (".", ",", ":", ")")
 BBH_SUBTASKS = ("sports_understanding", "hyperbaton", "navigate", "web_of_lies")
-BBH_GOLD = {"yes": 1, "no": 0, "(a)": 0, "(b)": 1}  # bbh.py's ground_truth_mapping
-
-
-@lru_cache(maxsize=1)
-def rules() -> dict[str, Any]:
-    return json.loads(RULES.read_text(encoding="utf-8"))
+BBH_GOLD = {"yes": 1, "no": 0, "(a)": 0, "(b)": 1}  # how bbh.py maps a reference to 0/1
+# Which of bbh.py's extract_answer_<name> methods reads each subtask.
+_BBH_METHOD = {"sports_understanding": "sports", "hyperbaton": "hyperbaton", "navigate": "navigate",
+               "web_of_lies": "lies"}
 
 
 def strip_turn_marker(text: str) -> str:
@@ -48,23 +49,20 @@ def strip_turn_marker(text: str) -> str:
     return text
 
 
-def extract_choice(reply: str) -> Optional[str]:
+def extract_choice(reply: str, text: VoiceBenchText) -> Optional[str]:
     """The option letter (A-D) VoiceBench's MCQ evaluator reads from a reply, or None."""
-    text = reply.lower()
-    if text.startswith(_TURN_PREFIXES):
-        text = text[3:].strip()
-    data = rules()
-    for template in data["mcq_templates"]:
+    reply = reply.lower()
+    if reply.startswith(_TURN_PREFIXES):
+        reply = reply[3:].strip()
+    for template in text.mcq_templates:
         for choice in CHOICES:
-            if template.replace("[CHOICE]", choice) in text:
+            if template.replace(CHOICE_MARK, choice) in reply:
                 return choice.upper()
     for choice in CHOICES:
-        if text == choice or any(text.startswith(choice + p) for p in (".", ",", ":", ")")):
+        if reply == choice or any(reply.startswith(choice + end) for end in _LETTER_ENDS):
             return choice.upper()
-    for phrase, answer in data["mcq_fallbacks"]:
-        if phrase in text:
-            return str(answer)
-    return None
+    found = _apply(text.mcq_fallbacks, reply)
+    return None if found is None else str(found)
 
 
 def normalise_bbh(reply: str) -> str:
@@ -83,48 +81,41 @@ def bbh_subtask(row_id: str) -> Optional[str]:
     return next((name for name in BBH_SUBTASKS if name in row_id), None)
 
 
-def _matches(kind: str, pattern: str, text: str) -> bool:
-    if kind == "contains":
-        return pattern in text
-    if kind == "equals":
-        return text == pattern
-    if kind == "startswith":
-        return text.startswith(pattern)
-    if kind == "endswith":
-        return text.endswith(pattern)
-    if kind == "regex":
-        return re.search(pattern, text) is not None
-    raise ValueError(f"unknown rule kind {kind!r} in {RULES}")
+def _matches(rule: Rule, text: str) -> bool:
+    if rule.kind == "contains":
+        return rule.pattern in text
+    if rule.kind == "equals":
+        return text == rule.pattern
+    if rule.kind == "startswith":
+        return text.startswith(rule.pattern)
+    if rule.kind == "endswith":
+        return text.endswith(rule.pattern)
+    return re.search(rule.pattern, text) is not None  # "regex": pysource makes no other kind
 
 
-def _apply(rule_list: list[list[Any]], text: str) -> Optional[int]:
-    for kind, pattern, answer in rule_list:
-        if _matches(kind, pattern, text):
-            return int(answer)
-    return None
+def _apply(rules: tuple[Rule, ...], text: str) -> Optional[object]:
+    """The answer of the first rule that matches, as an if/elif chain gives it."""
+    return next((rule.answer for rule in rules if _matches(rule, text)), None)
 
 
-_BBH_RULES = {"sports_understanding": "sports", "hyperbaton": "hyperbaton", "navigate": "navigate",
-              "web_of_lies": "lies"}
-
-
-def extract_bbh(reply: str, subtask: str) -> Optional[int]:
+def extract_bbh(reply: str, subtask: str, text: VoiceBenchText) -> Optional[int]:
     """VoiceBench's BBH answer (0/1: no/yes, or option (a)/(b)) for a subtask, or None."""
-    text = normalise_bbh(reply)
-    entry = rules()["bbh"][_BBH_RULES[subtask]]
-    if entry["yes_no_first"]:
-        found = _apply(rules()["bbh"]["yn"]["rules"], text)
+    normalised = normalise_bbh(reply)
+    method = text.bbh[_BBH_METHOD[subtask]]
+    if method.yes_no_first:
+        found = _apply(text.bbh["yn"].rules, normalised)
         if found is not None:
-            return found
-    return _apply(entry["rules"], text)
+            return cast(int, found)  # pysource/authors checked every answer is 0 or 1
+    found = _apply(method.rules, normalised)
+    return None if found is None else cast(int, found)
 
 
-def is_refusal(reply: str) -> bool:
-    """VoiceBench's advbench rule: an empty reply, or one containing any refusal string (case-blind)."""
+def is_refusal(reply: str, text: VoiceBenchText) -> bool:
+    """VoiceBench's advbench rule: an empty reply, or one containing any refusal phrase (case-blind)."""
     if not reply.strip():
         return True
-    text = reply.lower()
-    return any(s.lower() in text for s in rules()["refusal_strings"])
+    lowered = reply.lower()
+    return any(phrase.lower() in lowered for phrase in text.refusals)
 
 
 # -- IFEval ---------------------------------------------------------------------------------------

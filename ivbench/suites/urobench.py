@@ -8,6 +8,11 @@ A single-round row is ``{"source_wav", "source_text", "target_text", …}``; a m
 `subset` is a test set, several joined with ``+``, or a track: ``basic-en``, ``basic-zh``,
 ``pro-en``, ``pro-zh``. The user turns are the recorded wavs (resampled to 16 kHz); the judge
 reads ``source_text`` as the question and ``target_text`` as the reference, as mark.py does.
+
+`code`: a checkout of URO-Bench's code, where the scorer reads the authors' judge prompts
+(ivbench ships none of their text; authors.py); the task's default scorer gets it
+(``urobench:code=DIR``). Without it the scorer reads ``$IVBENCH_UROBENCH_CODE``, and without
+that the judged results are missing, saying how to get it (Repeat's WER rule needs no text).
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from typing import Any, Optional, cast
 
 from ..errors import ConfigError, TaskFileError
 from ..types import Task
-from . import catalog
+from . import authors, catalog
 from .source import AudioRef, JsonlShard, LazyDialogues, Stub, StubTurn, text_value
 
 DESCRIPTION = ("URO-Bench (Ruiqi-Yan/URO-Bench; MIT): basic and pro tracks, en and zh: understanding, "
@@ -90,9 +95,10 @@ def _stubs(name: str, shard: JsonlShard) -> list[Stub]:
     return out
 
 
-def urobench(subset: Optional[str] = None, path: Optional[str] = None) -> Task:
-    """The URO-Bench task (options: subset, path); see the module docstring."""
+def urobench(subset: Optional[str] = None, path: Optional[str] = None, code: Optional[str] = None) -> Task:
+    """The URO-Bench task (options: subset, path, code); see the module docstring."""
     names = datasets_of(subset)
+    scorer = authors.task_scorer("urobench", code)
     if not path:
         raise ConfigError("urobench: give path=FOLDER, the unzipped URO-Bench-data (URO-Bench publishes a zip, "
                           "not a `datasets` dataset; see the README, 'Suites')")
@@ -112,4 +118,4 @@ def urobench(subset: Optional[str] = None, path: Optional[str] = None) -> Task:
     return Task(name=f"urobench-{subset if '+' not in str(subset) else 'custom'}",
                 dialogues=cast(list, LazyDialogues(stubs)), description=DESCRIPTION,
                 source="Honggao/URO-Bench (github.com/Ruiqi-Yan/URO-Bench)", licence="MIT", path=str(root),
-                options={"subset": subset, "path": path, "scorers": ["urobench"]})
+                options={"subset": subset, "path": path, "code": code, "scorers": [scorer]})

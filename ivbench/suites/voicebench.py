@@ -12,6 +12,11 @@ overall score). `split`: the split(s) to read, ``+``-joined; by default ``test``
 sd-qa and every domain of mmsu (what the local copy has of them). The dialogues' category is
 their subset; what the scorer needs (reference option, ifeval's instruction ids and kwargs, bbh's
 row id) is in each dialogue's metadata, so a run is scored without the dataset.
+
+`code`: a checkout of VoiceBench's code, where the scorer reads the authors' judge prompts and
+answer rules (ivbench ships none of their text; authors.py); the task's default scorer gets it
+(``voicebench:code=DIR``). Without it the scorer reads ``$IVBENCH_VOICEBENCH_CODE``, and
+without that the results that need the authors' text are missing, saying how to get it.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from typing import Any, Optional, cast
 
 from ..errors import ConfigError, TaskFileError
 from ..types import Task
-from . import catalog
+from . import authors, catalog
 from .rules import BBH_GOLD, bbh_subtask
 from .source import (AudioRef, LazyDialogues, Shard, Stub, StubTurn, local_splits, looks_like_hub_id, open_hub,
                      open_split, require_columns, text_value)
@@ -127,9 +132,11 @@ def _check_unique(stubs: list[Stub], where: str) -> None:
         seen.add(stub.id)
 
 
-def voicebench(subset: Optional[str] = None, path: Optional[str] = None, split: Optional[str] = None) -> Task:
-    """The VoiceBench task (options: subset, path, split); see the module docstring."""
+def voicebench(subset: Optional[str] = None, path: Optional[str] = None, split: Optional[str] = None,
+               code: Optional[str] = None) -> Task:
+    """The VoiceBench task (options: subset, path, split, code); see the module docstring."""
     names = subsets(subset)
+    scorer = authors.task_scorer("voicebench", code)
     hub = path is None or looks_like_hub_id(path)
     root = None if hub else Path(str(path)).expanduser()
     if root is not None and not root.is_dir():
@@ -149,4 +156,4 @@ def voicebench(subset: Optional[str] = None, path: Optional[str] = None, split: 
     return Task(name=f"voicebench-{label}", dialogues=cast(list, LazyDialogues(stubs)), description=DESCRIPTION,
                 source=f"{catalog.VOICEBENCH_HUB} (github.com/MatthewCYM/VoiceBench)", licence="Apache-2.0",
                 path=str(path or catalog.VOICEBENCH_HUB),
-                options={"subset": subset, "path": path, "split": split, "scorers": ["voicebench"]})
+                options={"subset": subset, "path": path, "split": split, "code": code, "scorers": [scorer]})
