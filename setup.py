@@ -1,4 +1,4 @@
-# The built-in task files live in the top-level tasks/ folder (DESIGN.md, Layout) and install
+# The built-in task files live in the top-level tasks/ folder (docs/architecture.md, "Package layout") and install
 # as the package `ivbench_tasks`; pyproject.toml alone cannot map a folder under another name
 # while also finding ivbench's subpackages.
 from setuptools import find_packages, setup

@@ -3,7 +3,7 @@
 16-bit PCM is read and written with one scale, 2**15 (int16 → float: /32768; float → int16:
 ×32768, rounded, saturated to [-32768, 32767]), so integer samples round-trip exactly. Audio
 outside [-1, 1] is clipped by `clip_audio`, which says how much it changed, so the samples a
-system hears are the samples that are saved (docs/architecture.md, "Audio").
+system hears are the samples that are saved (docs/architecture.md, "Runs survive their systems").
 """
 from __future__ import annotations
 

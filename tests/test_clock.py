@@ -1,4 +1,4 @@
-"""The runner's clock measures a known injected delay (DESIGN.md, Latency)."""
+"""The runner's clock measures a known injected delay (docs/architecture.md, "Latency, one definition")."""
 import time
 
 import numpy as np

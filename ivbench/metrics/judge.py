@@ -1,4 +1,4 @@
-"""LLM-judge metrics: `JudgeScore` per turn, `DialogueJudge` per dialogue (DESIGN.md, Judge).
+"""LLM-judge metrics: `JudgeScore` per turn, `DialogueJudge` per dialogue (docs/architecture.md, "OpenAI-compatible endpoints").
 
 What the judge reads, as LLaMA-Omni does: the ASR transcript of the user turn (the turn's
 text in text-input modes) and the ASR transcript of the reply's speech in speech-output modes,

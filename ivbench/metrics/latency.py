@@ -1,4 +1,4 @@
-"""Latency per turn, read off the runner's clock (DESIGN.md, Latency)."""
+"""Latency per turn, read off the runner's clock (docs/architecture.md, "Latency, one definition")."""
 from __future__ import annotations
 
 from typing import Any, Optional

