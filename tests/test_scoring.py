@@ -141,3 +141,16 @@ def test_crossmodal_gap_for_a_system_run_in_two_modes(tmp_path):
     assert len(rows) == 1 and rows[0]["system"] == "two"
     assert float(rows[0]["s2t"]) == float(rows[0]["t2t"])  # Doubler answers the script either way
     assert rows[0]["s2s"] == "" and rows[0]["gap_s2t_minus_s2s"] == ""  # s2s not run: missing, not 0
+
+
+def test_a_metric_option_nobody_takes_stops_scoring_before_any_work(tmp_path):
+    """`asr_wer:backend=openai-whisper` used to run faster-whisper without a word."""
+    import pytest
+
+    from ivbench.errors import PluginError
+
+    run = _run(tmp_path)
+    for spec in ("asr_wer:backend=openai-whisper", "dnsmos:invented=1", "transcript:beam=5"):
+        with pytest.raises(PluginError):
+            score_run(run, ScoreConfig(metrics=[parse_spec(spec)], cache_dir=tmp_path / "c"), progress=False)
+        assert not (run / "scores.jsonl").exists()

@@ -6,7 +6,10 @@ Each metric class declares, without importing anything heavy:
   transcript of the reply (and of the user turn), a judge;
 - `uses_gpu`: whether it wants a GPU when one is given;
 - `level`: "turn" (one result per record) or "dialogue" (one per dialogue);
-- `fields`: the numbers it reports, each with its direction and unit.
+- `fields`: the numbers it reports, each with its direction and unit;
+- its options: the keyword arguments of its constructor (a metric without a constructor of
+  its own takes none, and refuses any), each described in `option_help`; `metric_options()`
+  lists them for `ivbench list metrics`.
 
 A metric scores a batch of items and returns one `MetricResult` per item. A value that
 cannot be computed is None with a reason (`status` "missing", "not_applicable" or
@@ -14,6 +17,7 @@ cannot be computed is None with a reason (`status` "missing", "not_applicable" o
 """
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 from ..cache import sha256_file
+from ..errors import PluginError
 from ..types import Audio, TurnRecord
 
 
@@ -135,8 +140,14 @@ class Metric(ABC):
     level: ClassVar[str] = "turn"
     fields: ClassVar[dict[str, FieldInfo]] = {}
     description: ClassVar[str] = ""
+    option_help: ClassVar[dict[str, str]] = {}  # option -> what it does
 
     def __init__(self, **options: Any) -> None:
+        # A metric that declares no constructor has no options: one given to it would be
+        # ignored without a word, so it is refused (subclasses pass their bound options here).
+        if options and type(self).__init__ is Metric.__init__:
+            raise PluginError(f"metric {self.name!r} takes no options (got {', '.join(sorted(options))}); "
+                              "`ivbench list metrics` shows each metric's options")
         self.options = options
 
     def load(self, context: ScoringContext) -> None:
@@ -184,3 +195,17 @@ class Metric(ABC):
             return MetricResult.unavailable(self.fields, Status.NOT_APPLICABLE,
                                             "the task gives no reference answer for this turn")
         return None
+
+
+def metric_options(cls: type) -> list[tuple[str, Any, str]]:
+    """(name, default, what it does) of each option a metric class takes, in signature order;
+    a default of `inspect.Parameter.empty` means the option is required."""
+    if cls.__init__ is Metric.__init__:
+        return []
+    help_ = getattr(cls, "option_help", {}) or {}
+    out = []
+    for name, param in inspect.signature(cls.__init__).parameters.items():
+        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        out.append((name, param.default, help_.get(name, "")))
+    return out

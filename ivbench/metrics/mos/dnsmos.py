@@ -34,12 +34,20 @@ class DNSMOS(Metric):
         "p808": FieldInfo(True, "MOS 1-5", "P.808 overall quality (DNSMOS P.808 model)"),
     }
 
-    def __init__(self, backend: str = "fast", personalized: bool = False, threads: int = 0,
-                 **options: Any) -> None:
+    option_help = {
+        "backend": "fast (default: speechmos' numbers, the windows of a clip sharing their work) "
+                   "or speechmos (speechmos.dnsmos.run itself; needs librosa)",
+        "personalized": "true: the personalised DNSMOS model (interfering talkers are not noise)",
+        "threads": "onnxruntime threads per model; default 0: one per core",
+    }
+
+    def __init__(self, backend: str = "fast", personalized: bool = False, threads: int = 0) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"dnsmos backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise ValueError(f"dnsmos threads={threads!r}: give an integer, 0 for one per core")
         # threads changes the speed, not the numbers: it stays out of the identity.
-        super().__init__(backend=backend, personalized=bool(personalized), **options)
+        super().__init__(backend=backend, personalized=bool(personalized))
         self.backend = backend
         self.personalized = bool(personalized)
         self.threads = int(threads)
