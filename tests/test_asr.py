@@ -76,14 +76,14 @@ def test_batched_transcripts_equal_one_file_at_a_time(single_asr, speech):
     """The issue's fidelity test: a batch decodes each file as faster-whisper's own
     `transcribe` decodes it alone (same model, precision and options)."""
     alone = [single_asr._run(single_asr._prepare(a), True) for a in speech]
-    batched = _sharing(single_asr, batch_size=4).transcribe_batch(speech)
+    batched = _sharing(single_asr, batch_size=4, workers=2).transcribe_batch(speech)
     same_text = [normalize_english(a.text) == normalize_english(b.text) for a, b in zip(alone, batched)]
     differences = [abs(wer(s, a.text) - wer(s, b.text)) for s, a, b in zip(SENTENCES, alone, batched)]
     print(f"\nbatched vs alone: {sum(same_text)}/{len(speech)} identical texts, "
           f"{sum(a.words == b.words for a, b in zip(alone, batched))} identical word timings")
     assert sum(same_text) >= 0.98 * len(speech) and max(differences) <= 0.05
     # and the batch's order or company changes nothing: reversed, in twos
-    again = _sharing(single_asr, batch_size=2).transcribe_batch(speech[::-1])[::-1]
+    again = _sharing(single_asr, batch_size=2, workers=1).transcribe_batch(speech[::-1])[::-1]
     assert [t.text for t in again] == [t.text for t in batched]
 
 
@@ -149,9 +149,10 @@ def test_identity_names_model_and_windows(packed_asr, single_asr):
     assert ident["windows"] == {"packed": {"max_files": 8, "window_s": 28.0, "gap_s": 1.0}}
     assert single_asr.identity()["windows"] == "one file per window"
     assert ident["temperature"] == 0.0 and ident["language"] == "en"
-    # the batch size changes the speed only: not part of what a transcript is keyed on
-    assert _sharing(single_asr, batch_size=16).identity() == single_asr.identity()
+    # the batch size and the workers change the speed only: not part of a transcript's key
+    assert _sharing(single_asr, batch_size=16, workers=1).identity() == single_asr.identity()
     assert WhisperASR().batch_size == 1 and WhisperASR(device="cuda").batch_size == 16
+    assert WhisperASR(device="cuda").workers == 1
 
 
 def test_options_are_checked():

@@ -123,20 +123,44 @@ def _round(model: Any, tokenizer: Any, files: Sequence[_File], kwargs: dict[str,
         _advance(model, tokenizer, f, result, row, size, word_timestamps)
 
 
-def transcribe_files(model: Any, audios: Sequence[np.ndarray], language: str, beam_size: int,
-                     word_timestamps: bool, batch_size: int) -> list[tuple[str, list[tuple[str, float, float]]]]:
-    """(text, words) of each 16 kHz float32 array, as `model.transcribe` gives it alone."""
-    tokenizer = _tokenizer(model, language)
-    kwargs = _generate_kwargs(model, tokenizer, beam_size)
+def _walk(model: Any, tokenizer: Any, audios: Sequence[np.ndarray], kwargs: dict[str, Any],
+          word_timestamps: bool) -> list[_File]:
+    """Files decoded together, round after round, until every one has reached its end."""
     files = [_File(model.feature_extractor(a)) for a in audios]
     while True:
         todo = [f for f in files if not f.done]
         if not todo:
-            break
-        # Longest first, so a batch holds files of similar decode lengths.
-        todo.sort(key=lambda f: -(f.content_frames - f.seek))
-        for start in range(0, len(todo), batch_size):
-            _round(model, tokenizer, todo[start:start + batch_size], kwargs, word_timestamps)
+            return files
+        _round(model, tokenizer, todo, kwargs, word_timestamps)
+
+
+def transcribe_files(model: Any, audios: Sequence[np.ndarray], language: str, beam_size: int,
+                     word_timestamps: bool, batch_size: int,
+                     workers: int = 1) -> list[tuple[str, list[tuple[str, float, float]]]]:
+    """(text, words) of each 16 kHz float32 array, as `model.transcribe` gives it alone.
+
+    Batches of `batch_size` files (longest first, so a batch holds similar lengths) go to
+    `workers` threads at once; the model needs as many CTranslate2 workers (`num_workers`).
+    """
+    tokenizer = _tokenizer(model, language)
+    kwargs = _generate_kwargs(model, tokenizer, beam_size)
+    order = sorted(range(len(audios)), key=lambda i: -len(audios[i]))
+    groups = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+
+    def walk(group: list[int]) -> list[_File]:
+        return _walk(model, tokenizer, [audios[i] for i in group], kwargs, word_timestamps)
+
+    if workers > 1 and len(groups) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            walked = list(pool.map(walk, groups))
+    else:
+        walked = [walk(g) for g in groups]
+    files: list[_File] = [None] * len(audios)  # type: ignore[list-item]  # every slot is filled below
+    for group, done in zip(groups, walked):
+        for i, f in zip(group, done):
+            files[i] = f
     out = []
     for f in files:
         text = " ".join(" ".join(s["text"].strip() for s in f.segments).split())

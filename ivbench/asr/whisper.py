@@ -111,6 +111,12 @@ def _heads_mask(model: Any, heads: list[list[int]]) -> bytes:
     return base64.b85encode(gzip.compress(mask.tobytes()))
 
 
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _check_int(name: str, value: Any, meaning: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"whisper {name}={value!r}: give an integer of at least 1{meaning}")
@@ -131,13 +137,15 @@ class WhisperASR:
                  device: str = "cpu", compute_type: Optional[str] = None, language: Optional[str] = "en",
                  beam_size: int = 1, cpu_threads: int = 0, batch_size: Optional[int] = None,
                  word_timestamps: bool = True, pack: bool = False, window_s: float = WINDOW_S,
-                 gap_s: float = GAP_S, pack_files: int = PACK_FILES) -> None:
+                 gap_s: float = GAP_S, pack_files: int = PACK_FILES, workers: Optional[int] = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown whisper backend {backend!r}: use one of {', '.join(BACKENDS)}")
         _check_int("beam_size", beam_size, "")
         if batch_size is not None:
             _check_int("batch_size", batch_size, " (files decoded together, each in its own windows)")
         _check_int("pack_files", pack_files, " (the most files packed into one window)")
+        if workers is not None:
+            _check_int("workers", workers, " (batches decoded at the same time)")
         if not isinstance(pack, bool):
             raise ValueError(f"whisper pack={pack!r}: give true or false")
         if not 0.0 <= gap_s < window_s <= 30.0:
@@ -156,9 +164,14 @@ class WhisperASR:
         self.pack_files = pack_files
         self.window_s = float(window_s)
         self.gap_s = float(gap_s)
-        # 0: one thread per available core (CTranslate2's own default is 4, which
-        # oversubscribes small machines).
-        self.cpu_threads = cpu_threads
+        # On the CPU one batch per core, each on one thread, by default: a decoder step is too
+        # small to keep two threads busy, two files decoding side by side are not (their
+        # transcripts are the same either way: tests/test_asr.py). On a GPU one batch at a time.
+        cores = _cores()
+        self.workers = workers or (1 if kind == "cuda" else cores)
+        # 0: the cores shared among the workers (CTranslate2's own default is 4 threads,
+        # which oversubscribes small machines).
+        self.cpu_threads = cpu_threads or max(1, cores // self.workers)
         self._model: Any = None
         self._model_ref = ""  # the name or path actually loaded
         self._model_digest: Optional[str] = None
@@ -210,14 +223,8 @@ class WhisperASR:
             raise ImportError(f"the faster-whisper backend needs faster-whisper: {_ASR_EXTRA}") from None
         ref = self._resolve_faster()
         kind, index = _split_device(self.device)
-        if self.cpu_threads:
-            threads = self.cpu_threads
-        elif hasattr(os, "sched_getaffinity"):
-            threads = len(os.sched_getaffinity(0))
-        else:
-            threads = os.cpu_count() or 1
-        self._model = WhisperModel(ref, device=kind, device_index=index,
-                                   compute_type=self.compute_type, cpu_threads=threads)
+        self._model = WhisperModel(ref, device=kind, device_index=index, compute_type=self.compute_type,
+                                   cpu_threads=self.cpu_threads, num_workers=self.workers)
         self._model_ref = ref
         if Path(ref).is_dir():
             self._model_digest = sha256_file(Path(ref) / "model.bin")[:16]
@@ -323,7 +330,7 @@ class WhisperASR:
                 results[i] = Transcript("", [], self.language)
         if todo:
             self.load()
-        arrays = [prepared[i] for i in todo]
+        arrays = [a for a in prepared if a is not None]  # in the order of `todo`
         heard = self._transcribe_packed(arrays) if self.pack else self._transcribe_each(arrays)
         for i, transcript in zip(todo, heard):
             results[i] = transcript
@@ -338,7 +345,7 @@ class WhisperASR:
         from .batched import transcribe_files
 
         out = transcribe_files(self._model, arrays, language, self.beam_size, self.word_timestamps,
-                               self.batch_size)
+                               self.batch_size, self.workers)
         return [Transcript(text, clean_words(words, len(a) / SAMPLE_RATE), language)
                 for (text, words), a in zip(out, arrays)]
 

@@ -200,12 +200,12 @@ class Metric(ABC):
 def metric_options(cls: type) -> list[tuple[str, Any, str]]:
     """(name, default, what it does) of each option a metric class takes, in signature order;
     a default of `inspect.Parameter.empty` means the option is required."""
-    if cls.__init__ is Metric.__init__:
+    if next((k for k in cls.__mro__ if "__init__" in vars(k)), None) is Metric:
         return []
     help_ = getattr(cls, "option_help", {}) or {}
     out = []
-    for name, param in inspect.signature(cls.__init__).parameters.items():
-        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+    for name, param in inspect.signature(cls).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         out.append((name, param.default, help_.get(name, "")))
     return out

@@ -31,6 +31,7 @@ OPTIONS = {
     "beam_size": "1: greedy (default); more: beam search",
     "batch_size": "replies decoded together, each in its own windows: speed only "
                   "(default 1 on the CPU, 16 on a GPU)",
+    "workers": "batches decoded at the same time: speed only (default one per core on the CPU, 1 on a GPU)",
     "pack": "true: several replies share one Whisper window (faster, but a reply's transcript then "
             "depends on its neighbours; not cached)",
 }
@@ -48,17 +49,18 @@ class _WhisperTranscript(Metric):
 
     def __init__(self, backend: str = "faster-whisper", model: Optional[str] = None,
                  compute_type: Optional[str] = None, language: Optional[str] = "en",
-                 beam_size: int = 1, batch_size: Optional[int] = None, pack: bool = False) -> None:
+                 beam_size: int = 1, batch_size: Optional[int] = None, pack: bool = False,
+                 workers: Optional[int] = None) -> None:
         from ..asr.whisper import WhisperASR
 
-        # batch_size changes the speed, not the transcripts: it stays out of the options that
-        # make the identity. Building a WhisperASR checks every option before any work.
+        # batch_size and workers change the speed, not the transcripts: they stay out of the
+        # options that make the identity. Building a WhisperASR checks every option first.
         super().__init__(backend=backend, model=model, compute_type=compute_type,
                          language=language, beam_size=beam_size, pack=pack)
-        self.batch_size = batch_size
+        self.batch_size, self.workers = batch_size, workers
         try:
             WhisperASR(backend=backend, model=model, compute_type=compute_type, language=language,
-                       beam_size=beam_size, batch_size=batch_size, pack=pack)
+                       beam_size=beam_size, batch_size=batch_size, pack=pack, workers=workers)
         except ValueError as exc:
             raise ValueError(f"{self.name}: {exc}") from None
         self.asr: Any = None
@@ -68,13 +70,14 @@ class _WhisperTranscript(Metric):
 
         device = context.device or "cpu"
         o = self.options
-        key = ("whisper", o["backend"], o["model"], device, o["compute_type"], o["language"],
-               o["beam_size"], self.batch_size, o["pack"])
+        key = "whisper " + repr((o["backend"], o["model"], device, o["compute_type"], o["language"],
+                                 o["beam_size"], self.batch_size, self.workers, o["pack"]))
         asr = context.shared.get(key)
         if asr is None:
             asr = WhisperASR(backend=o["backend"], model=o["model"], device=device,
                              compute_type=o["compute_type"], language=o["language"],
-                             beam_size=o["beam_size"], batch_size=self.batch_size, pack=o["pack"])
+                             beam_size=o["beam_size"], batch_size=self.batch_size, pack=o["pack"],
+                             workers=self.workers)
             asr.load()
             context.shared[key] = asr
             if o["pack"]:
