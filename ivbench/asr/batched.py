@@ -114,7 +114,10 @@ def _round(model: Any, tokenizer: Any, files: Sequence[_File], kwargs: dict[str,
 
     windows = [_window(model, f) for f in files]
     batch = np.ascontiguousarray(np.stack([w for w, _ in windows]).astype(np.float32))
-    encoded = model.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=False)
+    # Word alignment takes each file's rows alone: on a GPU they are brought to the CPU to be
+    # sliced (CTranslate2 takes encoder output from the CPU, as faster-whisper does on many GPUs).
+    to_cpu = word_timestamps and model.model.device != "cpu"
+    encoded = model.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=to_cpu)
     prompt = list(tokenizer.sot_sequence)
     results = model.model.generate(encoded, [prompt] * len(files), **kwargs)
     rows = np.asarray(encoded) if word_timestamps else None
