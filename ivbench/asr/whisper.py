@@ -164,11 +164,10 @@ class WhisperASR:
         self.pack_files = pack_files
         self.window_s = float(window_s)
         self.gap_s = float(gap_s)
-        # On the CPU one batch per core, each on one thread, by default: a decoder step is too
-        # small to keep two threads busy, two files decoding side by side are not (their
-        # transcripts are the same either way: tests/test_asr.py). On a GPU one batch at a time.
+        # One batch at a time on all cores by default: what a single reply wants (the cascade's
+        # ASR latency). Scoring many replies on a CPU wants `bulk_workers()` instead.
         cores = _cores()
-        self.workers = workers or (1 if kind == "cuda" else cores)
+        self.workers = workers or 1
         # 0: the cores shared among the workers (CTranslate2's own default is 4 threads,
         # which oversubscribes small machines).
         self.cpu_threads = cpu_threads or max(1, cores // self.workers)
@@ -176,6 +175,14 @@ class WhisperASR:
         self._model_ref = ""  # the name or path actually loaded
         self._model_digest: Optional[str] = None
         self._lock = threading.Lock()
+
+    @staticmethod
+    def bulk_workers(device: str) -> int:
+        """Batches to decode side by side when there are many replies: on the CPU one per
+        core, each on one thread (a decoder step is too small to keep two threads busy, two
+        files decoding side by side are not; the transcripts are the same either way, which
+        tests/test_asr.py checks); on a GPU one."""
+        return 1 if _split_device(device)[0] == "cuda" else _cores()
 
     # -- loading --------------------------------------------------------------------------
 

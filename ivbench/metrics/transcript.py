@@ -77,7 +77,7 @@ class _WhisperTranscript(Metric):
             asr = WhisperASR(backend=o["backend"], model=o["model"], device=device,
                              compute_type=o["compute_type"], language=o["language"],
                              beam_size=o["beam_size"], batch_size=self.batch_size, pack=o["pack"],
-                             workers=self.workers)
+                             workers=self.workers or WhisperASR.bulk_workers(device))
             asr.load()
             context.shared[key] = asr
             if o["pack"]:
