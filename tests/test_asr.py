@@ -94,6 +94,17 @@ def test_batched_transcripts_equal_one_file_at_a_time(single_asr, speech, alone)
     assert [t.to_json() for t in again] == [t.to_json() for t in batched[:5]]
 
 
+def test_batched_long_audio_walks_its_windows_like_transcribe(single_asr, speech):
+    """Audio longer than one window is walked window by window, seeking as `transcribe` does."""
+    gap = np.zeros(speech[0].sample_rate, dtype=np.float32)  # 1 s
+    long = Audio(np.concatenate([np.concatenate([a.samples, gap]) for a in speech]), speech[0].sample_rate)
+    assert long.duration_s > 32
+    want = single_asr._run(single_asr._prepare(long), True)
+    got = _sharing(single_asr, batch_size=2, workers=1).transcribe_batch([speech[0], long])[1]
+    assert got.to_json() == want.to_json()
+    assert wer(" ".join(SENTENCES), got.text) < 0.1 and got.words[-1][2] > 30
+
+
 def test_one_by_one_transcribes_known_sentences(alone):
     texts = [t.text for t in alone]
     corpus = _corpus_wer(texts)
