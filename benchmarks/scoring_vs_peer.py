@@ -1,10 +1,13 @@
 """`ivbench score --metrics asr_wer,dnsmos` against the way peers score the same replies.
 
 The peer way, implemented here: openai-whisper tiny.en in float32, one file at a time
-(`model.transcribe(audio)` with its defaults; audio read with librosa at 16 kHz, as there is
-no ffmpeg), Whisper's English normaliser and jiwer per file; DNSMOS by
-`speechmos.dnsmos.run` per file. Both use the same weights: the Whisper tiny.en bundled with
-ivbench (converted to openai-whisper's .pt layout) and speechmos' ONNX files.
+(`model.transcribe(audio)` with its defaults), Whisper's English normaliser and jiwer per
+file; DNSMOS by `speechmos.dnsmos.run` per file. Both use the same weights (the Whisper
+tiny.en bundled with ivbench, converted to openai-whisper's .pt layout, and speechmos' ONNX
+files) and the same 16 kHz samples (soundfile + soxr HQ, as ivbench reads them), so the
+differences are the scorers'. (librosa.load, the other usual reader, gives one sample more
+here and there, and that alone moves DNSMOS of a clip shorter than 9 s by up to 0.2: DNSMOS
+repeats a short clip to fill its 9 s window, so its length decides where the copies meet.)
 
 The corpus is built here with the bundled voices (Piper joe, Kokoro jf_alpha, eSpeak NG):
 replies of 5-20 s, each in three conditions (clean; white noise at 5 dB SNR; band-limited to
@@ -198,11 +201,17 @@ def _replies(run: Path) -> list[dict[str, Any]]:
                    for r in rows if r.get("reply_audio")), key=lambda r: r["id"])
 
 
+def _read_16k(path: str, soundfile: Any, soxr: Any) -> np.ndarray:
+    samples, rate = soundfile.read(path, dtype="float32")
+    return samples if rate == 16000 else soxr.resample(samples, rate, 16000, quality="HQ").astype(np.float32)
+
+
 def child_peer(run: Path, out: Path) -> None:
     """openai-whisper fp32 one file at a time + Whisper's normaliser + jiwer; speechmos per file."""
     t0 = time.perf_counter()
     import jiwer
-    import librosa
+    import soundfile
+    import soxr
     import whisper
     from speechmos import dnsmos
     from whisper.normalizers import EnglishTextNormalizer
@@ -213,7 +222,7 @@ def child_peer(run: Path, out: Path) -> None:
     normalise = EnglishTextNormalizer()
     t_loaded = time.perf_counter()
     replies = _replies(run)
-    audios = [librosa.load(r["wav"], sr=16000)[0] for r in replies]
+    audios = [_read_16k(r["wav"], soundfile, soxr) for r in replies]
     t_read = time.perf_counter()
     files = []
     for r, audio in zip(replies, audios):
@@ -285,7 +294,8 @@ def _child(kind: str, run: Path, work: Path, n: int, metrics: str = "") -> tuple
 def profile(run: Path, limit: int) -> list[str]:
     """Per-part times of ivbench's Whisper and DNSMOS and the peer's Whisper, on `limit` replies."""
     import ctranslate2
-    import librosa
+    import soundfile
+    import soxr
     import whisper
 
     from ivbench.asr import batched
@@ -293,7 +303,7 @@ def profile(run: Path, limit: int) -> list[str]:
     from ivbench.metrics.mos._dnsmos_engine import FastDNSMOS
 
     replies = _replies(run)[:limit]
-    audios = [librosa.load(r["wav"], sr=16000)[0] for r in replies]
+    audios = [_read_16k(r["wav"], soundfile, soxr) for r in replies]
     minutes = sum(len(a) for a in audios) / 16000 / 60
     parts: dict[str, float] = {}
 
