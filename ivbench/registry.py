@@ -289,6 +289,19 @@ def resolve(kind: str, ref: str) -> tuple[Entry, Callable[..., Any]]:
     return entry, load_target(entry.target, kind[:-1])
 
 
+def _option_hint(factory: Any, options: dict[str, Any]) -> str:
+    """Close spellings of unknown options, and the options the factory does take."""
+    params = [n for n, p in inspect.signature(factory).parameters.items()
+              if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in ("self", "variant")]
+    hints = []
+    for key in sorted(k for k in options if k not in params):
+        close = difflib.get_close_matches(key, params, n=1, cutoff=0.6)
+        if close:
+            hints.append(f" Did you mean {close[0]!r} (not {key!r})?")
+    takes = f" It takes: {', '.join(params)}." if params else " It takes no options."
+    return "." + "".join(hints) + takes
+
+
 def create(kind: str, spec: Spec) -> Any:
     """Build the plugin a spec names with the spec's keyword arguments."""
     ref, variant = split_variant(kind, spec.ref)
@@ -300,7 +313,8 @@ def create(kind: str, spec: Spec) -> Any:
     try:
         inspect.signature(factory).bind(**options)
     except TypeError as exc:
-        raise RegistryError(f"{kind[:-1]} {spec.ref!r} ({entry.origin}): bad options {options}: {exc}") from None
+        raise RegistryError(f"{kind[:-1]} {spec.ref!r} ({entry.origin}): bad options {options}: {exc}"
+                            f"{_option_hint(factory, options)}") from None
     except ValueError:  # no introspectable signature (a C callable): let the call decide
         pass
     try:

@@ -97,13 +97,18 @@ def test_list_shows_the_four_kinds_with_origins():
     assert result.exit_code == 0, result.output
     sections: dict[str, list[str]] = {}
     current = None
+    options: dict[str, list[str]] = {}  # metric -> its option lines, indented under it
     for line in result.output.splitlines():
         if line and not line.startswith(" "):
             current = line.rstrip(":")
             sections[current] = []
+        elif line.startswith("   ") and line.strip():
+            options.setdefault(sections[current][-1].split()[0], []).append(line.strip())
         elif line.strip():
             sections[current].append(line)
     assert list(sections) == ["tasks", "systems", "metrics", "voices"]
+    assert set(options) == {e.split()[0] for e in sections["metrics"]}  # every metric, and only metrics
+    assert options["latency"] == ["no options"] and "threshold=0.5" in options["first_speech"]
     entry = re.compile(r"\s+(\S+)\s+\[(built-in|package \S+|file .+|module .+)\].*")
     names: dict[str, dict[str, str]] = {}
     for kind, lines in sections.items():

@@ -141,3 +141,51 @@ def test_crossmodal_gap_for_a_system_run_in_two_modes(tmp_path):
     assert len(rows) == 1 and rows[0]["system"] == "two"
     assert float(rows[0]["s2t"]) == float(rows[0]["t2t"])  # Doubler answers the script either way
     assert rows[0]["s2s"] == "" and rows[0]["gap_s2t_minus_s2s"] == ""  # s2s not run: missing, not 0
+
+
+def test_a_metric_option_nobody_takes_stops_scoring_before_any_work(tmp_path):
+    """`asr_wer:backend=openai-whisper` used to run faster-whisper without a word."""
+    import pytest
+
+    from ivbench.errors import PluginError
+
+    run = _run(tmp_path)
+    for spec in ("asr_wer:backend=openai-whisper", "dnsmos:invented=1", "transcript:beam=5"):
+        with pytest.raises(PluginError):
+            score_run(run, ScoreConfig(metrics=[parse_spec(spec)], cache_dir=tmp_path / "c"), progress=False)
+        assert not (run / "scores.jsonl").exists()
+
+
+def test_transcripts_do_not_depend_on_which_replies_are_scored_together(tmp_path):
+    """What `ivbench score` after `ivbench eval` needs: a reply recomputed on its own (its
+    neighbours read from the cache) gets the transcript it got among them, so scores.jsonl
+    comes out byte for byte the same. (Packed windows failed this: a packed transcript
+    depends on the replies that shared its window.)"""
+    import sqlite3
+
+    from ivbench.cache import content_key
+    from ivbench.metrics.base import ScoreItem
+    from ivbench.scoring import plan_metrics
+
+    task_dir = tmp_path / "task"
+    task_dir.mkdir()
+    texts = ["Could you tell me how to get to the train station?", "My sister is coming to visit us next weekend.",
+             "Please remember to turn off the lights before you leave.", "She plays the piano every evening."]
+    (task_dir / "t.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "turns": [t]}) + "\n"
+                                              for i, t in enumerate(texts)))
+    run_eval(EvalConfig(task=parse_spec(str(task_dir / "t.jsonl")), modes=["t2s"], out=tmp_path / "run", warmup=0,
+                        systems=[SystemConfig(parse_spec("parrot"), "parrot")]), progress=False)
+    run = tmp_path / "run"
+    config = ScoreConfig(metrics=[parse_spec("asr_wer")], cache_dir=tmp_path / "c")
+    score_run(run, config, progress=False)
+    first = (run / "scores.jsonl").read_bytes()
+    # forget the transcripts of two replies: the next score computes those two alone
+    transcript = dict(plan_metrics([parse_spec("asr_wer")]))["transcript"]
+    from ivbench.store import RunStore
+
+    items = [ScoreItem(r, run) for r in RunStore(run).records()][:2]
+    keys = [content_key("metric", transcript.identity(), transcript.cache_inputs(i)) for i in items]
+    with sqlite3.connect(tmp_path / "c" / "scores.sqlite") as db:
+        assert sum(db.execute("DELETE FROM cache WHERE key = ?", (k,)).rowcount for k in keys) == 2
+    score_run(run, config, progress=False)
+    assert (run / "scores.jsonl").read_bytes() == first

@@ -149,7 +149,7 @@ def test_whisper_edges(asr):
 
 def test_normalize_and_wer():
     assert normalize_english("Hello, World!  It's  well-known.") == "hello world it is well known"
-    assert normalize_english("I don’t know") == "i do not know"
+    assert normalize_english("I don’t know") == "i don t know"  # Whisper's rules: ’ is a symbol
     assert wer("The cat sat on the mat.", "the cat sat on a mat") == pytest.approx(1 / 6)
     assert wer("", "") == 0.0 and wer("", "words") == 1.0 and wer("two words", "") == 1.0
     assert word_errors("a b c", "a x c d") == (2, 3)

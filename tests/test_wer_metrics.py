@@ -72,9 +72,12 @@ def test_deletion_and_insertion_ops():
 
 
 def test_whisper_normalisation_makes_spellings_agree(tmp_path):
-    r = _one(AsrWer(), _item(tmp_path, reply_text="It’s twenty-five dollars, isn't it?",
+    r = _one(AsrWer(), _item(tmp_path, reply_text="It's twenty-five dollars, isn't it?",
                              transcript="It is $25, is not it"))
     assert r.values["wer"] == 0.0 and r.values["cer"] == 0.0
+    # Whisper's rules, as peers apply them: a typographic apostrophe is a symbol ("it s")
+    r = _one(AsrWer(), _item(tmp_path, reply_text="It’s fine.", transcript="It's fine."))
+    assert r.details["ref"] == "it s fine" and r.details["hyp"] == "it is fine" and r.values["errors"] == 1
 
 
 def test_empty_sides_do_not_divide_by_zero(tmp_path):
@@ -82,11 +85,11 @@ def test_empty_sides_do_not_divide_by_zero(tmp_path):
     assert r.values == {"wer": 1.0, "cer": 1.0, "errors": 5.0, "ref_words": 5.0}
     assert r.details["alignment"] == [{"op": "delete", "ref": "i like green apples today".split(),
                                        "hyp": []}]
-    # a reply text with no words at all ("..."): 0 when nothing was heard either, else 1
-    r = _one(AsrWer(), _item(tmp_path, reply_text="...", transcript=""))
+    # a reply text with no words at all ("[laughs]"): 0 when nothing was heard either, else 1
+    r = _one(AsrWer(), _item(tmp_path, reply_text="[laughs]", transcript=""))
     assert r.status == "ok" and r.values == {"wer": 0.0, "cer": 0.0, "errors": 0.0, "ref_words": 0.0}
     assert "no words" in r.reason
-    r = _one(AsrWer(), _item(tmp_path, reply_text="...", transcript="Hello there"))
+    r = _one(AsrWer(), _item(tmp_path, reply_text="[laughs]", transcript="Hello there"))
     assert r.values == {"wer": 1.0, "cer": 1.0, "errors": 2.0, "ref_words": 0.0}
     assert r.details["alignment"] == [{"op": "insert", "ref": [], "hyp": ["hello", "there"]}]
 
@@ -180,6 +183,68 @@ def test_transcript_metrics_without_audio_need_no_model(tmp_path):
     assert reply.asr is None and user.asr is None  # nothing was loaded
     with pytest.raises(ValueError, match="backend"):
         ReplyTranscript(backend="nope")
+
+
+# -- options: checked, routed by name, listed ----------------------------------------------
+
+def _create(spec: str):
+    from ivbench import registry
+
+    return registry.create("metrics", registry.parse_spec(spec))
+
+
+def test_whisper_options_given_to_asr_wer_are_refused_with_the_right_spelling():
+    from ivbench.errors import PluginError
+
+    with pytest.raises(PluginError) as err:
+        _create("asr_wer:backend=openai-whisper")
+    assert "--metrics 'transcript:backend=openai-whisper;asr_wer'" in str(err.value)
+    with pytest.raises(PluginError) as err:
+        _create("ref_wer:model=small,language=null")
+    assert "'transcript:language=null,model=small;ref_wer'" in str(err.value)
+    with pytest.raises(PluginError, match="takes no options.*'backend'"):
+        _create("asr_wer:bakend=openai-whisper")  # a misspelling still points to the right place
+
+
+def test_unknown_metric_options_are_errors_with_suggestions():
+    from ivbench.errors import PluginError
+
+    with pytest.raises(PluginError, match="Did you mean 'beam_size'.*It takes: backend, model"):
+        _create("transcript:beam=5")
+    with pytest.raises(PluginError, match="Did you mean 'threads'"):
+        _create("dnsmos:treads=2")
+    with pytest.raises(PluginError, match="'latency' takes no options"):
+        _create("latency:invented=1")
+    with pytest.raises(PluginError, match="pack"):
+        _create("transcript:pack=sometimes")
+    assert _create("transcript:backend=openai-whisper").options["backend"] == "openai-whisper"
+
+
+def test_transcript_cache_key_holds_everything_that_determines_it(tmp_path):
+    item = _item(tmp_path)
+    (tmp_path / "audio/sys").mkdir(parents=True)
+    write_wav(tmp_path / "audio/sys/d0_0.wav", Audio(np.zeros(1600, np.float32), 16000))
+    plain, batched, packed = ReplyTranscript(), ReplyTranscript(batch_size=8), ReplyTranscript(pack=True)
+    assert plain.cache_inputs(item) == {"audio_sha256": item.reply_audio_sha256()}
+    # the batch size changes the speed only; packing makes a transcript depend on its
+    # neighbours, which no per-reply key can hold: packed transcripts are not cached
+    assert batched.options == plain.options and packed.options["pack"] is True
+    assert packed.cache_inputs(item) is None
+
+
+def test_list_metrics_shows_each_metrics_options():
+    from click.testing import CliRunner
+
+    from ivbench.cli import main
+
+    out = CliRunner().invoke(main, ["list", "metrics"]).output
+    lines = out.splitlines()
+    block = lines[next(i for i, line in enumerate(lines) if line.strip().startswith("transcript ")):]
+    assert any("backend=faster-whisper" in line and "openai-whisper" in line for line in block[:9])
+    assert any(line.strip().startswith("pack=false") for line in block[:9])
+    assert "dnsmos" in out and "threads=0" in out
+    asr_wer = lines[next(i for i, line in enumerate(lines) if line.strip().startswith("asr_wer ")) + 1]
+    assert "no options" in asr_wer and "transcript:backend=" in asr_wer
 
 
 def test_parrot_run_scored_by_transcript_then_asr_wer(tmp_path):

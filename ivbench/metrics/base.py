@@ -6,7 +6,10 @@ Each metric class declares, without importing anything heavy:
   transcript of the reply (and of the user turn), a judge;
 - `uses_gpu`: whether it wants a GPU when one is given;
 - `level`: "turn" (one result per record) or "dialogue" (one per dialogue);
-- `fields`: the numbers it reports, each with its direction and unit.
+- `fields`: the numbers it reports, each with its direction and unit;
+- its options: the keyword arguments of its constructor (a metric without a constructor of
+  its own takes none, and refuses any), each described in `option_help`; `metric_options()`
+  lists them for `ivbench list metrics`.
 
 A metric scores a batch of items and returns one `MetricResult` per item. A value that
 cannot be computed is None with a reason (`status` "missing", "not_applicable" or
@@ -14,6 +17,7 @@ cannot be computed is None with a reason (`status` "missing", "not_applicable" o
 """
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 from ..cache import sha256_file
+from ..errors import PluginError
 from ..types import Audio, FieldInfo, MetricResult, Status, TurnRecord
 
 
@@ -132,8 +137,14 @@ class Metric(ABC):
     fields: ClassVar[dict[str, FieldInfo]] = {}
     description: ClassVar[str] = ""
     headlines: ClassVar[tuple[Headline, ...]] = ()  # a suite's own summary figures (table.py)
+    option_help: ClassVar[dict[str, str]] = {}  # option -> what it does
 
     def __init__(self, **options: Any) -> None:
+        # A metric that declares no constructor has no options: one given to it would be
+        # ignored without a word, so it is refused (subclasses pass their bound options here).
+        if options and type(self).__init__ is Metric.__init__:
+            raise PluginError(f"metric {self.name!r} takes no options (got {', '.join(sorted(options))}); "
+                              "`ivbench list metrics` shows each metric's options")
         self.options = options
 
     def load(self, context: ScoringContext) -> None:
@@ -181,3 +192,17 @@ class Metric(ABC):
             return MetricResult.unavailable(self.fields, Status.NOT_APPLICABLE,
                                             "the task gives no reference answer for this turn")
         return None
+
+
+def metric_options(cls: type) -> list[tuple[str, Any, str]]:
+    """(name, default, what it does) of each option a metric class takes, in signature order;
+    a default of `inspect.Parameter.empty` means the option is required."""
+    if next((k for k in cls.__mro__ if "__init__" in vars(k)), None) is Metric:
+        return []
+    help_ = getattr(cls, "option_help", {}) or {}
+    out = []
+    for name, param in inspect.signature(cls).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        out.append((name, param.default, help_.get(name, "")))
+    return out

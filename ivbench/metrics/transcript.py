@@ -5,35 +5,64 @@ They report no numbers: the transcript is `details["text"]` (with `details["word
 metrics that need `Need.TRANSCRIPT` / `Need.USER_TRANSCRIPT` and copies the text into
 `item.transcript` / `item.user_transcript`.
 
-Options (all metrics that share them share one loaded model through `ScoringContext.shared`):
-`backend` ("faster-whisper" or "openai-whisper"), `model` (None: the bundled tiny.en),
-`compute_type` (None: int8 on the CPU, float16 on a GPU), `language` ("en"; None detects it,
-which makes audios go one by one on multilingual models), `beam_size` (1: greedy),
-`batch_size` (the most audios packed into one Whisper window; 1: one by one).
+Options (`OPTIONS` below; metrics with the same options share one loaded model through
+`ScoringContext.shared`). Each reply is decoded in Whisper windows of its own, so its
+transcript depends on its audio and these options alone, and is cached by them. `pack=true`
+is the opt-in exception (see ivbench.asr.whisper): packed transcripts depend on which replies
+shared a window, so they are not cached, and a warning says what packing costs.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar, Optional
 
 from ..types import Audio
 from .base import Metric, MetricResult, Need, ScoreItem, ScoringContext, Status
 
+log = logging.getLogger("ivbench")
+
+# Each option with what it does (`ivbench list metrics` and the README show them).
+OPTIONS = {
+    "backend": "faster-whisper (CTranslate2, default) or openai-whisper (the reference code)",
+    "model": "model name or path; default: the bundled Whisper tiny.en (offline, both backends)",
+    "compute_type": "CTranslate2 precision; default int8 on the CPU, float16 on a GPU "
+                    "(openai-whisper: float32, float16 on a GPU)",
+    "language": "spoken language (default en); null detects it per reply",
+    "beam_size": "1: greedy (default); more: beam search",
+    "batch_size": "replies decoded together, each in its own windows: speed only "
+                  "(default 1 on the CPU, 16 on a GPU)",
+    "workers": "batches decoded at the same time: speed only (default one per core on the CPU, 1 on a GPU)",
+    "pack": "true: several replies share one Whisper window (faster, but a reply's transcript then "
+            "depends on its neighbours; not cached)",
+}
+PACK_WARNING = ("{name}:pack=true shares Whisper windows between replies: each reply's transcript then "
+                "depends on which replies shared its window (measured on 188 replies: per-reply WER moved "
+                "by 3.6 points on average and up to 100 points, words given to the neighbouring reply; "
+                "benchmarks/scoring_vs_peer.py --pack). These transcripts are not cached.")
+
 
 class _WhisperTranscript(Metric):
     uses_gpu = True
     fields: ClassVar[dict] = {}
+    option_help: ClassVar[dict[str, str]] = OPTIONS
     _which: ClassVar[str] = ""  # "reply" or "user"
 
     def __init__(self, backend: str = "faster-whisper", model: Optional[str] = None,
                  compute_type: Optional[str] = None, language: Optional[str] = "en",
-                 beam_size: int = 1, batch_size: int = 8) -> None:
-        super().__init__(backend=backend, model=model, compute_type=compute_type,
-                         language=language, beam_size=beam_size, batch_size=batch_size)
-        from ..asr.whisper import BACKENDS
+                 beam_size: int = 1, batch_size: Optional[int] = None, pack: bool = False,
+                 workers: Optional[int] = None) -> None:
+        from ..asr.whisper import WhisperASR
 
-        if backend not in BACKENDS:  # fail at construction, before any scoring work
-            raise ValueError(f"{self.name}: unknown whisper backend {backend!r}: use one of "
-                             f"{', '.join(BACKENDS)}")
+        # batch_size and workers change the speed, not the transcripts: they stay out of the
+        # options that make the identity. Building a WhisperASR checks every option first.
+        super().__init__(backend=backend, model=model, compute_type=compute_type,
+                         language=language, beam_size=beam_size, pack=pack)
+        self.batch_size, self.workers = batch_size, workers
+        try:
+            WhisperASR(backend=backend, model=model, compute_type=compute_type, language=language,
+                       beam_size=beam_size, batch_size=batch_size, pack=pack, workers=workers)
+        except ValueError as exc:
+            raise ValueError(f"{self.name}: {exc}") from None
         self.asr: Any = None
 
     def load(self, context: ScoringContext) -> None:
@@ -41,15 +70,18 @@ class _WhisperTranscript(Metric):
 
         device = context.device or "cpu"
         o = self.options
-        key = ("whisper", o["backend"], o["model"], device, o["compute_type"], o["language"],
-               o["beam_size"], o["batch_size"])
+        key = "whisper " + repr((o["backend"], o["model"], device, o["compute_type"], o["language"],
+                                 o["beam_size"], self.batch_size, self.workers, o["pack"]))
         asr = context.shared.get(key)
         if asr is None:
             asr = WhisperASR(backend=o["backend"], model=o["model"], device=device,
                              compute_type=o["compute_type"], language=o["language"],
-                             beam_size=o["beam_size"], batch_size=o["batch_size"])
+                             beam_size=o["beam_size"], batch_size=self.batch_size, pack=o["pack"],
+                             workers=self.workers or WhisperASR.bulk_workers(device))
             asr.load()
             context.shared[key] = asr
+            if o["pack"]:
+                log.warning(PACK_WARNING.format(name=self.name))
         self.asr = asr
 
     def _ensure_loaded(self) -> None:
@@ -70,6 +102,8 @@ class _WhisperTranscript(Metric):
         raise NotImplementedError
 
     def cache_inputs(self, item: ScoreItem) -> Optional[dict[str, Any]]:
+        if self.options["pack"]:
+            return None  # a packed transcript depends on its window's other replies too
         sha = self._sha256(item)
         return None if sha is None else {"audio_sha256": sha}
 

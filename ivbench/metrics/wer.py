@@ -14,11 +14,18 @@ list of {"op": "equal" | "substitute" | "delete" | "insert", "ref": [...], "hyp"
 An empty normalised reference has no words to divide by: WER and CER are then 0 when the
 hypothesis is empty too and 1 otherwise (the convention of `ivbench.asr.wer`), with the
 reason given; its insertions still count in `errors` for corpus WER.
+
+Neither takes options. Whisper's options (backend, model, …) belong to the transcript metric
+whose transcripts they read; one given to asr_wer or ref_wer is refused with the spelling
+that gives it to the transcript metric.
 """
 from __future__ import annotations
 
 from typing import Any, Optional
 
+import difflib
+
+from ..errors import PluginError
 from ..types import Mode
 from .base import FieldInfo, Metric, MetricResult, Need, ScoreItem, Status
 
@@ -77,8 +84,33 @@ def compare(reference: str, hypothesis: str) -> MetricResult:
     return MetricResult(values, Status.OK.value, reason, details)
 
 
+def option_error(metric: str, options: dict[str, Any]) -> PluginError:
+    """The error for options given to a WER metric: Whisper's go to the transcript metric."""
+    from .transcript import OPTIONS as TRANSCRIPT_OPTIONS
+
+    whisper = {k: v for k, v in options.items() if k in TRANSCRIPT_OPTIONS}
+    if whisper:
+        given = ",".join(f"{k}={'null' if v is None else str(v).lower() if isinstance(v, bool) else v}"
+                         for k, v in sorted(whisper.items()))
+        return PluginError(
+            f"{metric} has no option {', '.join(repr(k) for k in sorted(whisper))}: Whisper's options belong to "
+            f"the transcript metric, whose transcripts {metric} reads. Give them to it: "
+            f"--metrics 'transcript:{given};{metric}' (separate metrics with ';' when options hold ',')")
+    unknown = sorted(options)
+    close = difflib.get_close_matches(unknown[0], list(TRANSCRIPT_OPTIONS), n=1, cutoff=0.6)
+    hint = f" Did you mean the transcript metric's {close[0]!r} (transcript:{close[0]}=…)?" if close else ""
+    return PluginError(f"{metric} takes no options (got {', '.join(repr(k) for k in unknown)}).{hint} "
+                       "`ivbench list metrics` shows each metric's options.")
+
+
 class _WerMetric(Metric):
     fields = WER_FIELDS
+    options_note = "Whisper's options go to the transcript metric it reads: --metrics 'transcript:backend=…;{name}'"
+
+    def __init__(self, **options: Any) -> None:
+        if options:
+            raise option_error(self.name, options)
+        super().__init__()
 
     def identity(self) -> dict[str, Any]:
         from ..asr.normalize import normalizer_identity

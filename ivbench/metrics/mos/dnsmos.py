@@ -7,10 +7,15 @@ Options:
   as it is (needs librosa).
 - `personalized`: the personalised DNSMOS model (speechmos' "dnsmos_personalized"), which
   does not penalise interfering talkers as noise.
-- `threads`: onnxruntime intra-op threads (0: its default, one per core).
+- `workers`: clips scored at the same time (0: one per core; backend "fast" only). A clip's
+  network runs are too small to keep every core busy alone; clips side by side do.
+- `threads`: onnxruntime intra-op threads per clip (0: the cores shared among the workers).
+
+`workers` and `threads` change the speed, never the numbers (tests/test_mos.py).
 """
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Optional
 
@@ -34,15 +39,28 @@ class DNSMOS(Metric):
         "p808": FieldInfo(True, "MOS 1-5", "P.808 overall quality (DNSMOS P.808 model)"),
     }
 
-    def __init__(self, backend: str = "fast", personalized: bool = False, threads: int = 0,
-                 **options: Any) -> None:
+    option_help = {
+        "backend": "fast (default: speechmos' numbers, the windows of a clip sharing their work) "
+                   "or speechmos (speechmos.dnsmos.run itself; needs librosa)",
+        "personalized": "true: the personalised DNSMOS model (interfering talkers are not noise)",
+        "workers": "clips scored at the same time; default 0: one per core (speed only)",
+        "threads": "onnxruntime threads per clip; default 0: the cores shared among the workers (speed only)",
+    }
+
+    def __init__(self, backend: str = "fast", personalized: bool = False, workers: int = 0,
+                 threads: int = 0) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"dnsmos backend {backend!r}: use one of {', '.join(BACKENDS)}")
-        # threads changes the speed, not the numbers: it stays out of the identity.
-        super().__init__(backend=backend, personalized=bool(personalized), **options)
+        for name, value in (("workers", workers), ("threads", threads)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"dnsmos {name}={value!r}: give an integer, 0 for the default")
+        # workers and threads change the speed, not the numbers: they stay out of the identity.
+        super().__init__(backend=backend, personalized=bool(personalized))
         self.backend = backend
         self.personalized = bool(personalized)
-        self.threads = int(threads)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.workers = 1 if backend == "speechmos" else (workers or cores)
+        self.threads = threads or max(1, cores // self.workers)
         self._engine: Any = None
         self._identity: Optional[dict[str, Any]] = None
         self._lock = threading.Lock()
@@ -87,4 +105,10 @@ class DNSMOS(Metric):
 
     def score(self, items: list[ScoreItem]) -> list[MetricResult]:
         self.load()
-        return score_each(items, self.fields, self._score_one)
+        if self.workers < 2 or len(items) < 2:
+            return score_each(items, self.fields, self._score_one)
+        from concurrent.futures import ThreadPoolExecutor
+
+        # The engine holds no per-clip state and onnxruntime sessions take concurrent runs.
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            return list(pool.map(lambda item: score_each([item], self.fields, self._score_one)[0], items))
