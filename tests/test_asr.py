@@ -279,6 +279,33 @@ def test_normaliser_is_openai_whispers_own():
     assert normalizer_identity()["normalizer"] == "openai-whisper:EnglishTextNormalizer"
 
 
+def test_the_normaliser_runs_without_torch_and_says_when_openai_whisper_is_missing(monkeypatch):
+    """`normalize_english` loads openai-whisper's normalisers alone (no torch import: scoring WER
+    stays light); without openai-whisper it is a MissingDependency naming what to install."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ivbench.asr.normalize import normalize_english as n; "
+            "assert n('Twenty-five dollars') == '$25', n('Twenty-five dollars'); "
+            "assert 'torch' not in sys.modules and 'whisper' not in sys.modules, 'imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    import importlib.util
+
+    from ivbench.asr import normalize
+    from ivbench.errors import MissingDependency
+
+    normalize._normalizers.cache_clear()
+    normalize._load.cache_clear()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    monkeypatch.delitem(sys.modules, "_ivbench_whisper_normalizers", raising=False)
+    with pytest.raises(MissingDependency, match="pip install --no-deps 'openai-whisper"):
+        normalize.normalize_english("hello")
+    monkeypatch.undo()
+    normalize._normalizers.cache_clear()
+    normalize._load.cache_clear()
+
+
 def test_whisper_english_normaliser():
     assert normalize_english("Hello, World!  It's  well-known.") == "hello world it is well known"
     # a typographic apostrophe is a symbol to Whisper's rules, as it is to every peer using them

@@ -5,9 +5,9 @@ LLaMA-Omni evaluation compute WER on: lower case, bracketed and parenthesised te
 fillers ("uh", "um") dropped, contractions expanded ("don't" -> "do not", "it's" -> "it is"),
 spelled numbers and currencies written as digits ("twenty-five dollars" -> "$25"), British
 spellings made American, punctuation removed. It is openai-whisper's own
-`EnglishTextNormalizer`, copied unchanged into `ivbench.asr.whisper_text` (importing
-openai-whisper would import torch), so a WER never depends on what else is installed and
-equals what a peer using openai-whisper computes. (The `whisper-normalizer` package, used
+`EnglishTextNormalizer`, run from the installed openai-whisper (its normalisers loaded alone,
+without the torch that `import whisper` would bring), so a WER equals what a peer using
+openai-whisper computes. (The `whisper-normalizer` package, used
 before, adds rules of its own: "cause" -> "because", "kinda", "sorta", "dunno".)
 `normalizer_identity()` names it, for cache keys and manifests.
 
@@ -18,21 +18,54 @@ to Whisper ("don’t" -> "don t", where "don't" -> "do not"), and a text of only
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable
+
+from ..errors import MissingDependency
+
+
+WHISPER_DIST = "openai-whisper"
+INSTALL = "pip install --no-deps 'openai-whisper>=20240930'"  # the normaliser needs regex and more-itertools only
+
+
+@lru_cache(maxsize=1)
+def _normalizers() -> Any:
+    """openai-whisper's `whisper.normalizers` package, from the installed distribution, loaded
+    under a private name: `import whisper.normalizers` would first run `whisper/__init__.py`,
+    which imports torch (seconds) for a text normaliser that needs none."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.find_spec("whisper")  # finds the package without running it
+    folder = Path(spec.submodule_search_locations[0]) / "normalizers" if spec and spec.submodule_search_locations else None
+    if folder is None or not (folder / "english.py").is_file():
+        raise MissingDependency(f"WER is computed on text normalised by openai-whisper's EnglishTextNormalizer, "
+                                f"and openai-whisper is not installed: {INSTALL}")
+    name = "_ivbench_whisper_normalizers"
+    if name not in sys.modules:
+        package = importlib.util.spec_from_file_location(name, folder / "__init__.py",
+                                                         submodule_search_locations=[str(folder)])
+        assert package is not None and package.loader is not None
+        module = importlib.util.module_from_spec(package)
+        sys.modules[name] = module
+        try:
+            package.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
 
 
 @lru_cache(maxsize=1)
 def _load() -> Callable[[str], str]:
-    from .whisper_text import EnglishTextNormalizer
-
-    return EnglishTextNormalizer()
+    return _normalizers().EnglishTextNormalizer()
 
 
 def normalizer_identity() -> dict[str, Any]:
     """Which normaliser (and version) WER is computed with."""
-    from .whisper_text import SOURCE
+    from ..provenance import package_version
 
-    return {"normalizer": "openai-whisper:EnglishTextNormalizer", "version": SOURCE}
+    return {"normalizer": "openai-whisper:EnglishTextNormalizer", "version": package_version(WHISPER_DIST)}
 
 
 def normalize_english(text: str) -> str:
