@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -242,11 +243,18 @@ def test_one_system_without_references(runs):
 
 def test_one_report_over_several_runs(runs, workdir):
     paths = [runs(name) for name in ("vicuna", "all-failed", "single")]
+    # The same run copied under another name: its one system is in two runs.
+    again = workdir / "single-again"
+    if not again.exists():
+        shutil.copytree(paths[2], again)
+    paths.append(again)
     for fmt in ("html", "md", "csv"):
         out = workdir / f"all.{fmt}"
         ok(ivbench("report", *map(str, paths), "-o", str(out), "--format", fmt, cwd=workdir))
         assert out.stat().st_size > 0
     html = (workdir / "all.html").read_text(encoding="utf-8")
-    # parrot ran in two of them: each is told apart by its run's name.
-    assert "parrot [vicuna]" in html and "parrot [single]" in html
+    # parrot ran in two of them: each is told apart by its run's name; a system
+    # in one run only keeps its own name.
+    assert "parrot [single]" in html and "parrot [single-again]" in html
+    assert "parrot@t2s" in html and "parrot@t2s [" not in html
     assert "broken" in html

@@ -101,12 +101,13 @@ def test_dnsmos_scores_clean_speech_above_noisy(run_dir):
     assert metric.cache_inputs(item(run_dir, "clean")) == {"audio": item(run_dir, "clean").reply_audio_sha256()}
     ident = metric.identity()
     assert ident["speechmos"] and len(ident["models"]) == 2
-    # clips scored side by side, each on one thread: the same numbers, the same identity
+    # clips scored side by side, each on one thread: the same numbers, the same identity.
+    # onnxruntime sums in another order on another thread count: equal to float32's precision.
     one = DNSMOS(workers=1, threads=2)
     side_by_side = DNSMOS(workers=2, threads=1).score([item(run_dir, "clean"), item(run_dir, "noisy")])
-    assert [r.values for r in side_by_side] == [r.values for r in one.score([item(run_dir, "clean"),
-                                                                              item(run_dir, "noisy")])]
-    assert [r.values for r in side_by_side] == [clean.values, noisy.values]
+    alone = one.score([item(run_dir, "clean"), item(run_dir, "noisy")])
+    for a, b, c in zip(side_by_side, alone, [clean, noisy]):
+        assert a.values == pytest.approx(b.values, rel=1e-6) == c.values
     assert one.identity() == ident
 
 

@@ -359,10 +359,13 @@ class UroBench(SuiteMetric):
             return MetricResult({"score": None, "wer": None}, Status.MISSING.value,
                                 "Repeat-zh's CER needs cn2an and zhon (URO-Bench's Chinese normaliser); not in ivbench")
         import jiwer
-        from whisper_normalizer.english import EnglishTextNormalizer
+
+        from ..asr.normalize import normalize_english
 
         turn = item.turns[0]
-        normalise = EnglishTextNormalizer()
+        # URO-Bench normalises with its copy of openai-whisper's English normaliser (its
+        # `normalizers` folder): the one ivbench's WER uses.
+        normalise = normalize_english
         # mark_wer.py's eval_repeat: wer_en(answer, reference), the reply in the reference's place.
         answer = normalise((answer_of(turn) or "").strip().lower())
         target = normalise((turn.record.reference or "").strip().lower())
