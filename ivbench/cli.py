@@ -160,8 +160,10 @@ def _score_and_print(run_dir: Path, config: Any, progress: bool) -> None:
     from .provenance import resolve_device
     from .scoring import ScoreConfig, score_run
 
-    score = ScoreConfig(metrics=config.metrics, judge=config.judge, device=resolve_device(config.device),
-                        cache_dir=config.cache_dir, use_cache=config.use_cache)
+    # On Ray workers "auto" is decided by the cluster: the driver of a GPU cluster may have no GPU.
+    device = config.device if config.uses_ray else resolve_device(config.device)
+    score = ScoreConfig(metrics=config.metrics, judge=config.judge, device=device, cache_dir=config.cache_dir,
+                        use_cache=config.use_cache, workers=config.workers, ray_address=config.ray_address)
     outcome = score_run(run_dir, score, progress=progress)
     print_leaderboard(run_dir)
     if score.judge is None and any(m.name.startswith("judge") for m in outcome.metrics.values()):
