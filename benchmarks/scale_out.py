@@ -71,6 +71,40 @@ def _score(run: Path, tmp: Path, workers: Optional[int]) -> tuple[float, bytes]:
     return time.perf_counter() - start, (copy / "scores.jsonl").read_bytes()
 
 
+def _driver_ceiling(tmp: Path, turns: int = 200) -> tuple[float, float]:
+    """What the single writer costs per turn (reply WAV of 8 s at 24 kHz, user WAV of 3 s at
+    16 kHz, the record appended and fsynced) and per cache entry (one SQLite commit each), ms."""
+    import numpy as np
+
+    from ivbench.audio import write_wav
+    from ivbench.cache import SqliteCache
+    from ivbench.store import RunStore
+    from ivbench.types import Audio, TurnRecord
+
+    store = RunStore(tmp / "ceiling")
+    store.write_manifest({"config": {}})
+    reply = Audio((0.1 * np.random.default_rng(0).standard_normal(8 * 24000)).astype(np.float32), 24000)
+    user = Audio((0.1 * np.random.default_rng(1).standard_normal(3 * 16000)).astype(np.float32), 16000)
+    start = time.perf_counter()
+    for i in range(turns):
+        write_wav(store.audio_path("user", f"d{i}", 0), user)
+        write_wav(store.audio_path("s", f"d{i}", 0), reply)
+        store.append(TurnRecord(system="s", task="t", dialogue_id=f"d{i}", turn_index=0, n_turns=1, mode="s2s",
+                                attempt=1, status="ok", user_text="hello " * 20, user_audio="a", reference=None,
+                                reply_text="reply " * 60, reply_audio="b", reply_sample_rate=24000,
+                                reply_duration_s=8.0, first_audio_ms=1.0, first_text_ms=1.0, end_ms=1.0, rtf=0.1,
+                                events=[["audio", 1.0, 480]] * 40, stages={}))
+    per_turn = (time.perf_counter() - start) / turns * 1000
+    cache = SqliteCache(tmp / "ceiling.sqlite")
+    blob = b"x" * 400  # a score row's size
+    start = time.perf_counter()
+    for i in range(turns):
+        cache.put(f"key{i}", blob)
+    per_put = (time.perf_counter() - start) / turns * 1000
+    cache.close()
+    return per_turn, per_put
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dialogues", type=int, default=10)
@@ -120,6 +154,9 @@ def main() -> None:
                 same = "identical" if scores == local_bytes else "DIFFERENT"
                 print(f"{workers:>7} {seconds:>7.1f} {minutes / seconds * 60:>13.2f} {base_s / seconds:>7.2f}× "
                       f"{same:>14}")
+        per_turn, per_put = _driver_ceiling(tmp)
+        print(f"\nthe driver, the single writer: {per_turn:.2f} ms per turn written (two WAVs, one fsynced record), "
+              f"{per_put:.2f} ms per cache entry (one SQLite commit each)")
     ray.shutdown()
     print(f"\nafter: {_uptime()}")
 

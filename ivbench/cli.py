@@ -213,17 +213,31 @@ def eval_command(ctx: click.Context, config_file: Optional[Path], no_progress: b
         from .judge.client import preflight
 
         preflight(config.judge)  # a missing key or an unserved model fails now, not after generating
-    result = run_eval(config, progress=not no_progress, argv=sys.argv)
-    if no_score:
-        print_leaderboard(result.run_dir)
-    else:
-        _score_and_print(result.run_dir, config, not no_progress)
+    with _ray_cluster(config):  # one Ray cluster for generating and scoring, when workers are asked for
+        result = run_eval(config, progress=not no_progress, argv=sys.argv)
+        if no_score:
+            print_leaderboard(result.run_dir)
+        else:
+            _score_and_print(result.run_dir, config, not no_progress)
     failed = sum(1 for r in result.records if not r.ok)
     click.echo(f"\nrun directory: {result.run_dir}")
     _eval_report(result.run_dir, config.cache_dir, config.use_cache)
     if failed:
         click.echo(f"{failed} turns failed; `ivbench show {result.run_dir}` lists their errors, and the same "
                    "command with --retry-failed redoes their dialogues")
+
+
+def _ray_cluster(config: Any) -> Any:
+    """The Ray cluster of `--workers` / `--ray-address` (started or joined once for the command),
+    or nothing."""
+    import contextlib
+
+    if not config.uses_ray:
+        return contextlib.nullcontext()
+    from .workers.ray_backend import Cluster, require_ray
+
+    require_ray("--workers" if config.workers is not None else "--ray-address")
+    return Cluster(config.workers, config.ray_address, lambda line: click.echo(line, err=True))
 
 
 def _eval_report(run_dir: Path, cache_dir: Optional[Path], use_cache: bool) -> None:

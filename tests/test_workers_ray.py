@@ -215,3 +215,23 @@ def test_a_system_that_crashes_on_a_worker_fails_its_dialogue_only(cluster, here
     assert turns[("d1", 1)]["error"]["message"].startswith(
         "the worker process running the system was killed by SIGSEGV during turn 1 of dialogue 'd1'")
     assert [k for k, r in turns.items() if r["status"] != "ok"] == [("d1", 1)]
+
+
+def test_a_lost_scoring_worker_leaves_its_batches_to_the_others(cluster, here):
+    from ivbench.scoring import BATCH_SIZE, _items
+    from ivbench.store import RunStore
+    from ivbench.workers.scoring import ScoringWorkers
+
+    task = write_task(here / "task", [["a"]] * (2 * BATCH_SIZE + 3))
+    result = _eval("--task", str(task), "--system", f"{SCRIPTED}:modes=t2s", "--out", "run", "--no-score")
+    assert result.exit_code == 0, result.output
+    items = _items(RunStore(here / "run").records(), here / "run")
+    batches = [items[i:i + BATCH_SIZE] for i in range(0, len(items), BATCH_SIZE)]
+    said: list[str] = []
+    with ScoringWorkers(2, None, "cpu", here / "run", said.append) as workers:
+        ray.kill(workers.actors[0])
+        answers = dict(workers.score("latency", parse_spec("latency"), batches))
+    assert said == ["scoring worker s1 was lost; its batches go to the others"]
+    assert sorted(answers) == [0, 1, 2]
+    assert [len(answers[i]["results"]) for i in range(3)] == [BATCH_SIZE, BATCH_SIZE, 3]
+    assert all(r.status == "ok" for answer in answers.values() for r in answer["results"])

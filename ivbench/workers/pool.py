@@ -144,6 +144,9 @@ class Pool:
         except KeyboardInterrupt:
             self._interrupt(sink)
             raise
+        except BaseException:  # a bug, here or relayed from a slot: leave no worker running
+            self._stop_all()
+            raise
         if outstanding:
             raise WorkersLost(f"every worker was lost with {len(outstanding)} dialogues left to run; what was "
                               "finished is saved and the same command resumes the rest")
@@ -188,6 +191,12 @@ class Pool:
                 return
             sink.not_run(job, error)
             outstanding.discard(job.key)
+
+    def _stop_all(self) -> None:
+        with self._handles_lock:
+            handles = list(self.handles.values())
+        for handle in handles:
+            handle.kill()
 
     def _interrupt(self, sink: Sink) -> None:
         """Ctrl-C: pass it on to every worker, give them the grace a system gets in-process, keep

@@ -11,9 +11,9 @@ models, same device type).
 Actors ask for a GPU when the scoring device is CUDA, and one CPU, to which each is pinned (the
 actors of a node get its cores in turn), so a metric that sizes its thread pool by the cores it
 may use runs one thread per worker: N workers use N cores. A local score (no workers) uses
-every core of its machine in one process. An actor that sees the run directory (same machine, or a shared file system) reads its audio there;
-one that does not gets the batch's audio files from the driver. A lost actor's batches go to the
-others. The judge's metrics stay in the driver: their work is HTTP requests that its client
+every core of its machine in one process. An actor that sees the run directory (same machine,
+or a shared file system) reads its audio there; one that does not gets the batch's audio files
+from the driver. A lost actor's batches go to the others. The judge's metrics stay in the driver: their work is HTTP requests that its client
 already keeps `concurrency` at a time, against the endpoint's rate limit, with its request cache
 and usage accounting in one place.
 """
@@ -198,7 +198,8 @@ class ScoringWorkers:
         import ray
 
         for actor in self.actors:
-            ray.kill(actor)
+            if actor is not None:  # None: lost already
+                ray.kill(actor)
         self.cluster.__exit__(*exc)
 
     def prepare(self, label: str, spec: Spec) -> dict[str, Any]:
