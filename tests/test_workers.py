@@ -268,3 +268,12 @@ def test_workers_without_ray_names_the_extra(here, monkeypatch):
         assert_user_error(result, f"{flags[0]} runs workers on Ray, which is not installed: "
                                   "pip install 'ivbench[ray]'")
     assert not (here / "runs").exists()
+
+
+def test_a_ray_cluster_that_is_not_there_is_a_user_error(here):
+    pytest.importorskip("ray")
+    task = write_task(here / "task", [["a"]])
+    result = CliRunner().invoke(main, ["eval", "--task", str(task), "--system", SCRIPTED, "--ray-address",
+                                       "127.0.0.1:1", "--out", "run"])
+    assert_user_error(result, "--ray-address 127.0.0.1:1: no Ray head answers there", "ray start --head")
+    assert not (here / "run").exists()

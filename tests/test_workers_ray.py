@@ -235,3 +235,4 @@ def test_a_lost_scoring_worker_leaves_its_batches_to_the_others(cluster, here):
     assert sorted(answers) == [0, 1, 2]
     assert [len(answers[i]["results"]) for i in range(3)] == [BATCH_SIZE, BATCH_SIZE, 3]
     assert all(r.status == "ok" for answer in answers.values() for r in answer["results"])
+

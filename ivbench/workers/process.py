@@ -159,7 +159,7 @@ class ProcessWorker:
             self._send(Close())
             self._next(None)
         except ChannelClosed:
-            error = self.death("while building the system")
+            error = self.death(f"while building the system (is ivbench installed for {self.python or sys.executable}?)")
             return Probed(error_type="PluginError", message=error["message"])
         finally:
             self.wait(CLOSE_GRACE_S)

@@ -22,7 +22,7 @@ import uuid
 from typing import Any, Callable, Optional
 
 from ..config import ConfigError, SystemConfig
-from ..errors import MissingDependency
+from ..errors import EndpointError, MissingDependency
 from .pool import WorkerHandle, WorkerLost
 from .process import ProcessWorker, WorkerBug
 from .protocol import Crashed, DialogueJob, JobDone, Loaded, Start
@@ -184,6 +184,21 @@ class RayWorker:
         ray.kill(self.actor)
 
 
+def _reachable(address: str) -> None:
+    """A head's host:port that refuses connections fails now, not after Ray's minutes of retries."""
+    import socket
+
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=10):
+            pass
+    except (OSError, ValueError) as exc:
+        raise EndpointError(f"--ray-address {address}: no Ray head answers there ({exc}); start one with "
+                            "`ray start --head`, or give its address") from None
+
+
 class Cluster:
     """The run's Ray cluster: started in this process for `--workers N` (N actors on this
     machine), or joined (`--ray-address`); shut down at the end only if started here."""
@@ -202,7 +217,12 @@ class Cluster:
             common: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING,
                                           log_to_driver=True)
             if self.address is not None:
-                ray.init(address=self.address, **common)
+                _reachable(self.address)
+                try:
+                    ray.init(address=self.address, **common)
+                except ConnectionError as exc:  # no cluster there: the user's to fix
+                    raise EndpointError(f"--ray-address {self.address}: {exc}".splitlines()[0]
+                                        + "; start one with `ray start --head`, or give its address") from None
             else:
                 # Enough CPUs for N one-CPU actors even on a small machine: they run, and the
                 # manifest says that they shared its CPUs (contention).
