@@ -31,10 +31,10 @@ from ivbench.config import EvalConfig, system_config
 from ivbench.registry import parse_spec
 from ivbench.runner import run_eval
 
-# Each set scored locally, on 1 and on 2 workers. onnxruntime pins one thread per core of the machine
-# to each core by default, whatever cores its process was given, so two DNSMOS workers with the
-# default `threads=0` run four spinning threads on two cores; `threads=1` (speed only, not part of
-# the identity) holds DNSMOS to the one core its worker was given.
+# Each set scored locally, on 1 and on 2 workers. onnxruntime left to its default pins one thread per
+# core of the machine, whatever cores its process was given; DNSMOS sizes its threads by the cores
+# its process may use (threads=0), and `threads=1` (speed only, not part of the identity) checks
+# that nothing else in it oversubscribes a worker's core.
 SCORING_SETS = (("asr_wer,dnsmos", "defaults"), ("asr_wer,dnsmos:threads=1", "DNSMOS on one thread per process"))
 
 
