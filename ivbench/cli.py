@@ -361,6 +361,7 @@ def show_command(run_dir: Path, as_json: bool) -> None:
     click.echo(f"voice:    {config.get('voice')}   seed: {config.get('seed')}   device: {hw.get('device')}")
     click.echo(f"hardware: {hw.get('cpu')} × {hw.get('cpu_count')}, {hw.get('memory_gib')} GiB"
                + "".join(f"; GPU {g['name']} (driver {g['driver']})" for g in hw.get("gpus", [])))
+    _show_workers(manifest)
     total = task.get("n_dialogues") or 0
     done = store.completed_dialogues()
     systems_done: dict[str, int] = {}
@@ -380,6 +381,19 @@ def show_command(run_dir: Path, as_json: bool) -> None:
                        f"{r.error.get('type') if r.error else ''}: {(r.error or {}).get('message', '')[:160]}")
         if len(failures) > 20:
             click.echo(f"  … and {len(failures) - 20} more")
+
+
+def _show_workers(manifest: dict[str, Any]) -> None:
+    """Where the last session ran its systems, and whether its latency was measured under contention."""
+    sessions = [s for s in manifest.get("sessions") or [] if isinstance(s, dict)]
+    last = sessions[-1] if sessions else {}
+    workers = last.get("workers") or {}
+    if not workers:
+        return
+    hosts = sorted({str(w.get("host", "?")) for w in workers.values() if isinstance(w, dict)})
+    click.echo(f"workers:  {len(workers)} ({', '.join(sorted(workers))}) on {', '.join(hosts)}")
+    for label, notes in (last.get("contention") or {}).items():
+        click.echo(f"          latency of {label} was measured under contention: {'; '.join(map(str, notes))}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -100,6 +100,8 @@ def test_two_workers_give_the_records_of_one(cluster, here):
                                             f"{os.cpu_count()} CPU cores of {two['workers']['w1']['host']}"]}
     assert "contention" not in _session(here / "w1")
     assert "measured under contention" in (here / "w2" / "report.html").read_text()
+    shown = CliRunner().invoke(main, ["show", "w2"])
+    assert "workers:  2 (w1, w2)" in shown.output and "latency of parrot was measured under contention" in shown.output
 
     # Scoring the run on 2 workers writes the very bytes of a local score; the driver alone wrote
     # the cache, and a local score from that cache gives the same bytes again.

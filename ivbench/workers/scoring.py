@@ -13,9 +13,9 @@ actors of a node get its cores in turn), so a metric that sizes its thread pool 
 may use runs one thread per worker: N workers use N cores. A local score (no workers) uses
 every core of its machine in one process. An actor that sees the run directory (same machine,
 or a shared file system) reads its audio there; one that does not gets the batch's audio files
-from the driver. A lost actor's batches go to the others. The judge's metrics stay in the driver: their work is HTTP requests that its client
-already keeps `concurrency` at a time, against the endpoint's rate limit, with its request cache
-and usage accounting in one place.
+from the driver. A lost actor's batches go to the others. The judge's metrics stay in the
+driver: their work is HTTP requests that its client already keeps `concurrency` at a time,
+against the endpoint's rate limit, with its request cache and usage accounting in one place.
 """
 from __future__ import annotations
 
