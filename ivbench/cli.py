@@ -160,8 +160,10 @@ def _score_and_print(run_dir: Path, config: Any, progress: bool) -> None:
     from .provenance import resolve_device
     from .scoring import ScoreConfig, score_run
 
-    score = ScoreConfig(metrics=config.metrics, judge=config.judge, device=resolve_device(config.device),
-                        cache_dir=config.cache_dir, use_cache=config.use_cache)
+    # On Ray workers "auto" is decided by the cluster: the driver of a GPU cluster may have no GPU.
+    device = config.device if config.uses_ray else resolve_device(config.device)
+    score = ScoreConfig(metrics=config.metrics, judge=config.judge, device=device, cache_dir=config.cache_dir,
+                        use_cache=config.use_cache, workers=config.workers, ray_address=config.ray_address)
     outcome = score_run(run_dir, score, progress=progress)
     print_leaderboard(run_dir)
     if score.judge is None and any(m.name.startswith("judge") for m in outcome.metrics.values()):
@@ -211,17 +213,31 @@ def eval_command(ctx: click.Context, config_file: Optional[Path], no_progress: b
         from .judge.client import preflight
 
         preflight(config.judge)  # a missing key or an unserved model fails now, not after generating
-    result = run_eval(config, progress=not no_progress, argv=sys.argv)
-    if no_score:
-        print_leaderboard(result.run_dir)
-    else:
-        _score_and_print(result.run_dir, config, not no_progress)
+    with _ray_cluster(config):  # one Ray cluster for generating and scoring, when workers are asked for
+        result = run_eval(config, progress=not no_progress, argv=sys.argv)
+        if no_score:
+            print_leaderboard(result.run_dir)
+        else:
+            _score_and_print(result.run_dir, config, not no_progress)
     failed = sum(1 for r in result.records if not r.ok)
     click.echo(f"\nrun directory: {result.run_dir}")
     _eval_report(result.run_dir, config.cache_dir, config.use_cache)
     if failed:
         click.echo(f"{failed} turns failed; `ivbench show {result.run_dir}` lists their errors, and the same "
                    "command with --retry-failed redoes their dialogues")
+
+
+def _ray_cluster(config: Any) -> Any:
+    """The Ray cluster of `--workers` / `--ray-address` (started or joined once for the command),
+    or nothing."""
+    import contextlib
+
+    if not config.uses_ray:
+        return contextlib.nullcontext()
+    from .workers.ray_backend import Cluster, require_ray
+
+    require_ray("--workers" if config.workers is not None else "--ray-address")
+    return Cluster(config.workers, config.ray_address, lambda line: click.echo(line, err=True))
 
 
 def _eval_report(run_dir: Path, cache_dir: Optional[Path], use_cache: bool) -> None:
@@ -345,6 +361,7 @@ def show_command(run_dir: Path, as_json: bool) -> None:
     click.echo(f"voice:    {config.get('voice')}   seed: {config.get('seed')}   device: {hw.get('device')}")
     click.echo(f"hardware: {hw.get('cpu')} × {hw.get('cpu_count')}, {hw.get('memory_gib')} GiB"
                + "".join(f"; GPU {g['name']} (driver {g['driver']})" for g in hw.get("gpus", [])))
+    _show_workers(manifest)
     total = task.get("n_dialogues") or 0
     done = store.completed_dialogues()
     systems_done: dict[str, int] = {}
@@ -364,6 +381,19 @@ def show_command(run_dir: Path, as_json: bool) -> None:
                        f"{r.error.get('type') if r.error else ''}: {(r.error or {}).get('message', '')[:160]}")
         if len(failures) > 20:
             click.echo(f"  … and {len(failures) - 20} more")
+
+
+def _show_workers(manifest: dict[str, Any]) -> None:
+    """Where the last session ran its systems, and whether its latency was measured under contention."""
+    sessions = [s for s in manifest.get("sessions") or [] if isinstance(s, dict)]
+    last = sessions[-1] if sessions else {}
+    workers = last.get("workers") or {}
+    if not workers:
+        return
+    hosts = sorted({str(w.get("host", "?")) for w in workers.values() if isinstance(w, dict)})
+    click.echo(f"workers:  {len(workers)} ({', '.join(sorted(workers))}) on {', '.join(hosts)}")
+    for label, notes in (last.get("contention") or {}).items():
+        click.echo(f"          latency of {label} was measured under contention: {'; '.join(map(str, notes))}")
 
 
 if __name__ == "__main__":  # pragma: no cover

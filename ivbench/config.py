@@ -11,6 +11,7 @@ same settings as the flags, and flags given on the command line win:
     systems:
       - parrot
       - {name: ./my_system.py:MySystem, label: mine, speed: 2}
+      - {name: moshi_ivbench:Moshi, python: /envs/moshi/bin/python, resources: {num_gpus: 1}}
     voice: piper:joe                    # speaks the user turns
     mode: [s2s]                         # optional; default: each system's first mode; all: every mode
     out: runs/x
@@ -21,6 +22,8 @@ same settings as the flags, and flags given on the command line win:
     seed: 0
     metrics: [latency, asr_wer, {name: judge, prompt: content-style}]   # what `eval` scores
     judge: {model: gpt-4o, base_url: null, n: 1, temperature: 0}     # key from the environment
+    workers: 4                          # Ray workers (default: one worker process, no Ray)
+    ray_address: auto                   # join a running Ray cluster instead of starting one
 """
 from __future__ import annotations
 
@@ -149,10 +152,44 @@ def read_plugin(value: Any, where: Place) -> Spec:
 class SystemConfig:
     spec: Spec
     label: str
+    # The interpreter its worker runs (ivbench installed there), so systems whose dependencies
+    # conflict are compared in one run; None: ivbench's own (docs/architecture.md, "Workers").
+    python: Optional[str] = None
+    # What each of its Ray actors asks the cluster for (num_cpus, num_gpus, memory, custom
+    # resources); None: one GPU on CUDA, one CPU otherwise.
+    resources: Optional[dict[str, float]] = None
+
+
+def _at(where: Union[str, Place], key: str) -> str:
+    return str(where.at(key)) if isinstance(where, (Where, Flag)) else f"{where}: '{key}'"
+
+
+def _read_python(value: Any, where: Union[str, Place]) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise ConfigError(f"{_at(where, 'python')}: the interpreter the system's worker runs "
+                          f"(e.g. /envs/moshi/bin/python, with ivbench installed there): expected a path, {got(value)}")
+    return value
+
+
+def _read_resources(value: Any, where: Union[str, Place]) -> Optional[dict[str, float]]:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{_at(where, 'resources')}: what each Ray worker of the system needs, e.g. "
+                          f"{{num_gpus: 1, num_cpus: 4}}: expected a mapping, {got(value)}")
+    for key, amount in value.items():
+        ok = isinstance(amount, (int, float)) and not isinstance(amount, bool) and amount >= 0
+        if not isinstance(key, str) or not ok:
+            raise ConfigError(f"{_at(where, 'resources')}: {key!r}: expected a resource name and a number >= 0, "
+                              f"{got(amount)}")
+    return {key: float(amount) for key, amount in value.items()}
 
 
 def system_config(value: Union[str, dict[str, Any]], where: Union[str, Place] = "systems") -> SystemConfig:
-    """A system entry: `name:key=value,…`, or a mapping with `name`, an optional `label` and options."""
+    """A system entry: `name:key=value,…`, or a mapping with `name`, an optional `label`, optional
+    `python` and `resources` (its workers'), and options."""
     if isinstance(value, str):
         spec = _parse(value, where)
         return SystemConfig(spec, spec.label)
@@ -164,10 +201,11 @@ def system_config(value: Union[str, dict[str, Any]], where: Union[str, Place] = 
                               + (f", {got(ref)}" if ref is not None else ""))
         label = options.pop("label", None)
         if label is not None and (not isinstance(label, str) or not label.strip()):
-            at = where.at("label") if isinstance(where, (Where, Flag)) else f"{where}: 'label'"
-            raise ConfigError(f"{at}: the system's name in the run: expected a string, {got(label)}")
+            raise ConfigError(f"{_at(where, 'label')}: the system's name in the run: expected a string, {got(label)}")
+        python = _read_python(options.pop("python", None), where)
+        resources = _read_resources(options.pop("resources", None), where)
         spec = _parse(ref, where, options)
-        return SystemConfig(spec, label if label is not None else spec.label)
+        return SystemConfig(spec, label if label is not None else spec.label, python, resources)
     raise ConfigError(f"{where}: a system is a name or a mapping with 'name', {got(value)}")
 
 
@@ -251,6 +289,15 @@ def read_judge(value: Any, where: Place) -> Optional["JudgeSettings"]:
         raise where.error(ConfigError, str(exc)) from None
 
 
+def read_ray_address(value: Any, where: Place) -> Optional[str]:
+    """`auto` (the cluster this machine belongs to), `ray://host:port` or a head's `host:port`."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or "\x00" in value or not (value == "auto" or ":" in value):
+        raise where.error(ConfigError, f"expected auto, ray://host:port or host:port, {got(value)}")
+    return value
+
+
 def _labels(systems: list[SystemConfig]) -> list[str]:
     return [s.label for s in systems]
 
@@ -306,6 +353,19 @@ class EvalConfig:
     judge: Optional["JudgeSettings"] = option(None, read=read_judge, score=True,
                                               show=lambda j: None if j is None else j.to_json(),
                                               help="The LLM judge (see JudgeSettings).")
+    # Where systems (and metrics) run (docs/architecture.md, "Workers"). Not part of the identity:
+    # a run made with 4 workers resumes with 1, and the other way round.
+    workers: Optional[int] = option(
+        None, flag="--workers", read=read_int(1), score=True, click={"type": ("int", 1)},
+        help="Run on N Ray workers: N actors of a local Ray cluster started for the run, or of --ray-address's "
+             "cluster (needs pip install 'ivbench[ray]'). Default: one worker process on this machine, no Ray.")
+    ray_address: Optional[str] = option(
+        None, flag="--ray-address", read=read_ray_address, score=True, click={"metavar": "ADDRESS"},
+        help="Join an existing Ray cluster (auto, or ray://host:port). Without --workers: one worker per GPU for a "
+             "system on CUDA, one per node otherwise.")
+    in_process: bool = option(False, flag="--in-process", read=read_bool, click={"is_flag": True},
+                              help="Run systems inside ivbench's own process, as a debugger sees them (default: each "
+                                   "system runs in a worker process, so a crashing system fails only its dialogue).")
     fresh: bool = option(False, flag="--fresh", read=read_bool, yaml=False, click={"is_flag": True},
                          help="Discard an existing run in --out instead of resuming it.")
     retry_failed: bool = option(False, flag="--retry-failed", read=read_bool, yaml=False, click={"is_flag": True},
@@ -313,6 +373,13 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         check_labels(self.systems, self.modes)
+        if self.in_process and (self.workers is not None or self.ray_address is not None):
+            raise ConfigError("--in-process runs systems in ivbench's own process; it cannot be combined with "
+                              "--workers or --ray-address (Ray workers)")
+
+    @property
+    def uses_ray(self) -> bool:
+        return self.workers is not None or self.ray_address is not None
 
     def identity(self) -> dict[str, Any]:
         """What the run measures; a resumed run must agree on all of it."""

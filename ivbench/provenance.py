@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 from importlib import metadata
@@ -109,6 +110,18 @@ def hardware(device: str) -> dict[str, Any]:
                 info["torch_gpu"] = torch.cuda.get_device_name(0)
         except ImportError:
             pass
+    return info
+
+
+def worker_fingerprint(device: str) -> dict[str, Any]:
+    """What one worker ran on (docs/architecture.md, "Workers"): its machine, its device, the
+    CPUs and GPUs it was given, its interpreter. Latencies measured by two workers compare only
+    as far as their fingerprints do."""
+    info = hardware(device)
+    affinity = getattr(os, "sched_getaffinity", None)
+    info.update(host=socket.gethostname(), pid=os.getpid(), python=sys.executable,
+                cpus_usable=len(affinity(0)) if affinity is not None else os.cpu_count(),
+                cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))
     return info
 
 

@@ -12,6 +12,8 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Optional
 
 from . import registry
@@ -36,9 +38,17 @@ BATCH_SIZE = 16
 class ScoreConfig:
     metrics: Optional[list[Spec]] = None  # None: DEFAULT_METRICS
     judge: Optional[Any] = None  # ivbench.judge.JudgeSettings
-    device: str = "cpu"
+    device: str = "cpu"  # with workers, "auto" is decided by the cluster
     cache_dir: Optional[Path] = None
     use_cache: bool = True
+    # Metric batches on Ray workers (docs/architecture.md, "Workers"): N actors of a local
+    # cluster, or of the cluster at `ray_address`; None and None: in this process.
+    workers: Optional[int] = None
+    ray_address: Optional[str] = None
+
+    @property
+    def uses_ray(self) -> bool:
+        return self.workers is not None or self.ray_address is not None
 
 
 @dataclass
@@ -133,15 +143,65 @@ def _missing_transcript(metric: Metric, item: Any, transcripts: dict[str, dict])
     return None
 
 
+def _load(label: str, metric: Metric, context: ScoringContext, workers: Any, spec: Optional[Spec]) -> Any:
+    """The metric's identity, loading it here or (remote) on a worker; raises _Unloadable."""
+    if workers is None:
+        try:
+            metric.load(context)
+            return metric.identity()
+        except Exception as exc:
+            raise _Unloadable(f"{type(exc).__name__}: {exc}") from None
+    answer = workers.prepare(label, spec)
+    if "error" in answer:
+        raise _Unloadable(answer["error"])
+    return answer["identity"]
+
+
+class _Unloadable(Exception):
+    """A metric that could not be loaded: "Type: message", as every item's reason says."""
+
+
+def _scored(label: str, metric: Metric, batches: list[list[Any]], workers: Any,
+            spec: Optional[Spec]) -> Iterator[tuple[int, list[MetricResult]]]:
+    """(batch index, one result per item) for every batch, scored here or on workers."""
+    def failed(batch: list[Any], reason: str, status: Status = Status.FAILED) -> list[MetricResult]:
+        return [MetricResult.unavailable(metric.fields, status, reason) for _ in batch]
+
+    if workers is None:
+        for index, batch in enumerate(batches):
+            try:
+                yield index, metric.score(batch)
+            except Exception as exc:
+                reason = f"{label} failed: {type(exc).__name__}: {exc}"
+                log.warning(reason, exc_info=True)
+                yield index, failed(batch, reason)
+        return
+    for index, answer in workers.score(label, spec, batches):
+        if "results" in answer:
+            yield index, answer["results"]
+        elif "unloadable" in answer:
+            yield index, failed(batches[index], f"{label} could not be loaded: {answer['unloadable']}",
+                                Status.MISSING)
+        else:
+            reason = f"{label} failed: {answer['failed']}"
+            log.warning(reason)
+            yield index, failed(batches[index], reason)
+
+
 def _run_metric(label: str, metric: Metric, targets: list[Any], context: ScoringContext,
                 cache: SqliteCache, transcripts: dict[str, dict],
-                progress: Callable[[int], None]) -> dict[Any, MetricResult]:
+                progress: Callable[[int], None], workers: Any = None,
+                spec: Optional[Spec] = None) -> dict[Any, MetricResult]:
+    """Every target's result: precheck, cache, then the rest scored in batches. With `workers`
+    (and a metric that needs no judge) the batches are scored on them; everything else, the
+    cache included, happens here either way."""
     results: dict[Any, MetricResult] = {}
+    if workers is not None and Need.JUDGE in metric.needs:
+        workers = None  # HTTP requests with their own concurrency, cache and accounting: here
     try:
-        metric.load(context)
-        identity = metric.identity()
-    except Exception as exc:  # a metric that cannot load is missing, not a crashed run
-        reason = f"{label} could not be loaded: {type(exc).__name__}: {exc}"
+        identity = _load(label, metric, context, workers, spec)
+    except _Unloadable as exc:  # a metric that cannot load is missing, not a crashed run
+        reason = f"{label} could not be loaded: {exc}"
         log.warning(reason)
         for target in targets:
             results[target.key] = (metric.precheck(target) or
@@ -162,14 +222,9 @@ def _run_metric(label: str, metric: Metric, targets: list[Any], context: Scoring
         else:
             pending.append((target, key))
     progress(len(targets) - len(pending))
-    for start in range(0, len(pending), BATCH_SIZE):
-        batch = pending[start:start + BATCH_SIZE]
-        try:
-            computed = metric.score([t for t, _ in batch])
-        except Exception as exc:
-            reason = f"{label} failed: {type(exc).__name__}: {exc}"
-            log.warning(reason, exc_info=True)
-            computed = [MetricResult.unavailable(metric.fields, Status.FAILED, reason) for _ in batch]
+    batches = [pending[start:start + BATCH_SIZE] for start in range(0, len(pending), BATCH_SIZE)]
+    for index, computed in _scored(label, metric, [[t for t, _ in b] for b in batches], workers, spec):
+        batch = batches[index]
         if len(computed) != len(batch):
             raise RuntimeError(f"metric {label} returned {len(computed)} results for {len(batch)} items")
         for (target, key), result in zip(batch, computed):
@@ -185,21 +240,44 @@ def _run_metric(label: str, metric: Metric, targets: list[Any], context: Scoring
 def score_run(run_dir: Path, config: Optional[ScoreConfig] = None, progress: bool = True,
               echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> ScoreOutcome:
     """Score every record of a run and write scores.jsonl and summary.csv."""
-    from tqdm import tqdm
-
-    from .table import write_summary
-
     config = config or ScoreConfig()
     run_dir = Path(run_dir)
     store = RunStore(run_dir)
     manifest = store.read_manifest()
     records = store.records()
-    specs = config.metrics if config.metrics is not None else default_metric_specs(manifest, config.device)
+    with _workers(config, run_dir, echo) as workers:
+        device = workers.device if workers is not None else config.device
+        return _score(run_dir, store, manifest, records, config, device, workers, progress, echo)
+
+
+@contextmanager
+def _workers(config: ScoreConfig, run_dir: Path, echo: Callable[[str], None]) -> Iterator[Any]:
+    if not config.uses_ray:
+        yield None
+        return
+    from .workers.ray_backend import require_ray
+    from .workers.scoring import ScoringWorkers
+
+    require_ray("--workers" if config.workers is not None else "--ray-address")
+    with ScoringWorkers(config.workers, config.ray_address, config.device, run_dir, echo) as workers:
+        yield workers
+
+
+def _score(run_dir: Path, store: RunStore, manifest: dict[str, Any], records: list[TurnRecord],
+           config: ScoreConfig, device: str, workers: Any, progress: bool,
+           echo: Callable[[str], None]) -> ScoreOutcome:
+    from tqdm import tqdm
+
+    from .table import write_summary
+
+    specs = config.metrics if config.metrics is not None else default_metric_specs(manifest, device)
+    by_label = {"transcript": parse_spec("transcript"), "user_transcript": parse_spec("user_transcript"),
+                **{_metric_label(s): s for s in specs}}
     planned = plan_metrics(specs)
     items = _items(records, run_dir)
     dialogues = _dialogue_items(items)
     cache_dir = config.cache_dir or default_cache_dir()
-    context = ScoringContext(device=config.device, judge=config.judge,
+    context = ScoringContext(device=device, judge=config.judge,
                              shared={"cache_dir": cache_dir, "use_cache": config.use_cache})
     cache = SqliteCache(cache_dir / "scores.sqlite", enabled=config.use_cache)
     total = sum(len(dialogues) if m.level == "dialogue" else len(items) for _, m in planned)
@@ -211,7 +289,8 @@ def score_run(run_dir: Path, config: Optional[ScoreConfig] = None, progress: boo
         for label, metric in planned:
             bar.set_postfix_str(label, refresh=False)
             targets = dialogues if metric.level == "dialogue" else items
-            results = _run_metric(label, metric, targets, context, cache, transcripts, bar.update)
+            results = _run_metric(label, metric, targets, context, cache, transcripts, bar.update, workers,
+                                  by_label.get(label))
             if metric.name in ("transcript", "user_transcript"):
                 transcripts[metric.name] = results
                 attr = "transcript" if metric.name == "transcript" else "user_transcript"

@@ -5,15 +5,23 @@
     ivbench eval --system ivbench.testing:Scripted:hang_in=new_session,hang_s=30,session=0
     ivbench eval --system ivbench.testing:Scripted:forever=audio
     ivbench eval --system ivbench.testing:Scripted:bad=nan
+    ivbench eval --system ivbench.testing:Scripted:crash_in=respond,crash=segfault,dialogue=d1
     ivbench eval --voice ivbench.testing:ScriptedVoice:amplitude=1.5   # user turns louder than full scale
 
 `Scripted` is how ivbench's own tests (and a plugin author's) check that a run survives its
 system: what the runner records when a call raises, hangs, yields forever or yields an event
-that is not what the system API promises.
+that is not what the system API promises, and what the worker process running it records when
+the system ends or damages that process (`crash`).
 """
 from __future__ import annotations
 
 import builtins
+import ctypes
+import os
+import signal
+import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any, Optional
@@ -31,6 +39,8 @@ BAD_EVENTS = ("tensor", "nan", "inf", "stereo", "stereo_first", "float_rate", "i
 FOREVER = ("audio", "text", "empty")
 AUDIO = ("constant", "ramp")
 DTYPES = ("float32", "float64", "int16")
+# What `crash` does to the process at a call named in `crash_in` (see Scripted).
+CRASHES = ("exit", "os_exit", "segfault", "gil", "thread", "close_stdout", "redirect_stdout", "chdir")
 
 
 def _calls(value: Optional[str], option: str) -> frozenset[str]:
@@ -65,6 +75,14 @@ class Scripted(System):
     one bad event of that kind after its text (tensor, nan, inf, stereo, stereo_first,
     float_rate, int_text, not_event, stage_data, stage_name).
 
+    Damage to the process: at a call named in `crash_in`, `crash` does one of: exit
+    (`sys.exit(exit_code)`, 3), os_exit (`os._exit(exit_code)`), segfault (SIGSEGV to itself),
+    gil (holds the interpreter lock for `hang_s` seconds in a C call, so no thread of the
+    process runs), thread (starts a non-daemon thread that sleeps for an hour), close_stdout
+    (`sys.stdout.close()`), redirect_stdout (file descriptor 1 to /dev/null), chdir (into a new
+    temporary folder). The last four return and the call goes on as usual. `say` is a line that
+    load() writes to stderr (what a library prints before it dies).
+
     Which turns: `dialogue` and `turn` limit respond's misbehaviour to matching turns; `session`
     limits new_session, respond and session_close to the session with that index (0 is the
     first one made, the warm-up's if there is one).
@@ -77,12 +95,18 @@ class Scripted(System):
                  stage: bool = True, raise_in: Optional[str] = None, hang_in: Optional[str] = None,
                  hang_s: float = 30.0, error: str = "RuntimeError", message: str = "scripted failure",
                  forever: Optional[str] = None, bad: Optional[str] = None, dialogue: Optional[str] = None,
-                 turn: Optional[int] = None, session: Optional[int] = None, pace_s: float = 0.0) -> None:
+                 turn: Optional[int] = None, session: Optional[int] = None, pace_s: float = 0.0,
+                 crash_in: Optional[str] = None, crash: str = "exit", exit_code: int = 3,
+                 say: Optional[str] = None) -> None:
         given = {k: v for k, v in locals().items() if k not in ("self", "__class__") and v is not None}
         super().__init__(**given)
         self._modes = tuple(Mode.parse(m) for m in str(modes).split("+")) if modes else type(self).modes
         self.raise_in = _calls(raise_in, "raise_in")
         self.hang_in = _calls(hang_in, "hang_in")
+        self.crash_in = _calls(crash_in, "crash_in")
+        self.crash = _choice(crash, "crash", CRASHES)
+        self.exit_code = exit_code
+        self.say = say
         exception = getattr(builtins, error, None)
         if not (isinstance(exception, type) and issubclass(exception, Exception)):
             raise ConfigError(f"Scripted: error={error!r} is not a built-in exception (e.g. RuntimeError, OSError)")
@@ -104,7 +128,9 @@ class Scripted(System):
 
     # -- misbehaviour ---------------------------------------------------------------------------
     def _fault(self, call: str) -> None:
-        """Hang and/or raise, as the options say for `call`."""
+        """Damage the process, hang and/or raise, as the options say for `call`."""
+        if call in self.crash_in:
+            _crash(str(self.crash), self.exit_code, self.hang_s)
         if call in self.hang_in:
             time.sleep(self.hang_s)
         if call in self.raise_in:
@@ -120,6 +146,8 @@ class Scripted(System):
 
     # -- the system API -------------------------------------------------------------------------
     def load(self, device: str) -> None:
+        if self.say is not None:
+            print(self.say, file=sys.stderr, flush=True)
         self._fault("load")
 
     def new_session(self) -> Session:
@@ -171,6 +199,28 @@ class Scripted(System):
         if kind == "stage_name":
             return StageMark(7)  # type: ignore[arg-type]
         return {"text": "a dict, not an event"}
+
+
+def _crash(kind: str, exit_code: int, hold_s: float) -> None:
+    """What a system can do to the process it runs in (the worker's, unless --in-process)."""
+    if kind == "exit":
+        sys.exit(exit_code)
+    if kind == "os_exit":
+        os._exit(exit_code)
+    if kind == "segfault":
+        os.kill(os.getpid(), signal.SIGSEGV)
+        time.sleep(10)  # the signal is delivered at once; never reached
+    elif kind == "gil":
+        # A C function called through PyDLL keeps the interpreter lock: every thread stops.
+        ctypes.PyDLL(None).sleep(ctypes.c_uint(max(1, round(hold_s))))
+    elif kind == "thread":
+        threading.Thread(target=time.sleep, args=(3600,), name="scripted-non-daemon", daemon=False).start()
+    elif kind == "close_stdout":
+        sys.stdout.close()
+    elif kind == "redirect_stdout":
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    elif kind == "chdir":
+        os.chdir(tempfile.mkdtemp(prefix="scripted-chdir-"))
 
 
 class ScriptedSession(Session):

@@ -179,6 +179,9 @@ class TurnRecord:
     # The dialogue's metadata (JSON values): what a scorer needs besides the reply (a suite's
     # correct option, ifeval's instruction ids), so a run directory can be scored without the task.
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Which worker ran the turn ("w1", "w2"…: the manifest's sessions[].workers say what each
+    # one ran on; "in-process" with --in-process). None in runs made before workers existed.
+    worker: Optional[str] = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

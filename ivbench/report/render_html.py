@@ -88,6 +88,26 @@ def _loaded_html(sessions: list[dict], labels: dict[str, str]) -> str:
                    for label, info in found.items())
 
 
+def _workers_html(sessions: list[dict], labels: dict[str, str]) -> str:
+    """Where the systems ran (docs/architecture.md, "Workers"), and whether workers shared a
+    machine's CPUs or a GPU while they measured latency (then its figures are not those of a
+    system alone on that hardware)."""
+    workers: dict[str, Any] = {}
+    contended: dict[str, list[str]] = {}
+    for session in sessions:
+        workers.update(session.get("workers") or {})
+        for label, notes in (session.get("contention") or {}).items():
+            contended.setdefault(label, []).extend(str(n) for n in notes)
+    if not workers:
+        return ""
+    hosts = sorted({str(w.get("host", "?")) for w in workers.values() if isinstance(w, dict)})
+    out = f"{len(workers)} worker{'s' if len(workers) != 1 else ''} on {esc(', '.join(hosts))}"
+    for label, notes in contended.items():
+        out += (f"<div><b>latency of {esc(labels.get(label, label))} was measured under contention</b>"
+                f"<span class=\"sub\"> · {esc('; '.join(notes))}</span></div>")
+    return out
+
+
 def _task_html(task: dict[str, Any], config: dict[str, Any], references: str) -> str:
     about = (f"{task.get('n_dialogues')} dialogues", task.get("source"), task.get("licence") or "no licence given",
              f"references: {references}")
@@ -127,6 +147,9 @@ def _run_html(run: "Run", references: str) -> str:
     loaded = _loaded_html(sessions, run.labels)
     if loaded:
         rows.insert(3, ("systems as loaded", loaded))
+    ran_on = _workers_html(sessions, run.labels)
+    if ran_on:
+        rows.insert(rows.index(("hardware", _hardware(m))) + 1, ("workers", ran_on))
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     return f"<h3>Run {esc(run.name)}</h3><table class=\"kv\">{body}</table>"
 

@@ -147,6 +147,18 @@ class RunStore:
         session.setdefault("loaded", {})[label] = json.loads(json.dumps(info, default=str))
         self.write_manifest(manifest)
 
+    def note_session(self, key: str, value: Any, merge: bool = False) -> None:
+        """Something this session of the run learnt as it went (its workers and what they ran on,
+        contention), kept with the session; `merge` adds a mapping's keys to those there."""
+        manifest = self.read_manifest()
+        session = manifest.setdefault("sessions", [{}])[-1]
+        value = json.loads(json.dumps(value, default=str))
+        if merge and isinstance(value, dict) and isinstance(session.get(key), dict):
+            session[key].update(value)
+        else:
+            session[key] = value
+        self.write_manifest(manifest)
+
     # -- records ----------------------------------------------------------------------------
     def records(self) -> list[TurnRecord]:
         return read_jsonl_records(self.records_path)
