@@ -146,7 +146,8 @@ def run_config(size: str, device: str, dtype: str, group: int, engine: str, args
     model = direct.model
     info = model.describe()
     row = {"size": size, "device": device, "G": group, "engine": direct.engine.name,
-           "engine_check": getattr(direct.engine, "verified_difference", None), "groups": groups, "direct": d, "text_first": c,
+           "engine_check": getattr(direct.engine, "verified_difference", None), "groups": groups,
+           "direct": d, "text_first": c,
            "build_s": build_s, "params": info["llm_parameters"], "dtype": info["dtype"],
            "threads": torch.get_num_threads()}
     return row, model
@@ -166,7 +167,8 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     lines = [head]
     for r in rows:
         d, c = r["direct"], r["text_first"]
-        lines.append((r["size"], r["device"], r["dtype"], r["engine"], str(r["G"]), str(r["groups"]), str(d["prefill_positions"]),
+        lines.append((r["size"], r["device"], r["dtype"], r["engine"], str(r["G"]), str(r["groups"]),
+                      str(d["prefill_positions"]),
                       f"{d['first_audio_ms']:.1f}", f"{d['first_audio_p95_ms']:.1f}", f"{c['first_audio_ms']:.1f}",
                       f"{c['first_audio_ms'] / d['first_audio_ms']:.1f}×", f"{d['groups_per_s']:.1f}",
                       f"{d['groups_per_s'] * r['G'] / UNITS_PER_S:.1f}",
@@ -184,7 +186,8 @@ def print_breakdown(rows: list[dict[str, Any]]) -> None:
           "first group | first packet")
     for r in rows:
         st = r["direct"]["stages_ms"]
-        print(f"  {r['engine']:>12} G={r['G']:<3} {st.get('speech_tokenized', float('nan')):7.1f} | {st.get('prefill', float('nan')):7.1f} | "
+        print(f"  {r['engine']:>12} G={r['G']:<3} {st.get('speech_tokenized', float('nan')):7.1f} | "
+              f"{st.get('prefill', float('nan')):7.1f} | "
               f"{st.get('first_group', float('nan')):7.1f} | {r['direct']['first_audio_ms']:7.1f}")
 
 

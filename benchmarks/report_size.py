@@ -121,7 +121,8 @@ def build_runs(root: Path, shape: str, n_dialogues: int, pools: dict[str, dict[s
                     reply_duration_s=reply.duration_s, first_audio_ms=None if failed else first,
                     first_text_ms=None if failed else 1.0, end_ms=None if failed else first + 200,
                     rtf=None if failed else 0.1 + 0.1 * quality, events=[], stages={},
-                    error={"type": "RuntimeError", "message": "synthetic failure", "traceback": ""} if failed else None))
+                    error=({"type": "RuntimeError", "message": "synthetic failure", "traceback": ""}
+                           if failed else None)))
         with open(run / "records.jsonl", "w") as f:
             f.writelines(json.dumps(r.to_json()) + "\n" for r in records)
         with open(run / "scores.jsonl", "w") as f:
@@ -180,7 +181,8 @@ def asr_check(runs: list[Path], n: int) -> None:
 
     asr = WhisperASR()
     asr.load()
-    print(f"\nIntelligibility: Whisper tiny.en WER of {n} replies per voice, WAV vs embedded Opus {BITRATE // 1000} kb/s")
+    print(f"\nIntelligibility: Whisper tiny.en WER of {n} replies per voice, "
+          f"WAV vs embedded Opus {BITRATE // 1000} kb/s")
     print(f"{'voice':<12} {'WAV WER':>8} {'Opus WER':>9}")
     for run in runs:
         records = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines()]

@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+from collections.abc import Callable
 
 import click
 
@@ -356,7 +357,8 @@ def show_command(run_dir: Path, as_json: bool) -> None:
     click.echo(f"run:      {run_dir}")
     click.echo(f"created:  {manifest.get('created')}  (ivbench {manifest.get('ivbench_version')}, "
                f"git {str(git.get('commit', 'unknown'))[:12]}{' dirty' if git.get('dirty') else ''})")
-    click.echo(f"task:     {config.get('task')}  ({task.get('n_dialogues')} dialogues; {task.get('licence') or 'no licence given'})")
+    licence = task.get('licence') or 'no licence given'
+    click.echo(f"task:     {config.get('task')}  ({task.get('n_dialogues')} dialogues; {licence})")
     click.echo(f"systems:  {', '.join(config.get('systems', []))}")
     click.echo(f"voice:    {config.get('voice')}   seed: {config.get('seed')}   device: {hw.get('device')}")
     click.echo(f"hardware: {hw.get('cpu')} × {hw.get('cpu_count')}, {hw.get('memory_gib')} GiB"

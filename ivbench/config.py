@@ -30,7 +30,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
+from collections.abc import Callable
 
 from .errors import ConfigError, IvbenchError
 from .registry import Spec, parse_spec
@@ -51,7 +52,7 @@ class Flag:
     def __init__(self, flag: str) -> None:
         self.flag = flag
 
-    def at(self, *keys: object) -> "Flag":
+    def at(self, *keys: object) -> Flag:
         return self
 
     def __str__(self) -> str:
@@ -255,7 +256,7 @@ def read_metrics(value: Any, where: Place) -> Optional[list[Spec]]:
     return specs
 
 
-def read_judge(value: Any, where: Place) -> Optional["JudgeSettings"]:
+def read_judge(value: Any, where: Place) -> Optional[JudgeSettings]:
     """The judge: a model name, or a mapping of `JudgeSettings` fields (`prices: [in, out]` is
     read as price_in and price_out)."""
     from .judge.settings import JudgeSettings
@@ -282,7 +283,8 @@ def read_judge(value: Any, where: Place) -> Optional["JudgeSettings"]:
 
         close = difflib.get_close_matches(unknown[0], sorted(known), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise where.at(unknown[0]).error(ConfigError, f"not a judge setting{hint}; settings: {', '.join(sorted(known))}")
+        raise where.at(unknown[0]).error(ConfigError,
+                                         f"not a judge setting{hint}; settings: {', '.join(sorted(known))}")
     try:  # checked now: a misspelt or impossible value must not wait until the run has been generated
         return JudgeSettings(**judge)
     except (TypeError, ValueError) as exc:  # JudgeConfigError is a ValueError; float("x") too
@@ -350,7 +352,7 @@ class EvalConfig:
              "Default: latency, first_speech, asr_wer, ref_wer, dnsmos, judge, judge_dialogue, and distillmos "
              "on a GPU.")
     # The judge's flags are JudgeSettings' fields (--judge-model, …); in YAML, a `judge:` mapping.
-    judge: Optional["JudgeSettings"] = option(None, read=read_judge, score=True,
+    judge: Optional[JudgeSettings] = option(None, read=read_judge, score=True,
                                               show=lambda j: None if j is None else j.to_json(),
                                               help="The LLM judge (see JudgeSettings).")
     # Where systems (and metrics) run (docs/architecture.md, "Workers"). Not part of the identity:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 SEED = 0
 
 
-def _sums(items: "pd.DataFrame", ratio: "Ratio") -> Optional[tuple[np.ndarray, np.ndarray]]:
+def _sums(items: pd.DataFrame, ratio: Ratio) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """Per dialogue: (Σ numerator, Σ denominator) over its items; None when no item has a value."""
     if ratio.numerator not in items:
         return None
@@ -61,7 +61,7 @@ def _ci(samples: np.ndarray) -> tuple[Optional[float], Optional[float]]:
     return float(low), float(high)
 
 
-def declared_headlines(metric: Any) -> tuple["Headline", ...]:
+def declared_headlines(metric: Any) -> tuple[Headline, ...]:
     """A metric's headlines: its own declaration, or for a `MetricInfo` (what a report knows of a
     metric, read from summary.csv) the built-in suites' by the metric's name."""
     if hasattr(metric, "headlines"):
@@ -71,7 +71,7 @@ def declared_headlines(metric: Any) -> tuple["Headline", ...]:
     return SUITE_HEADLINES.get(getattr(metric, "name", ""), ())
 
 
-def headline_rows(frame: "pd.DataFrame", metrics: "Mapping[str, Union[Metric, MetricInfo]]",
+def headline_rows(frame: pd.DataFrame, metrics: Mapping[str, Union[Metric, MetricInfo]],
                   categories: dict[str, Optional[str]]) -> list[dict[str, Any]]:
     """summary.csv rows for every headline of every metric in `frame` (the long score frame)."""
     out: list[dict[str, Any]] = []
@@ -88,7 +88,7 @@ def headline_rows(frame: "pd.DataFrame", metrics: "Mapping[str, Union[Metric, Me
     return out
 
 
-def _category_figures(headline: "Headline", wide: "pd.DataFrame") -> dict[str, tuple[float, np.ndarray, int]]:
+def _category_figures(headline: Headline, wide: pd.DataFrame) -> dict[str, tuple[float, np.ndarray, int]]:
     """category -> (its figure, the figure of each bootstrap resample, its dialogues)."""
     rng = np.random.default_rng(SEED)
     figures: dict[str, tuple[float, np.ndarray, int]] = {}
@@ -104,7 +104,7 @@ def _category_figures(headline: "Headline", wide: "pd.DataFrame") -> dict[str, t
     return figures
 
 
-def _rows_for(system: str, label: str, headline: "Headline", wide: "pd.DataFrame") -> list[dict[str, Any]]:
+def _rows_for(system: str, label: str, headline: Headline, wide: pd.DataFrame) -> list[dict[str, Any]]:
     figures = _category_figures(headline, wide)
     rows = [_row(system, label, name, value, samples, n, f"{name}: one category's figure of {headline.name}")
             for name, (value, samples, n) in figures.items()]

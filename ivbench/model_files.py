@@ -15,7 +15,8 @@ import json
 import pickle
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Optional, Union
+from collections.abc import Iterable, Mapping
 
 from .errors import ModelFileError
 
@@ -52,7 +53,7 @@ class StandIn:
     """Any class a checkpoint names outside torch's tensors: built without running its code,
     keeping what the pickle gives it (constructor arguments, state, items)."""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "StandIn":
+    def __new__(cls, *args: Any, **kwargs: Any) -> StandIn:
         return object.__new__(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -46,7 +46,8 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
+from collections.abc import Callable, Iterator
 from urllib.parse import unquote, urlsplit
 from urllib.request import getproxies, proxy_bypass
 

@@ -19,7 +19,8 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+from collections.abc import Callable
 
 from .errors import IvbenchError, PluginError
 
@@ -75,7 +76,8 @@ BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
     "tasks": {
         "voicebench": ("ivbench.suites.voicebench:voicebench",
                        "VoiceBench (hlt-lab/voicebench; Apache-2.0): subset=NAME|leaderboard, path=DIR; scores "
-                       "GPT score, sd-qa judge, MCQ/BBH accuracy, IFEval, advbench refusal, overall (metric voicebench)"),
+                       "GPT score, sd-qa judge, MCQ/BBH accuracy, IFEval, advbench refusal, overall "
+                       "(metric voicebench)"),
         "urobench": ("ivbench.suites.urobench:urobench",
                      "URO-Bench (Honggao/URO-Bench; MIT): subset=SET|basic-en|pro-en…, path=DIR; scores its mark.py "
                      "modes: GPT 1-5 x 20, Yes/No, multi-round, Repeat WER; overall (metric urobench)"),
@@ -252,9 +254,9 @@ def load_target(target: str, kind: str = "plugin") -> Any:
 def split_variant(kind: str, ref: str) -> tuple[str, Optional[str]]:
     """``piper:joe`` -> ("piper", "joe") when "piper" is a registered name of `kind`."""
     head, sep, tail = ref.partition(":")
-    if sep and tail and ":" not in tail and "/" not in head and not head.endswith(".py"):
-        if head in {e.name for e in entries(kind)}:
-            return head, tail
+    if (sep and tail and ":" not in tail and "/" not in head and not head.endswith(".py")
+            and head in {e.name for e in entries(kind)}):
+        return head, tail
     return ref, None
 
 

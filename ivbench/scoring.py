@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Optional
+from collections.abc import Callable, Iterable
 
 from . import registry
 from .cache import SqliteCache, content_key, default_cache_dir

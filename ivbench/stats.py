@@ -5,7 +5,8 @@ Every resampling uses a fixed seed, so the same scores give the same table, byte
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
+from collections.abc import Sequence
 
 import numpy as np
 

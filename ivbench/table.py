@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from itertools import combinations
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -88,7 +89,7 @@ def base_system(label: str) -> str:
     return label.rsplit("@", 1)[0] if "@" in label else label
 
 
-def score_frame(rows: Sequence["ScoreRow"]) -> "pd.DataFrame":
+def score_frame(rows: Sequence[ScoreRow]) -> pd.DataFrame:
     """One row per (score row, field): the long form every summary is computed from."""
     import pandas as pd
 
@@ -102,7 +103,7 @@ def score_frame(rows: Sequence["ScoreRow"]) -> "pd.DataFrame":
     return frame
 
 
-def _stats_row(values: "pd.DataFrame") -> dict[str, Any]:
+def _stats_row(values: pd.DataFrame) -> dict[str, Any]:
     present = values.dropna(subset=["value"])
     data = present["value"].to_numpy(dtype=float)
     groups = [g["value"].to_numpy(dtype=float) for _, g in present.groupby("dialogue_id", sort=True)]
@@ -120,8 +121,8 @@ def _metric_name(metrics: Metrics, label: str) -> str:
     return metrics[label].name if label in metrics else label.split(":", 1)[0]
 
 
-def summarize_scores(frame: "pd.DataFrame", metrics: Metrics,
-                     categories: Optional[dict[str, Optional[str]]] = None) -> "pd.DataFrame":
+def summarize_scores(frame: pd.DataFrame, metrics: Metrics,
+                     categories: Optional[dict[str, Optional[str]]] = None) -> pd.DataFrame:
     """summary.csv: per system × metric × field statistics, with what each field is (metric name,
     direction, unit, description), so that tables and reports read it without metric objects.
     `categories` (dialogue id -> category) feeds the metrics' suite headlines (headlines.py)."""
@@ -180,7 +181,7 @@ def read_metric_infos(path: Path) -> dict[str, MetricInfo]:
     return {label: MetricInfo(names[label], fields[label]) for label in names}
 
 
-def pairwise_tests(frame: "pd.DataFrame", metrics: Metrics) -> "pd.DataFrame":
+def pairwise_tests(frame: pd.DataFrame, metrics: Metrics) -> pd.DataFrame:
     import pandas as pd
 
     out: list[dict[str, Any]] = []
@@ -207,7 +208,7 @@ def pairwise_tests(frame: "pd.DataFrame", metrics: Metrics) -> "pd.DataFrame":
     return pd.DataFrame(out, columns=columns)
 
 
-def crossmodal(frame: "pd.DataFrame") -> "pd.DataFrame":
+def crossmodal(frame: pd.DataFrame) -> pd.DataFrame:
     """Each mode's mean per base system, and the text-speech gap S2T − S2S."""
     import pandas as pd
 
@@ -227,8 +228,8 @@ def crossmodal(frame: "pd.DataFrame") -> "pd.DataFrame":
     return pd.DataFrame(out, columns=columns)
 
 
-def write_summary(run_dir: Path, records: Sequence[TurnRecord], rows: Sequence["ScoreRow"],
-                  metrics: Metrics, manifest: dict[str, Any]) -> "pd.DataFrame":
+def write_summary(run_dir: Path, records: Sequence[TurnRecord], rows: Sequence[ScoreRow],
+                  metrics: Metrics, manifest: dict[str, Any]) -> pd.DataFrame:
     frame = score_frame(rows)
     summary = summarize_scores(frame, metrics, {r.dialogue_id: r.category for r in records})
     summary.to_csv(run_dir / SUMMARY, index=False, float_format="%.6g")

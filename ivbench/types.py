@@ -29,7 +29,7 @@ class Mode(str, Enum):
         return self.value[-1] == "s"
 
     @classmethod
-    def parse(cls, value: Union[str, "Mode"]) -> "Mode":
+    def parse(cls, value: Union[str, Mode]) -> Mode:
         try:
             return cls(str(value.value if isinstance(value, Mode) else value).lower())
         except ValueError:
@@ -187,7 +187,7 @@ class TurnRecord:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "TurnRecord":
+    def from_json(cls, data: dict[str, Any]) -> TurnRecord:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -238,7 +238,7 @@ class MetricResult:
 
     @classmethod
     def unavailable(cls, fields: Any, status: Status, reason: str,
-                    details: Optional[dict[str, Any]] = None) -> "MetricResult":
+                    details: Optional[dict[str, Any]] = None) -> MetricResult:
         return cls({name: None for name in fields}, status.value, reason, details or {})
 
     def to_json(self) -> dict[str, Any]:
@@ -246,5 +246,5 @@ class MetricResult:
                 "details": self.details}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "MetricResult":
+    def from_json(cls, data: dict[str, Any]) -> MetricResult:
         return cls(data["values"], data["status"], data.get("reason"), data.get("details") or {})

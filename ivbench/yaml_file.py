@@ -25,7 +25,8 @@ import datetime
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Optional, Union
+from collections.abc import Mapping
 
 from .errors import ConfigError
 
@@ -95,7 +96,7 @@ class Where:
         self.lines = lines
         self.line = line
 
-    def at(self, *keys: Key) -> "Where":
+    def at(self, *keys: Key) -> Where:
         return Where(self.file, self.keys + keys, self.lines, self.line)
 
     @property

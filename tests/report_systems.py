@@ -2,7 +2,7 @@
 run by the real runner, that produce what stresses a plot's layout."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

@@ -23,7 +23,7 @@ def _ivbench(*args: str):
 def test_every_option_is_a_flag_and_a_yaml_key_and_in_the_manifest(tmp_path, monkeypatch):
     eval_help = _ivbench("eval", "--help").output
     score_help = _ivbench("score", "--help").output
-    for f, opt in options():
+    for _, opt in options():
         if opt.flag:
             for flag in opt.flag.split("/"):
                 assert flag in eval_help, flag

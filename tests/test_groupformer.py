@@ -188,8 +188,8 @@ def test_tokenizer_runs_only_the_layers_it_quantises(stable):
             whole = tokenizer.hubert(torch.from_numpy(samples)[None], output_hidden_states=True).hidden_states
             assert torch.allclose(tokenizer.layer_features(tokenizer.conv_features(samples)), whole[layer],
                                   atol=1e-5), layer
-        ran = []
-        hooks = [block.register_forward_hook(lambda *_, i=i: ran.append(i))
+        ran: list[int] = []
+        hooks = [block.register_forward_hook(lambda *_, i=i, ran=ran: ran.append(i))
                  for i, block in enumerate(tokenizer.hubert.encoder.layers)]
         tokenizer.encode(samples)
         for hook in hooks:
@@ -625,7 +625,8 @@ def test_graph_bodies_never_wait_for_the_host(tiny):
         assert isinstance(replay.graph, RecordedOps) and len(replay.graph.steps) > 10, name
     x = torch.ones(3)
     for planted, op in ((lambda: x.sum().item(), "_local_scalar_dense"), (lambda: x[x > 0], "index"),
-                        (lambda: bool(x.any()), "_local_scalar_dense"), (lambda: x + torch.tensor([1.0, 2.0, 3.0]), "lift_fresh")):
+                        (lambda: bool(x.any()), "_local_scalar_dense"),
+                        (lambda: x + torch.tensor([1.0, 2.0, 3.0]), "lift_fresh")):
         with pytest.raises(RuntimeError, match=f"aten.{op} in a graph body"):
             RecordedOps(planted)
 
@@ -704,7 +705,8 @@ def test_save_and_load_give_identical_outputs(trained, tmp_path):
     (tmp_path / "hifigan.json").write_text(json.dumps(model.vocoder.cfg))
     np.save(tmp_path / "km.npy", model.speech_tokenizer.centroids.numpy())
     other = GroupFormer.from_pretrained(tmp_path / "ckpt", kmeans=str(tmp_path / "km.npy"),
-                                        vocoder=str(tmp_path / "hifigan.pt"), vocoder_config=str(tmp_path / "hifigan.json"))
+                                        vocoder=str(tmp_path / "hifigan.pt"),
+                                        vocoder_config=str(tmp_path / "hifigan.json"))
     assert torch.allclose(other.vocoder.synthesize(units), model.vocoder.synthesize(units), atol=1e-5)
     with pytest.raises(FileNotFoundError):
         GroupFormer.from_pretrained(tmp_path / "ckpt", vocoder=str(tmp_path / "missing.pt"))

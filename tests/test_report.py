@@ -56,7 +56,7 @@ class Scripted(System):
                 t = np.arange(int(16000 * (0.5 + 0.1 * turn.turn_index))) / 16000.0
                 yield AudioChunk((0.3 * np.sin(2 * np.pi * system.tone * t)).astype(np.float32), 16000)
         return S()
-''' % (XSS_TEXT, XSS_IMG, ERROR)
+''' % (XSS_TEXT, XSS_IMG, ERROR)  # noqa: UP031
 
 ODD_ID = 'd"<i>1'
 DIALOGUES = [[ODD_ID, ["Say <b>hi</b> & \"bye\"", "</script><script>window.__pwned = 5</script> again?"]],
@@ -99,7 +99,8 @@ def _known_scores(system, failed_turn):
                [("equal", "it is", "it is"), ("substitute", "noon", "moon"), ("equal", "today", "today")]
                if errors == 1 else [("equal", "it is noon today", "it is noon today")])
         rows.append(_row("asr_wer", system, dialogue_id, turn,
-                         {"wer": errors / words, "cer": errors / 16, "errors": float(errors), "ref_words": float(words)},
+                         {"wer": errors / words, "cer": errors / 16, "errors": float(errors),
+                          "ref_words": float(words)},
                          details={"alignment": _alignment("", "", ops)}))
         rows.append(_row("dnsmos", system, dialogue_id, turn, {"ovrl": 3.0 + 0.5 * turn if system == "alpha" else 2.0}))
     return rows
@@ -136,7 +137,7 @@ def runs(tmp_path_factory):
 
 def _cells(html_text: str, system: str) -> list[str]:
     """The leaderboard cells of one system's row, as text."""
-    row = re.search(r'<tr data-system="%s">(.*?)</tr>' % re.escape(html.escape(system)), html_text, flags=re.S)
+    row = re.search(rf'<tr data-system="{re.escape(html.escape(system))}">(.*?)</tr>', html_text, flags=re.S)
     assert row, system
     return [re.sub(r"<[^>]+>", " ", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), flags=re.S)]
 

@@ -104,7 +104,8 @@ def test_leaderboard_rows_numbers_missing_cells_and_sorting(browser, pages, tmp_
     judge, wer, failed = _column(browser, "judge"), _column(browser, "ASR-WER"), _column(browser, "failed")
 
     def cell(system, col):
-        row = browser.find_element("css selector", f'#leaderboard tbody tr:nth-child({_order(browser).index(system) + 1})')
+        place = _order(browser).index(system) + 1
+        row = browser.find_element("css selector", f'#leaderboard tbody tr:nth-child({place})')
         return row.find_elements("css selector", "td")[col]
 
     assert cell("alpha [run1]", judge).text.startswith("4.50")

@@ -113,7 +113,7 @@ def test_missing_values_are_missing_with_a_reason_never_zero(tmp_path):
     assert broken.status == "missing" and broken.values["chars"] is None
     assert "something-absent" in broken.reason
     summary = {(r["system"], r["metric"].rsplit(":", 1)[1], r["field"]): r
-               for r in csv.DictReader(open(run / "summary.csv"))}
+               for r in csv.DictReader((run / "summary.csv").read_text().splitlines())}
     assert summary[("two", "NeedsReference", "chars")]["n"] == "1"
     assert summary[("two", "NeedsReference", "chars")]["missing"] == "4"
     assert summary[("two", "Broken", "chars")]["mean"] == ""  # missing, not 0
@@ -122,13 +122,13 @@ def test_missing_values_are_missing_with_a_reason_never_zero(tmp_path):
 def test_summary_confidence_intervals_and_pairwise_tests(tmp_path):
     run = _run(tmp_path)
     score_run(run, ScoreConfig(metrics=_metrics(tmp_path, "Length"), cache_dir=tmp_path / "c"), progress=False)
-    summary = {(r["system"], r["field"]): r for r in csv.DictReader(open(run / "summary.csv"))}
+    summary = {(r["system"], r["field"]): r for r in csv.DictReader((run / "summary.csv").read_text().splitlines())}
     texts = ["hi", "hello there", "good morning", "bye", "one more"]
     mean_two = sum(len(" ".join([t] * 2)) for t in texts) / 5
     row = summary[("two", "chars")]
     assert float(row["mean"]) == mean_two
     assert float(row["ci_low"]) <= mean_two <= float(row["ci_high"])
-    pairwise = list(csv.DictReader(open(run / "pairwise.csv")))
+    pairwise = list(csv.DictReader((run / "pairwise.csv").read_text().splitlines()))
     assert len(pairwise) == 1 and pairwise[0]["system_a"] == "three" and pairwise[0]["system_b"] == "two"
     expected = sum(len(t) + 1 for t in texts) / 5  # the third copy adds len(t) + a space
     assert float(pairwise[0]["mean_difference"]) == expected and int(pairwise[0]["n"]) == 5
@@ -137,7 +137,7 @@ def test_summary_confidence_intervals_and_pairwise_tests(tmp_path):
 def test_crossmodal_gap_for_a_system_run_in_two_modes(tmp_path):
     run = _run(tmp_path, modes=("s2t", "t2t"), systems=((2, "two"),))
     score_run(run, ScoreConfig(metrics=_metrics(tmp_path, "Length"), cache_dir=tmp_path / "c"), progress=False)
-    rows = list(csv.DictReader(open(run / "crossmodal.csv")))
+    rows = list(csv.DictReader((run / "crossmodal.csv").read_text().splitlines()))
     assert len(rows) == 1 and rows[0]["system"] == "two"
     assert float(rows[0]["s2t"]) == float(rows[0]["t2t"])  # Doubler answers the script either way
     assert rows[0]["s2s"] == "" and rows[0]["gap_s2t_minus_s2s"] == ""  # s2s not run: missing, not 0

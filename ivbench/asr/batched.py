@@ -19,7 +19,8 @@ batched with it (tests/test_asr.py checks batched against one-by-one).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
+from collections.abc import Sequence
 
 import numpy as np
 

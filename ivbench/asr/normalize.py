@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from ..errors import MissingDependency
 
@@ -37,7 +38,8 @@ def _normalizers() -> Any:
     import sys
 
     spec = importlib.util.find_spec("whisper")  # finds the package without running it
-    folder = Path(spec.submodule_search_locations[0]) / "normalizers" if spec and spec.submodule_search_locations else None
+    locations = spec.submodule_search_locations if spec else None
+    folder = Path(locations[0]) / "normalizers" if locations else None
     if folder is None or not (folder / "english.py").is_file():
         raise MissingDependency(f"WER is computed on text normalised by openai-whisper's EnglishTextNormalizer, "
                                 f"and openai-whisper is not installed: {INSTALL}")

@@ -33,7 +33,8 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -69,7 +70,7 @@ class Transcript:
                 "language": self.language}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Transcript":
+    def from_json(cls, data: dict[str, Any]) -> Transcript:
         return cls(str(data.get("text") or ""),
                    [(str(w), float(s), float(e)) for w, s, e in data.get("words") or []],
                    data.get("language"))

@@ -21,7 +21,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
+from collections.abc import Callable, Sequence
 
 from ..cache import SqliteCache, content_key, default_cache_dir
 from ..openai_endpoint import ChatEndpoint, EndpointStats, OptionNames, RequestFailed
@@ -60,7 +61,7 @@ class JudgeReply:
                           sort_keys=True, separators=(",", ":")).encode("utf-8")
 
     @classmethod
-    def from_cache(cls, blob: bytes) -> "JudgeReply":
+    def from_cache(cls, blob: bytes) -> JudgeReply:
         data = json.loads(blob)
         return cls(texts=list(data["texts"]), prompt_tokens=data.get("prompt_tokens"),
                    completion_tokens=data.get("completion_tokens"), model=data.get("model"),

@@ -1,4 +1,5 @@
-"""How to reach the LLM judge: model, endpoint, sampling, retries, prices (docs/architecture.md, "OpenAI-compatible endpoints").
+"""How to reach the LLM judge: model, endpoint, sampling, retries, prices
+(docs/architecture.md, "OpenAI-compatible endpoints").
 
 The API key is read from the environment only, never from a flag or a file, and it is never
 part of an identity, a cache key, a manifest or a result. Which variable, and whether the

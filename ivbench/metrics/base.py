@@ -77,7 +77,7 @@ class ScoreItem:
     run_dir: Path
     transcript: Optional[str] = None
     user_transcript: Optional[str] = None
-    previous: Optional["ScoreItem"] = field(default=None, repr=False, compare=False)  # the turn before
+    previous: Optional[ScoreItem] = field(default=None, repr=False, compare=False)  # the turn before
     _audio_cache: dict[str, Audio] = field(default_factory=dict, repr=False)
 
     def _audio(self, rel: Optional[str]) -> Optional[Audio]:

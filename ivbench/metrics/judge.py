@@ -1,4 +1,5 @@
-"""LLM-judge metrics: `JudgeScore` per turn, `DialogueJudge` per dialogue (docs/architecture.md, "OpenAI-compatible endpoints").
+"""LLM-judge metrics: `JudgeScore` per turn, `DialogueJudge` per dialogue
+(docs/architecture.md, "OpenAI-compatible endpoints").
 
 What the judge reads, as LLaMA-Omni does: the ASR transcript of the user turn (the turn's
 text in text-input modes) and the ASR transcript of the reply's speech in speech-output modes,
@@ -23,7 +24,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from statistics import fmean
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Optional, Union
+from collections.abc import Iterable
 
 from ..judge.client import JudgeClient, JudgeReply, shared_client
 from ..judge.prompts import NO_REPLY, Exchange, JudgePrompt, Rendered, get_prompt

@@ -7,7 +7,8 @@ Nothing heavy is imported until a report is written.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
+from collections.abc import Sequence
 
 from ..errors import ConfigError
 

@@ -44,8 +44,9 @@ figure { margin: 10px 0 22px; }
 figure svg { max-width: 100%; height: auto; }
 figcaption { font-size: 12px; color: var(--muted); max-width: 900px; }
 main > section, details.dlg { scroll-margin-top: 44px; }
-.filters { position: sticky; top: 33px; z-index: 4; display: flex; flex-wrap: wrap; gap: 14px; align-items: center; background: var(--soft);
-           padding: 8px 10px; border: 1px solid var(--line); border-radius: 6px; margin-bottom: 10px; }
+.filters { position: sticky; top: 33px; z-index: 4; display: flex; flex-wrap: wrap; gap: 14px;
+           align-items: center; background: var(--soft); padding: 8px 10px; border: 1px solid var(--line);
+           border-radius: 6px; margin-bottom: 10px; }
 .filters label { font-size: 13px; }
 details.dlg { border: 1px solid var(--line); border-radius: 6px; margin: 8px 0; background: #fff; }
 details.dlg > summary { padding: 8px 10px; cursor: pointer; background: var(--soft); border-radius: 6px; }

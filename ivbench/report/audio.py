@@ -17,7 +17,8 @@ import hashlib
 import io
 import os
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
+from collections.abc import Iterable
 from urllib.parse import quote
 
 import numpy as np

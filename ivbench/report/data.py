@@ -38,7 +38,7 @@ class Run:
     name: str
     manifest: dict[str, Any]
     records: list[TurnRecord]
-    rows: list["ScoreRow"]
+    rows: list[ScoreRow]
     labels: dict[str, str] = field(default_factory=dict)  # system label in the run -> in the report
     derived_latency: bool = False  # latency read off the records (the run was not scored)
 
@@ -47,13 +47,13 @@ class Run:
 class ReportData:
     runs: list[Run]
     records: list[TurnRecord]
-    rows: list["ScoreRow"]
+    rows: list[ScoreRow]
     systems: list[str]
     metrics: dict[str, MetricInfo]  # metric label -> its name and fields
-    frame: "pd.DataFrame"
-    summary: "pd.DataFrame"
-    pairwise: "pd.DataFrame"
-    crossmodal: "pd.DataFrame"
+    frame: pd.DataFrame
+    summary: pd.DataFrame
+    pairwise: pd.DataFrame
+    crossmodal: pd.DataFrame
     references: dict[str, str] = field(default_factory=dict)  # system -> what its task's references are
 
     @property
@@ -89,7 +89,7 @@ def _run_names(paths: list[Path]) -> list[str]:
     return out
 
 
-def _latency_rows(records: list[TurnRecord], run_dir: Path) -> list["ScoreRow"]:
+def _latency_rows(records: list[TurnRecord], run_dir: Path) -> list[ScoreRow]:
     """Latency per turn straight from the records, for a run that was never scored."""
     from ..metrics.base import ScoreItem
     from ..metrics.latency import LatencyMetric

@@ -17,7 +17,8 @@ import functools
 import io
 import math
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Optional, TypeVar
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -94,7 +95,7 @@ def _names_width(names: Sequence[str], size: float = FONT) -> float:
 
 def _grid(nrows: int, ncols: int, axes_w: float, axes_h: float, left: float = 0.65, right: float = 0.2,
           bottom: float = 0.5, top: float = 0.35, wgap: float = 0.7, hgap: float = 0.6,
-          sharey: bool = False) -> tuple["Figure", np.ndarray]:
+          sharey: bool = False) -> tuple[Figure, np.ndarray]:
     """A figure of nrows × ncols axes with margins and gaps in inches: fixed geometry instead
     of constrained layout, which draws every figure twice and made plotting the slow part."""
     from matplotlib.figure import Figure
@@ -112,7 +113,7 @@ def _panel_width(n: int, fixed: float, gap: float, most: float) -> float:
     return max(1.6, min(most, (PAGE_WIDTH - fixed - (n - 1) * gap) / max(n, 1)))
 
 
-def _svg(fig: "Figure") -> str:
+def _svg(fig: Figure) -> str:
     import matplotlib
 
     _counter[0] += 1
@@ -139,7 +140,7 @@ _LEGEND_EXTRA = 2.0 + 0.8 + 2 * 0.4 + 2 * 0.5
 _LEGEND_MOST = 3.2  # inches a system name may take in a legend before it is shortened
 
 
-def _legend(fig: "Figure", systems: Sequence[str], colors: dict[str, str]) -> None:
+def _legend(fig: Figure, systems: Sequence[str], colors: dict[str, str]) -> None:
     """One legend for the whole figure, in the right margin, naming every system drawn."""
     from matplotlib.lines import Line2D
 
@@ -162,7 +163,7 @@ def _number(value: float, _pos: Optional[int] = None) -> str:
     return f"{value:g}"
 
 
-def _linear_ticks(ax: "Axes", inches: float, axis: str = "x") -> None:
+def _linear_ticks(ax: Axes, inches: float, axis: str = "x") -> None:
     """As many ticks as their labels fit in `inches` (their length guessed from the axis's range),
     written out in full: no offset or power text at the axis end, which lands on the axis
     title (callers scale very small or large numbers first, `_power`). The labels of a narrow
@@ -198,7 +199,7 @@ def _power(values: Sequence[Optional[float]]) -> tuple[float, str]:
     return 10.0 ** -exponent, f" [×10{str(exponent).translate(_SUPERSCRIPT)}]"
 
 
-def _log_if_wide(ax: "Axes", values: Iterable[Optional[float]], axis: str = "x") -> None:
+def _log_if_wide(ax: Axes, values: Iterable[Optional[float]], axis: str = "x") -> None:
     """A log axis where the values span more than 30×, labelled so its labels cannot collide:
     plain numbers at 1, 2, 5 × 10^k over two decades or less, else at whole decades, and
     unlabelled minor ticks (matplotlib's own labels every minor tick of a short log axis,
@@ -238,13 +239,13 @@ def _axis_title(col: Column, inches: float) -> str:
     return _escape(_fit(col.title, inches - _width(arrow + percent))) + arrow + percent
 
 
-def _no_value(ax: "Axes", y: float) -> None:
+def _no_value(ax: Axes, y: float) -> None:
     """Mark a system's empty row in a panel: it has no value there, which is not 0."""
     ax.text(0.01, y, "no value", transform=ax.get_yaxis_transform(), fontsize=SMALL, color="#98a2b3",
             style="italic", va="center")
 
 
-def _tradeoff_panel(ax: "Axes", col: Column, latency: list[tuple[str, Any]], board: Leaderboard,
+def _tradeoff_panel(ax: Axes, col: Column, latency: list[tuple[str, Any]], board: Leaderboard,
                     colors: dict[str, str], axes_w: float) -> None:
     xs = []
     scale = 100.0 if is_percent(col.field, col.unit) else 1.0
@@ -338,7 +339,7 @@ def _quality_summary(data: ReportData) -> Any:
     return s[keep]
 
 
-def _means_panel(ax: "Axes", data: ReportData, metric: str, field: str, names: list[str], axes_w: float) -> None:
+def _means_panel(ax: Axes, data: ReportData, metric: str, field: str, names: list[str], axes_w: float) -> None:
     """One metric field's mean per system, each on its row; "no value" where it has none."""
     colors = system_colors(data.systems)
     info = getattr(data.metrics.get(metric), "fields", {}).get(field)

@@ -16,7 +16,8 @@ import math
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Optional
+from collections.abc import Iterable
 
 from .. import __version__
 from ..types import REFERENCES_EXPECTED_WORDS
@@ -121,13 +122,13 @@ def _git_html(git: Any) -> str:
     return f"{esc(str(git.get('commit', 'unknown'))[:12])}{' (dirty)' if git.get('dirty') else ''}"
 
 
-def _judges_html(run: "Run") -> str:
+def _judges_html(run: Run) -> str:
     judges = sorted({str(r.result.details.get("judge_model")) for r in run.rows
                      if isinstance(r.result.details, dict) and r.result.details.get("judge_model")})
     return ", ".join(esc(j) for j in judges) or '<span class="na">none configured</span>'
 
 
-def _run_html(run: "Run", references: str) -> str:
+def _run_html(run: Run, references: str) -> str:
     m = run.manifest
     config = m.get("config") or {}
     sessions = [s for s in m.get("sessions") or [] if isinstance(s, dict)]
@@ -193,7 +194,8 @@ def _cell_html(col: Column, cell: Cell, notes: Footnotes) -> str:
         text = f"{cell.value:+.2f}"
     else:
         text = fmt(cell.value, col.field, col.unit)
-    classes = ["num"] + (["best"] if cell.best else []) + (["failed-some"] if col.key == "failed" and cell.value else [])
+    classes = (["num"] + (["best"] if cell.best else [])
+               + (["failed-some"] if col.key == "failed" and cell.value else []))
     parts = [text]
     if cell.significant:
         parts.append('<sup class="sig" title="better than every other system by the paired test (p &lt; 0.05)">*</sup>')
@@ -207,7 +209,8 @@ def _cell_html(col: Column, cell: Cell, notes: Footnotes) -> str:
         title = f"failed turns: {cell.note}"
     if cell.best:
         title = ("best in this column\n" + title).strip()
-    return f'<td class="{" ".join(classes)}" data-v="{_attr_num(cell.value)}" title="{esc(title)}">{"".join(parts)}</td>'
+    return (f'<td class="{" ".join(classes)}" data-v="{_attr_num(cell.value)}" title="{esc(title)}">'
+            f'{"".join(parts)}</td>')
 
 
 def _leaderboard_html(data: ReportData, board: Leaderboard, colors: dict[str, str]) -> str:
@@ -316,7 +319,7 @@ def _value_html(name: str, value: Optional[float], unit: str) -> str:
     return f"{esc(name)} <b>{fmt(value, name, unit)}</b>"
 
 
-def _score_html(data: ReportData, row: "ScoreRow") -> str:
+def _score_html(data: ReportData, row: ScoreRow) -> str:
     """One metric's result in a reply card: values, or why there are none; then its details."""
     result = row.result
     fields = getattr(data.metrics.get(row.metric), "fields", {}) or {}
@@ -340,14 +343,15 @@ def _score_html(data: ReportData, row: "ScoreRow") -> str:
     return f"<tr><th>{esc(row.metric)}</th><td>{value}</td></tr>"
 
 
-def _extras_html(data: ReportData, rows: list["ScoreRow"]) -> str:
+def _extras_html(data: ReportData, rows: list[ScoreRow]) -> str:
     out = []
     for row in rows:
         details = row.result.details if isinstance(row.result.details, dict) else {}
         replies = _raw_replies(details)
         if replies:
             body = "".join(f"<pre>{esc(r)}</pre>" for r in replies)
-            out.append(f"<details class=\"raw\"><summary>{esc(row.metric)}: the judge's reply</summary>{body}</details>")
+            out.append(f"<details class=\"raw\"><summary>{esc(row.metric)}: the judge's reply</summary>"
+                       f"{body}</details>")
         rest = {k: v for k, v in details.items() if k not in SHOWN_DETAIL_KEYS}
         if rest:
             out.append(f"<details><summary>{esc(row.metric)} details</summary><pre>{esc(details_text(rest))}</pre>"
@@ -355,7 +359,7 @@ def _extras_html(data: ReportData, rows: list["ScoreRow"]) -> str:
     return "".join(out)
 
 
-def _transcript_html(data: ReportData, rows: list["ScoreRow"]) -> str:
+def _transcript_html(data: ReportData, rows: list[ScoreRow]) -> str:
     out = []
     aligned = False
     for row in rows:
@@ -368,7 +372,8 @@ def _transcript_html(data: ReportData, rows: list["ScoreRow"]) -> str:
         label = (WORDING_ONLY_ALIGNMENT if data.wording_only(row.metric, row.system)
                  else ALIGNMENT_TITLES.get(name, f"{row.metric}: alignment"))
         wer_text = f" · {esc(row.metric)} {fmt(wer, 'wer')}" if wer is not None else ""
-        out.append(f'<div class="lbl">{esc(label)}{wer_text}</div><div class="txt diff">{alignment_html(alignment)}</div>')
+        out.append(f'<div class="lbl">{esc(label)}{wer_text}</div>'
+                   f'<div class="txt diff">{alignment_html(alignment)}</div>')
     for row in rows:
         if data.metric_name(row.metric) != "transcript":
             continue
@@ -376,7 +381,8 @@ def _transcript_html(data: ReportData, rows: list["ScoreRow"]) -> str:
         if text is not None and not aligned:
             out.insert(0, f'<div class="lbl">ASR transcript</div><div class="txt">{esc(text)}</div>')
         elif text is None and row.result.status != "ok":
-            out.insert(0, f'<div class="lbl">ASR transcript</div><div class="na">{esc(row.result.reason or row.result.status)}</div>')
+            out.insert(0, '<div class="lbl">ASR transcript</div>'
+                          f'<div class="na">{esc(row.result.reason or row.result.status)}</div>')
     return "".join(out)
 
 
@@ -392,7 +398,7 @@ def _audio_html(audio: AudioSources, path: Optional[Path], what: str) -> str:
     return f'<audio controls preload="none" src="{esc(src)}" title="{esc(what)}"></audio>'
 
 
-def _reply_card(data: ReportData, record: "TurnRecord", rows: list["ScoreRow"], audio: AudioSources,
+def _reply_card(data: ReportData, record: TurnRecord, rows: list[ScoreRow], audio: AudioSources,
                 run_dir: Path, color: str) -> str:
     failed = not record.ok
     status = esc(record.status)
@@ -405,7 +411,8 @@ def _reply_card(data: ReportData, record: "TurnRecord", rows: list["ScoreRow"], 
         parts.append(_audio_html(audio, run_dir / record.reply_audio, "reply audio"))
     heard = (record.stage_data.get("asr_done") or {}).get("transcript")
     if isinstance(heard, str):  # a cascade's own ASR of the user turn: what it answered
-        parts.append(f'<div class="lbl">user turn as this system heard it</div><div class="txt heard">{esc(heard)}</div>')
+        parts.append('<div class="lbl">user turn as this system heard it</div>'
+                     f'<div class="txt heard">{esc(heard)}</div>')
     parts.append('<div class="lbl">reply text</div>')
     parts.append(f'<div class="txt">{esc(record.reply_text)}</div>' if record.reply_text
                  else '<div class="na">no text</div>')
@@ -420,14 +427,15 @@ def _reply_card(data: ReportData, record: "TurnRecord", rows: list["ScoreRow"], 
     if shown:
         parts.append('<table class="m">' + "".join(_score_html(data, r) for r in shown) + "</table>")
     if record.stages:
-        marks = " · ".join(f"{esc(k)} {fmt(v, unit='ms')} ms" for k, v in sorted(record.stages.items(), key=lambda kv: kv[1]))
+        stages = sorted(record.stages.items(), key=lambda kv: kv[1])
+        marks = " · ".join(f"{esc(k)} {fmt(v, unit='ms')} ms" for k, v in stages)
         parts.append(f'<div class="sub">stages: {marks}</div>')
     parts.append(_extras_html(data, shown))
     parts.append("</div>")
     return "".join(parts)
 
 
-def _turn_wer(data: ReportData, rows: list["ScoreRow"]) -> Optional[float]:
+def _turn_wer(data: ReportData, rows: list[ScoreRow]) -> Optional[float]:
     for row in rows:
         if data.metric_name(row.metric) == "asr_wer":
             return row.result.values.get("wer")
@@ -443,11 +451,11 @@ class _DialogueView:
     def __init__(self, data: ReportData, audio: AudioSources, colors: dict[str, str]) -> None:
         self.data, self.audio, self.colors = data, audio, colors
         self.run_dir = {label: run.path for run in data.runs for label in run.labels.values()}
-        self.scores: dict[tuple[str, str, Optional[int]], list["ScoreRow"]] = defaultdict(list)
+        self.scores: dict[tuple[str, str, Optional[int]], list[ScoreRow]] = defaultdict(list)
         for row in data.rows:
             self.scores[(row.system, row.dialogue_id, row.turn_index)].append(row)
 
-    def user_card(self, dialogue_id: str, turn_index: int, by_system: dict[str, "TurnRecord"]) -> str:
+    def user_card(self, dialogue_id: str, turn_index: int, by_system: dict[str, TurnRecord]) -> str:
         first = next(iter(by_system.values()))
         user = ['<div class="card user"><div class="card-h">User</div>']
         seen_audio: set[str] = set()
@@ -566,7 +574,8 @@ def render_html(data: ReportData, board: Leaderboard, plots: list[tuple[str, str
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
         f"<header><h1>{esc(title)}</h1><p class=\"muted\">{len(data.runs)} run(s) · tasks {tasks} · "
-        f"{len(data.systems)} systems · {len(data.records)} turns · generated {generated} by ivbench {esc(__version__)}</p>"
+        f"{len(data.systems)} systems · {len(data.records)} turns · "
+        f"generated {generated} by ivbench {esc(__version__)}</p>"
         "</header>",
         '<nav><a href="#leaderboard-section">Leaderboard</a><a href="#plots">Plots</a>'
         '<a href="#dialogues">Dialogues</a><a href="#runs">Runs</a></nav><main>',

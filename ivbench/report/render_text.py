@@ -65,10 +65,12 @@ def render_markdown(data: ReportData, board: Leaderboard, title: str) -> str:
         lines.append("")
         lines += [f"[^{n}]: {md_escape(text)}" for text, n in notes.items()]
     if not data.pairwise.empty:
-        lines += ["", "## Paired tests", "", "| metric | field | A | B | n | mean A − B | p |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "## Paired tests", "",
+                  "| metric | field | A | B | n | mean A − B | p |", "|---|---|---|---|---|---|---|"]
         for t in data.pairwise.to_dict("records"):
             lines.append(f"| {md_escape(t['metric'])} | {md_escape(t['field'])} | {md_escape(t['system_a'])} | "
-                         f"{md_escape(t['system_b'])} | {int(t['n'])} | {t['mean_difference']:+.4g} | {t['p_value']:.3g} |")
+                         f"{md_escape(t['system_b'])} | {int(t['n'])} | {t['mean_difference']:+.4g} | "
+                         f"{t['p_value']:.3g} |")
     return "\n".join(lines) + "\n"
 
 

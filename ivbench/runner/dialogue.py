@@ -16,7 +16,8 @@ from __future__ import annotations
 import random
 import sys
 import zlib
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+from collections.abc import Callable
 
 import numpy as np
 

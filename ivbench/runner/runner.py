@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+from collections.abc import Callable
 
 from .. import __version__, registry
 from ..audio import AudioError, write_wav
@@ -258,7 +259,7 @@ def _attempt(store: RunStore, label: str, dialogue: Dialogue) -> int:
     return max(previous, default=0) + 1
 
 
-def _run_system(sc: SystemConfig, info: _SystemInfo, jobs: list[DialogueJob], sink: "_Writer",
+def _run_system(sc: SystemConfig, info: _SystemInfo, jobs: list[DialogueJob], sink: _Writer,
                 config: EvalConfig, device: str, cluster: Any, ids: Ids, echo: Callable[[str], None]) -> None:
     """Every job of one system, on its workers; each worker loads the system once."""
     # A worker on ivbench's own interpreter imports what the driver can (a test's or a script's module).

@@ -13,7 +13,8 @@ import re
 import warnings
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
+from collections.abc import Iterable
 
 from ..errors import ConfigError, RunDirError, TaskFileError
 from ..types import TurnRecord
@@ -62,7 +63,7 @@ def read_jsonl_records(path: Path) -> list[TurnRecord]:
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
             is_last = all(not rest.strip() for rest in lines[i:])
             if is_last:
-                warnings.warn(f"{path}:{i}: skipping a torn last line (the run was interrupted)")
+                warnings.warn(f"{path}:{i}: skipping a torn last line (the run was interrupted)", stacklevel=2)
                 continue
             raise RunDirError(f"{path}:{i}: corrupt record ({exc}); the file was edited or damaged") from None
     return records

@@ -10,7 +10,8 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
+from collections.abc import Iterable
 
 from ..errors import RunDirError
 from ..types import MetricResult
@@ -34,7 +35,7 @@ class ScoreRow:
                              formats.SCORES_FORMAT)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], where: str = SCORES) -> "ScoreRow":
+    def from_json(cls, data: dict[str, Any], where: str = SCORES) -> ScoreRow:
         data = formats.check(data, formats.SCORES_FORMAT, where)
         return cls(data["metric"], data["system"], data["dialogue_id"], data.get("turn_index"),
                    data.get("mode", ""), MetricResult.from_json(data))
@@ -61,7 +62,8 @@ def read_scores(run_dir: Path) -> list[ScoreRow]:
                     raise TypeError(f"a JSON {type(data).__name__}, not an object")
                 rows.append(ScoreRow.from_json(data, where))
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise RunDirError(f"{where}: corrupt score line ({exc}); re-run `ivbench score` to rewrite it") from None
+                raise RunDirError(f"{where}: corrupt score line ({exc}); "
+                                  "re-run `ivbench score` to rewrite it") from None
     return rows
 
 

@@ -27,7 +27,8 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, cast
+from typing import Any, Optional, cast
+from collections.abc import Callable
 
 from ..errors import ConfigError, ModelFileError
 from .pysource import PySource, Rule

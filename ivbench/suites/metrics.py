@@ -18,7 +18,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from statistics import fmean
-from typing import Any, Callable, ClassVar, Optional, Union
+from typing import Any, ClassVar, Optional, Union
+from collections.abc import Callable
 
 from ..metrics.base import DialogueItem, FieldInfo, Metric, MetricResult, Need, ScoreItem, ScoringContext, Status
 from ..types import Mode

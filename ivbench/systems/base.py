@@ -12,7 +12,8 @@ clock stamps an event when it is yielded, so GPU work must be finished by then.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
+from collections.abc import Iterator
 
 from ..types import Mode, ReplyEvent, TurnInput
 

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
+from collections.abc import Iterator
 
 from ..errors import ConfigError, MissingDependency, ModelFileError
 from ..models.groupformer.config import STREAM_CONTEXT, STREAM_FADE, STREAM_LOOKAHEAD
@@ -74,7 +75,7 @@ def _check_init(init: str, checkpoint: Optional[str], size: str, paths: dict[str
 
 
 class GroupFormerSession(Session):
-    def __init__(self, system: "GroupFormerSystem") -> None:
+    def __init__(self, system: GroupFormerSystem) -> None:
         from ..models.groupformer.generation import Decoder
 
         self.system = system
@@ -298,7 +299,7 @@ class GroupFormerSystem(System):
             model = GroupFormer.from_pretrained(self.checkpoint, device=device, dtype=self.dtype, **self.paths)
         self.attach(model)
 
-    def attach(self, model: Any, share_with: Optional["GroupFormerSystem"] = None) -> None:
+    def attach(self, model: Any, share_with: Optional[GroupFormerSystem] = None) -> None:
         """Use a loaded model: its KV engine (`engine` option), the speech tokenizer and vocoder
         (graphed where `_graph_parts` says), then warm up. `share_with`: a system attached to the
         same model (e.g. direct and text-first) whose engine, tokenizer and vocoder are re-used."""

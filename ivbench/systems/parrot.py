@@ -3,7 +3,8 @@ voice, sentence by sentence, so it gives the floor for latency (one TTS sentence
 ceiling for speech-text alignment (its speech says exactly its text)."""
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
+from collections.abc import Iterator
 
 from .. import registry
 from ..types import AudioChunk, Mode, ReplyEvent, TextDelta, TurnInput

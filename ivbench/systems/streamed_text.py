@@ -1,7 +1,8 @@
 """A reply's text handed on as its tokens arrive (the TextDelta events of a streaming system)."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 
 class StreamedText:

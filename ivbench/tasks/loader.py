@@ -39,7 +39,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
+from collections.abc import Callable
 
 from ..errors import TaskFileError
 from ..store.run_store import name_key, safe_name
@@ -70,7 +71,7 @@ class Limits:
     depth: int
 
     @classmethod
-    def read(cls) -> "Limits":
+    def read(cls) -> Limits:
         return cls(MAX_DIALOGUES.get(), MAX_TURNS.get(), MAX_TEXT_CHARS.get(), MAX_DEPTH.get())
 
 

@@ -19,7 +19,8 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
+from collections.abc import Iterator
 
 import numpy as np
 

@@ -20,7 +20,8 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+from collections.abc import Callable
 
 from .. import registry
 from ..errors import IvbenchError

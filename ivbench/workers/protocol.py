@@ -41,12 +41,12 @@ HEARTBEAT_S = 1.0  # how often a worker says it is alive; its silence is how a s
 class Start:
     """Build and load one system; a worker serves one system for its whole life."""
 
-    system: "SystemConfig"
+    system: SystemConfig
     device: str  # "cpu", "cuda" or "auto" (resolved by the worker, where the device is)
     seed: int
     turn_timeout: Optional[float]
     warmup: int
-    voice: "Spec"  # speaks the user turns the driver has no cached speech for
+    voice: Spec  # speaks the user turns the driver has no cached speech for
     worker: str  # its id, stamped on every record it makes
     # The driver's sys.path, for a worker on the driver's interpreter: a system named by a module
     # the driver can import (a test's folder, a script's) is found by the worker too.
@@ -124,7 +124,7 @@ class Beat:
 class Probe:
     """Build (not load) a system in the worker's interpreter and say what it is."""
 
-    system: "SystemConfig"
+    system: SystemConfig
     sys_path: list[str] = field(default_factory=list)
 
 

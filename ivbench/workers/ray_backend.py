@@ -19,7 +19,8 @@ import os
 import queue
 import threading
 import uuid
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+from collections.abc import Callable
 
 from ..config import ConfigError, SystemConfig
 from ..errors import EndpointError, MissingDependency
@@ -210,7 +211,7 @@ class Cluster:
         self.started = False
         self.token = uuid.uuid4().hex[:8]  # tells this run's actors from another run's in one cluster
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         import ray
 
         if not ray.is_initialized():

@@ -24,7 +24,8 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+from collections.abc import Callable
 
 from ..registry import Spec
 from .pool import WorkersLost
@@ -174,7 +175,7 @@ class ScoringWorkers:
         self.sees: dict[int, bool] = {}
         self.fingerprints: dict[str, dict[str, Any]] = {}
 
-    def __enter__(self) -> "ScoringWorkers":
+    def __enter__(self) -> ScoringWorkers:
         import ray
 
         self.cluster.__enter__()

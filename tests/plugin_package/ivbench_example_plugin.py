@@ -8,7 +8,7 @@ Like any plugin, importing it is cheap: it imports only ivbench's light API modu
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from ivbench.systems import Session, System
 from ivbench.types import Mode, ReplyEvent, StageMark, TextDelta, TurnInput

@@ -24,7 +24,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, ClassVar, Optional
+from collections.abc import Sequence
 
 from ...errors import ConfigError
 

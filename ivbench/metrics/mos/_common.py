@@ -3,7 +3,8 @@ as written), per-item failures."""
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

@@ -15,7 +15,8 @@ own sample rate and resamples it to 16 kHz with torchaudio's windowed-sinc filte
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F

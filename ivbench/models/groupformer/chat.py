@@ -10,7 +10,8 @@ Needs `tokenizers`/`transformers` (imported inside functions), not torch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Union
+from collections.abc import Sequence
 
 from .config import EOSP, SOSP, SPEECH
 
@@ -103,7 +104,7 @@ class SpecialIds:
     stop: tuple[int, ...]  # end of an assistant turn
 
     @classmethod
-    def of(cls, tokenizer: Any) -> "SpecialIds":
+    def of(cls, tokenizer: Any) -> SpecialIds:
         ids = tokenizer.convert_tokens_to_ids([SOSP, EOSP, SPEECH])
         stop = {tokenizer.eos_token_id}
         vocab = tokenizer.get_vocab()

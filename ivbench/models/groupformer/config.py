@@ -158,7 +158,7 @@ class GroupFormerConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = CONFIG_NAME) -> "GroupFormerConfig":
+    def from_dict(cls, data: dict[str, Any], where: str = CONFIG_NAME) -> GroupFormerConfig:
         from ...errors import ModelFileError
 
         names = {f.name for f in dataclasses.fields(cls)}
@@ -172,7 +172,7 @@ class GroupFormerConfig:
         path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def load(cls, folder: Union[str, Path]) -> "GroupFormerConfig":
+    def load(cls, folder: Union[str, Path]) -> GroupFormerConfig:
         from ...model_files import MissingModelFile, read_json_object
 
         path = Path(folder) / CONFIG_NAME

@@ -15,7 +15,8 @@ The test suite runs the graph bodies this way, so such a bug fails on the CPU to
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+from collections.abc import Callable
 
 import torch
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
+from collections.abc import Sequence
 
 import torch
 
@@ -236,7 +237,7 @@ class StaticEngine:
                                                         self.capture, self._pool)
         return call, embeds, hidden
 
-    def prepare(self) -> "StaticEngine":
+    def prepare(self) -> StaticEngine:
         """Capture every graph now (model load), not in the first measured turn. Graphs are made
         once each: calling this again does nothing."""
         if self.graphs:

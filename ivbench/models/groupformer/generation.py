@@ -10,7 +10,8 @@ text-first chain (SpeechGPT style) writes its whole text reply, then `<sosp>` an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Optional, Union
+from collections.abc import Iterator, Sequence
 
 import torch
 

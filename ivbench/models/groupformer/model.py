@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -198,7 +199,7 @@ class GroupFormer(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.llm.get_input_embeddings().weight.dtype
 
-    def place(self, device: str, dtype: torch.dtype) -> "GroupFormer":
+    def place(self, device: str, dtype: torch.dtype) -> GroupFormer:
         """LLM and heads in `dtype`; speech tokenizer and vocoder stay float32."""
         self.llm.to(device=device, dtype=dtype)
         self.adaptor.to(device=device, dtype=dtype)
@@ -263,7 +264,7 @@ class GroupFormer(nn.Module):
     # ---- building and files ---------------------------------------------------------------
     @classmethod
     def random(cls, size: str = "tiny", group_size: int = 5, seed: int = 0, device: str = "cpu",
-               dtype: Union[str, torch.dtype, None] = None, **overrides: Any) -> "GroupFormer":
+               dtype: Union[str, torch.dtype, None] = None, **overrides: Any) -> GroupFormer:
         """Random weights in a named backbone shape (latency profiling; no downloads)."""
         from transformers import AutoModelForCausalLM, Qwen2Config
 
@@ -291,7 +292,7 @@ class GroupFormer(nn.Module):
     @classmethod
     def from_llm(cls, llm: Union[str, Path], config: Optional[GroupFormerConfig] = None, device: str = "cpu",
                  dtype: Union[str, torch.dtype, None] = None, speech_tokenizer: Optional[SpeechTokenizer] = None,
-                 vocoder: Optional[UnitHiFiGAN] = None) -> "GroupFormer":
+                 vocoder: Optional[UnitHiFiGAN] = None) -> GroupFormer:
         """Start training from a pretrained causal LM folder (the paper: Qwen2-7B-Instruct):
         the speech tokens are added to its tokenizer and vocabulary, the heads are new."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -326,7 +327,7 @@ class GroupFormer(nn.Module):
     def from_pretrained(cls, folder: Union[str, Path], device: str = "cpu",
                         dtype: Union[str, torch.dtype, None] = None, hubert: Optional[str] = None,
                         kmeans: Optional[str] = None, vocoder: Optional[str] = None,
-                        vocoder_config: Optional[str] = None) -> "GroupFormer":
+                        vocoder_config: Optional[str] = None) -> GroupFormer:
         """A checkpoint folder: `groupformer.json`, the LLM and its tokenizer (Hugging Face
         format), the heads (safetensors), HuBERT + k-means, and the vocoder with its config.
         The keyword paths override the folder's speech tokenizer and vocoder files. A file that

@@ -440,7 +440,7 @@ class GraphedSpeechTokenizer:
         return found
 
     @torch.inference_mode()
-    def prepare(self) -> "GraphedSpeechTokenizer":
+    def prepare(self) -> GraphedSpeechTokenizer:
         """Capture every bucket now (model load), not in a measured turn."""
         for frames in self.buckets:
             self._call(frames)

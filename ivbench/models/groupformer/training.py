@@ -9,7 +9,8 @@ group filled with the end-of-speech unit).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -131,7 +132,8 @@ def collate(examples: Sequence[Example], special: SpecialIds, pad_id: int, group
     )
 
 
-def groupformer_loss(model: GroupFormer, batch: Batch, group_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+def groupformer_loss(model: GroupFormer, batch: Batch,
+                     group_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
     """Text cross-entropy + group_weight × group cross-entropy."""
     hidden = model(batch.ids, batch.groups, batch.attention_mask)
     logits = model.token_logits(hidden).float()

@@ -364,7 +364,7 @@ class GraphedVocoder:
         return found
 
     @torch.inference_mode()
-    def prepare(self) -> "GraphedVocoder":
+    def prepare(self) -> GraphedVocoder:
         """Capture every length now (model load), not in a measured turn."""
         for n in range(1, self.max_units + 1):
             self._call(n)

@@ -21,7 +21,8 @@ import importlib.util
 import threading
 import weakref
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
+from collections.abc import Callable
 
 from ...cache import sha256_file
 from ...errors import ConfigError, EndpointError, MissingDependency, ModelFileError
@@ -100,7 +101,7 @@ class _Weights:
         self.tokenizer = tokenizer
 
 
-_LOADED: "weakref.WeakValueDictionary[tuple, _Weights]" = weakref.WeakValueDictionary()
+_LOADED: weakref.WeakValueDictionary[tuple, _Weights] = weakref.WeakValueDictionary()
 _LOAD_LOCK = threading.Lock()
 
 

@@ -29,7 +29,8 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Optional, Union
+from collections.abc import Iterator
 
 from ... import registry
 from ...types import AudioChunk, Mode, ReplyEvent, StageMark, TextDelta, TurnInput
@@ -83,8 +84,8 @@ def _pipeline(llm: LLM, voice: Any, theta: Optional[int], messages: Messages,
     """Run the LLM (and the voice, when given) in worker threads and yield their events in
     the order they happen, until both have finished. A worker's exception is re-raised here;
     leaving early (an exception, or the generator closed) cancels the workers."""
-    events: "queue.Queue[Any]" = queue.Queue()
-    to_speak: "queue.Queue[Any]" = queue.Queue()
+    events: queue.Queue[Any] = queue.Queue()
+    to_speak: queue.Queue[Any] = queue.Queue()
     speak = voice is not None
 
     def llm_worker() -> None:
@@ -164,7 +165,7 @@ def _pipeline(llm: LLM, voice: Any, theta: Optional[int], messages: Messages,
 
 
 class CascadeSession(Session):
-    def __init__(self, system: "Cascade") -> None:
+    def __init__(self, system: Cascade) -> None:
         self.system = system
         self.history: Messages = []  # user and assistant messages of the finished turns
         self.log: list[TurnLog] = []
@@ -342,7 +343,8 @@ class Cascade(System):
 
             # Word timestamps would only slow the first packet: the cascade needs the text alone.
             asr = WhisperASR(backend=self.options["asr_backend"], model=self.options["asr_model"],
-                             device=device, compute_type=self.options["asr_compute_type"], beam_size=self.options["asr_beam_size"],
+                             device=device, compute_type=self.options["asr_compute_type"],
+                             beam_size=self.options["asr_beam_size"],
                              word_timestamps=False)
             asr.load()
             self.asr = asr
