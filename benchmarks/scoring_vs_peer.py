@@ -244,7 +244,7 @@ def child_peer(run: Path, out: Path) -> None:
 def child_ivbench(run: Path, out: Path, metrics: str) -> None:
     """`ivbench score RUN --metrics …`, with each metric's time noted (no other change)."""
     t0 = time.perf_counter()
-    from ivbench import scoring
+    from ivbench.scoring import run as scoring
     from ivbench.cli import main
 
     stages: dict[str, float] = {}

@@ -339,16 +339,21 @@ def _metric_option_lines(entry: Any) -> list[str]:
 
 @main.command("show")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the manifest as JSON (with judge.json's settings and usage under \"judge\").")
 def show_command(run_dir: Path, as_json: bool) -> None:
-    """A run's manifest and progress."""
+    """A run's manifest, progress and judge usage."""
     from .store import RunStore
+    from .store.judge_usage import read_judge_usage
 
     store = RunStore(run_dir)
     manifest = store.read_manifest()
     records = store.records()
+    judge = read_judge_usage(run_dir)
     if as_json:
-        click.echo(json.dumps(manifest, indent=2, sort_keys=True))
+        # judge.json under "judge": where `ivbench score` kept it before it stopped rewriting the manifest.
+        shown = manifest if judge is None else {**manifest, "judge": {"settings": judge.settings, "usage": judge.usage}}
+        click.echo(json.dumps(shown, indent=2, sort_keys=True))
         return
     config = manifest.get("config", {})
     task = manifest.get("task", {})
@@ -364,6 +369,8 @@ def show_command(run_dir: Path, as_json: bool) -> None:
     click.echo(f"hardware: {hw.get('cpu')} × {hw.get('cpu_count')}, {hw.get('memory_gib')} GiB"
                + "".join(f"; GPU {g['name']} (driver {g['driver']})" for g in hw.get("gpus", [])))
     _show_workers(manifest)
+    if judge is not None:
+        click.echo(f"judge:    {judge.describe()}")
     total = task.get("n_dialogues") or 0
     done = store.completed_dialogues()
     systems_done: dict[str, int] = {}
@@ -375,6 +382,10 @@ def show_command(run_dir: Path, as_json: bool) -> None:
     if records:
         click.echo("")
         print_leaderboard(run_dir)
+    _show_failures(records)
+
+
+def _show_failures(records: list[Any]) -> None:
     failures = [r for r in records if not r.ok]
     if failures:
         click.echo(f"\nfailed turns ({len(failures)}):")

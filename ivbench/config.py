@@ -263,14 +263,15 @@ def read_judge(value: Any, where: Place) -> Optional[JudgeSettings]:
 
     if value is None or isinstance(value, JudgeSettings):
         return value
-    judge = {"model": value} if isinstance(value, str) else value
-    if not isinstance(judge, dict) or not judge.get("model"):
+    given = {"model": value} if isinstance(value, str) else value
+    if not isinstance(given, dict) or not given.get("model"):
         raise where.error(ConfigError, "must be a mapping with at least 'model' (and base_url, n, temperature, "
                                        "max_tokens, timeout, concurrency, retries, price_in, price_out…)")
-    if "api_key" in judge:
+    if "api_key" in given:
         raise where.at("api_key").error(ConfigError, "keys are read from the environment only; "
                                                      "set api_key_env to the variable's name")
-    judge = dict(judge)
+    # Values of any type: JudgeSettings checks and converts each (a wrong one is a ConfigError below).
+    judge: dict[str, Any] = dict(given)
     if "prices" in judge:
         prices = judge.pop("prices")
         if not isinstance(prices, (list, tuple)) or len(prices) != 2:

@@ -50,7 +50,7 @@ def rewrite_summary(run: Path, metric_specs: list[str]) -> None:
     from ivbench.scoring import plan_metrics
     from ivbench.store import RunStore
     from ivbench.store.scores import read_scores
-    from ivbench.table import write_summary
+    from ivbench.scoring.summary import write_summary
 
     store = RunStore(run)
     metrics = dict(plan_metrics([parse_spec(m) for m in metric_specs]))

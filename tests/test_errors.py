@@ -64,7 +64,7 @@ def test_an_internal_failure_in_each_command_is_a_bug_with_its_traceback(run_dir
 def test_an_internal_failure_in_eval_is_a_bug_and_keeps_the_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     task = write_task(tmp_path, [["Hello there."], ["How are you?"]])
-    _plant(monkeypatch, "ivbench.table.write_summary")  # after generation, while scoring
+    _plant(monkeypatch, "ivbench.scoring.summary.write_summary")  # after generation, while scoring
     result = _ivbench("eval", "--task", str(task), "--system", "parrot", "--mode", "t2t", "--warmup", "0",
                       "--out", "run", "--no-progress")
     assert_bug(result, "ivbench", "planted internal failure")

@@ -104,7 +104,7 @@ def test_retries_on_429_500_and_timeout_then_succeeds(server, settings, tmp_path
     results, context = run(JudgeScore(), [s2s_item(tmp_path)], settings(timeout=0.4))
     assert len(server.requests) == 4
     assert results[0].status == "ok" and results[0].values == {"score": 5.0}
-    stats = context.shared["judge_client"].stats
+    stats = context.judge_client.stats
     assert (stats.http_requests, stats.retries, stats.errors) == (4, 3, 0)
 
 
@@ -115,7 +115,7 @@ def test_gives_up_after_the_retries_and_never_scores_zero(server, settings, tmp_
     result = results[0]
     assert result.status == "failed" and result.values == {"score": None}
     assert "HTTP 503" in result.reason and "after 2 retries" in result.reason
-    assert context.shared["judge_client"].stats.errors == 1
+    assert context.judge_client.stats.errors == 1
 
 
 def test_an_auth_error_is_not_retried_and_stops_the_judge(server, settings, tmp_path):
@@ -186,7 +186,7 @@ def test_a_second_scoring_run_reads_the_cache(server, settings, tmp_path):
     second, context = run(JudgeScore(), items, settings())
     assert len(server.requests) == 3
     assert [r.to_json() for r in second] == [r.to_json() for r in first]
-    stats = context.shared["judge_client"].stats
+    stats = context.judge_client.stats
     assert (stats.cache_hits, stats.http_requests, stats.prompt_tokens) == (3, 0, 0)
     # a different judge setting is a different request
     run(JudgeScore(), items[:1], settings(temperature=0.5))
@@ -199,7 +199,7 @@ def test_identical_prompts_in_a_batch_are_sent_once(server, settings, tmp_path):
     results, context = run(JudgeScore(), same, settings())
     assert len(server.requests) == 1
     assert results[0].to_json() == results[1].to_json()
-    assert context.shared["judge_client"].stats.cache_hits == 1
+    assert context.judge_client.stats.cache_hits == 1
 
 
 def test_tokens_and_cost_are_summed_over_requests(server, settings, tmp_path):
@@ -209,7 +209,7 @@ def test_tokens_and_cost_are_summed_over_requests(server, settings, tmp_path):
     results, context = run(JudgeScore(), [s2s_item(tmp_path, 0), s2s_item(tmp_path, 1)], judge)
     assert [r.details["usage"] for r in results] == [{"prompt_tokens": 1000, "completion_tokens": 200},
                                                      {"prompt_tokens": 3000, "completion_tokens": 100}]
-    stats = context.shared["judge_client"].stats.to_json(judge)
+    stats = context.judge_client.stats.to_json(judge)
     assert (stats["prompt_tokens"], stats["completion_tokens"]) == (4000, 300)
     assert stats["cost_usd"] == pytest.approx(4000 * 2.5e-6 + 300 * 10e-6)
     assert settings().cost(4000, 300) is None  # no prices, no cost
@@ -473,7 +473,7 @@ def test_a_slow_reply_that_keeps_streaming_is_not_cut(server, settings, tmp_path
     server.push({"content": LONG_REPLY, "token_delay": 0.1})
     results, context = run(JudgeScore(), [s2s_item(tmp_path)], settings(timeout=0.5))
     assert results[0].status == "ok" and results[0].values == {"score": 4.0}
-    assert len(server.requests) == 1 and context.shared["judge_client"].stats.retries == 0
+    assert len(server.requests) == 1 and context.judge_client.stats.retries == 0
     assert server.requests[0]["json"]["stream"] is True
 
 
@@ -488,7 +488,7 @@ def test_a_stalled_reply_is_given_up_and_the_server_stops_generating_it(settings
         assert results[0].status == "ok" and results[0].values == {"score": 5.0}
         # Retries sent while the stalled reply still held the one slot waited silently, timed
         # out and left the queue too; the stalled reply was stopped when the server woke.
-        assert context.shared["judge_client"].stats.retries >= 1 and server.aborted >= 1
+        assert context.judge_client.stats.retries >= 1 and server.aborted >= 1
         assert server.max_generating == 1
         # 3 words before the stall, none after it, then "Score: 5".
         assert server.words_sent == 3 + 2
@@ -503,7 +503,7 @@ def test_a_queue_on_a_server_that_answers_one_at_a_time_is_not_silence(settings,
                                settings(base_url=server.url, timeout=0.4, concurrency=3))
         assert [r.status for r in results] == ["ok"] * 3
         assert server.max_in_flight == 3 and server.max_generating == 1
-        assert context.shared["judge_client"].stats.retries == 0 and server.aborted == 0
+        assert context.judge_client.stats.retries == 0 and server.aborted == 0
 
 
 def test_a_dead_server_fails_every_judgement_at_once(settings, tmp_path):
@@ -597,7 +597,7 @@ def test_idle_connections_are_reused_and_a_closed_one_is_replaced(settings, tmp_
 
 
 def test_the_summary_groups_failures_by_reason(server, settings, tmp_path):
-    from ivbench.scoring import ScoreRow
+    from ivbench.store.scores import ScoreRow
 
     server.push({"status": 400, "body": {"error": "bad request"}}, {"status": 400, "body": {"error": "bad request"}},
                 {"content": "no rating here"}, {"content": "Score: 2"})
@@ -691,3 +691,42 @@ def test_score_fails_when_the_judge_has_no_key(parrot_run, keys):
     result = parrot_run("--judge-model", "gpt-4o")
     assert_user_error(result, "judge 'gpt-4o' at https://api.openai.com/v1: no API key", "OPENAI_API_KEY")
     assert (Path("run") / "scores.jsonl").exists()
+
+
+def test_score_writes_judge_json_and_leaves_the_manifest_alone(server, parrot_run, keys):
+    """Scoring never rewrites eval's manifest.json: what the judge was asked goes to judge.json,
+    which `ivbench show` and the report read; a later score without a judge removes it."""
+    from click.testing import CliRunner
+
+    from ivbench.cli import main
+
+    manifest = (Path("run") / "manifest.json").read_bytes()
+    result = parrot_run("--judge-model", "fake-judge", "--judge-base-url", server.url, "--judge-concurrency", "1",
+                        "--judge-price-in", "2.5", "--judge-price-out", "10")
+    assert result.exit_code == 0, result.output
+    assert (Path("run") / "manifest.json").read_bytes() == manifest
+    judge = json.loads((Path("run") / "judge.json").read_text())
+    assert judge["format_version"] == 1 and judge["settings"]["model"] == "fake-judge"
+    assert "api_key" not in judge["settings"]
+    usage = judge["usage"]
+    assert (usage["calls"], usage["errors"], usage["http_requests"]) == (3, 0, 3)
+    assert usage["prompt_tokens"] > 0 and usage["cost_usd"] == pytest.approx(
+        (usage["prompt_tokens"] * 2.5 + usage["completion_tokens"] * 10) / 1e6)
+
+    line = f"fake-judge: 3 judgements (0 from the cache, 0 failed), 3 HTTP requests (0 retries), " \
+           f"{usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion tokens, " \
+           f"${usage['cost_usd']:.4f}"
+    shown = CliRunner().invoke(main, ["show", "run"])
+    assert shown.exit_code == 0 and f"judge:    {line}" in shown.output, shown.output
+    as_json = json.loads(CliRunner().invoke(main, ["show", "run", "--json"]).output)
+    assert as_json["judge"] == {"settings": judge["settings"], "usage": usage}
+    report = CliRunner().invoke(main, ["report", "run", "-o", "r.html", "--audio", "none"])
+    assert report.exit_code == 0, report.output
+    page = Path("r.html").read_text()
+    assert f"<th>judge usage</th><td>{line}</td>" in page
+
+    rescored = parrot_run("--metrics", "latency")  # no judge asked: its judge.json would describe other scores
+    assert rescored.exit_code == 0, rescored.output
+    assert not (Path("run") / "judge.json").exists()
+    assert (Path("run") / "manifest.json").read_bytes() == manifest
+    assert "judge:" not in CliRunner().invoke(main, ["show", "run"]).output

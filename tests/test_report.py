@@ -432,7 +432,7 @@ def test_console_leaderboard_follows_the_task_header(reference_runs):
     from ivbench.scoring import plan_metrics
     from ivbench.store import RunStore
     from ivbench.store.scores import read_scores
-    from ivbench.table import references_of, write_summary
+    from ivbench.scoring.summary import references_of, write_summary
 
     for kind, shown in (("answers", False), ("expected-words", True)):
         run = reference_runs[kind]

@@ -1,7 +1,7 @@
 """The statistics behind every confidence interval and significance mark."""
 import numpy as np
 
-from ivbench.stats import bootstrap_ci, clustered_bootstrap_ci, paired_permutation_test
+from ivbench.scoring.stats import bootstrap_ci, clustered_bootstrap_ci, paired_permutation_test
 
 
 def test_bootstrap_interval_covers_the_true_mean_at_about_the_nominal_rate():

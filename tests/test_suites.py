@@ -22,7 +22,7 @@ from ivbench.judge import JudgeSettings
 from ivbench.metrics.base import MetricResult, ScoreItem, ScoringContext
 from ivbench.suites import authors, catalog, rules
 from ivbench.suites.metrics import BigBenchAudio, UroBench, VoiceBench, parse_gpt_score, parse_uro_score
-from ivbench.table import score_frame, summarize_scores
+from ivbench.scoring.summary import score_frame, summarize_scores
 from ivbench.types import TurnRecord
 
 KEY_ENV = "IVBENCH_SUITES_TEST_KEY"
@@ -320,7 +320,7 @@ def test_voicebench_overall_is_the_leaderboard_formula():
     figures = {"alpacaeval_full": 4.80, "commoneval": 4.47, "wildvoice": 4.62, "sd-qa": 75.77, "mmsu": 81.69,
                "openbookqa": 92.97, "bbh": 87.20, "ifeval": 76.51, "advbench": 98.27}
     rows, categories = [], {}
-    from ivbench.scoring import ScoreRow
+    from ivbench.store.scores import ScoreRow
 
     for subset, figure in figures.items():
         for k in range(2):  # two dialogues each, the same value: the figure, with a zero-width CI

@@ -220,7 +220,7 @@ def test_a_system_that_crashes_on_a_worker_fails_its_dialogue_only(cluster, here
 
 
 def test_a_lost_scoring_worker_leaves_its_batches_to_the_others(cluster, here):
-    from ivbench.scoring import BATCH_SIZE, _items
+    from ivbench.scoring.run import BATCH_SIZE, _items
     from ivbench.store import RunStore
     from ivbench.workers.scoring import ScoringWorkers
 

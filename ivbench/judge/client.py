@@ -21,12 +21,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 from collections.abc import Callable, Sequence
 
 from ..cache import SqliteCache, content_key, default_cache_dir
 from ..openai_endpoint import ChatEndpoint, EndpointStats, OptionNames, RequestFailed
 from .settings import JudgeSettings
+
+if TYPE_CHECKING:
+    from ..scoring.context import ScoringContext
 
 Messages = list[dict[str, str]]
 CACHE_FILE = "judge.sqlite"
@@ -203,9 +206,6 @@ class JudgeClient:
         return reply
 
 
-SHARED_KEY = "judge_client"
-
-
 def preflight(settings: JudgeSettings) -> None:
     """What can be checked of a judge before a long generation: its key (the key rule) and, where
     the server lists its models, that it serves the model. Raises ConfigError / EndpointError; a
@@ -218,29 +218,24 @@ def preflight(settings: JudgeSettings) -> None:
         endpoint.close()
 
 
-def shared_client(context: Any) -> Optional[JudgeClient]:
+def shared_client(context: ScoringContext) -> Optional[JudgeClient]:
     """The scoring run's one judge client, made on first use from `context.judge`.
 
-    `context` is a `ScoringContext`: `judge` is None (no judge configured), a `JudgeSettings`,
-    or a ready `JudgeClient`. The client is kept in `context.shared["judge_client"]`, so every
-    judge metric of the run shares its cache, its concurrency and its token counts; the run
-    reads `context.shared["judge_client"].stats` afterwards. `context.shared["cache_dir"]` and
-    `["use_cache"]`, where the scoring run sets them, place and switch the request cache.
+    `context.judge` is None (no judge configured), a `JudgeSettings`, or a ready `JudgeClient`.
+    The client made from settings is kept in `context.judge_client`, so every judge metric of
+    the run shares its cache, its concurrency and its token counts; the run reads its `stats`
+    afterwards. `context.cache_dir` and `context.use_cache`, where the scoring run sets them,
+    place and switch the request cache.
     """
-    judge = getattr(context, "judge", None)
+    judge = context.judge
     if judge is None:
         return None
     if isinstance(judge, JudgeClient):
         return judge
     if not isinstance(judge, JudgeSettings):
         raise TypeError(f"ScoringContext.judge: a JudgeSettings or JudgeClient, not {type(judge).__name__}")
-    shared = getattr(context, "shared", None)
-    if shared is None:
-        return JudgeClient(judge)
-    client = shared.get(SHARED_KEY)
-    if not isinstance(client, JudgeClient) or client.settings != judge:
-        cache_dir = shared.get("cache_dir")
-        client = JudgeClient(judge, cache_dir=Path(cache_dir) if cache_dir else None,
-                             use_cache=shared.get("use_cache"))
-        shared[SHARED_KEY] = client
+    client = context.judge_client
+    if client is None or client.settings != judge:
+        client = JudgeClient(judge, cache_dir=context.cache_dir, use_cache=context.use_cache)
+        context.judge_client = client
     return client

@@ -146,7 +146,7 @@ class JudgeSettings:
         return token_cost(self.prices, prompt_tokens, completion_tokens)
 
     def to_json(self) -> dict[str, Any]:
-        """For the run manifest: everything except the key (the variable it comes from is named)."""
+        """For judge.json: everything except the key (the variable it comes from is named)."""
         return {**self.identity(), "api_key_env": self.api_key_env, "concurrency": self.concurrency,
                 "retries": self.retries, "timeout": self.timeout,
                 "prices_per_mtok": list(self.prices) if self.prices else None}

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Optional
 
 from ..cache import sha256_file
 from ..errors import PluginError
+from ..scoring.context import ScoringContext  # what `load` is given (defined by the scoring phase)
 from ..types import Audio, FieldInfo, MetricResult, Status, TurnRecord
 
 
@@ -120,23 +121,16 @@ class DialogueItem:
         return (first.system, first.dialogue_id, None)
 
 
-@dataclass
-class ScoringContext:
-    """What the scoring phase lends metrics: the device, shared models and the judge settings."""
-
-    device: str = "cpu"
-    judge: Optional[Any] = None  # ivbench.judge client settings, when a judge is configured
-    shared: dict[str, Any] = field(default_factory=dict)  # models shared between metrics (ASR)
-
-
 class Metric(ABC):
     name: ClassVar[str] = ""
     needs: ClassVar[frozenset[Need]] = frozenset()
     uses_gpu: ClassVar[bool] = False
     level: ClassVar[str] = "turn"
-    fields: ClassVar[dict[str, FieldInfo]] = {}
+    # Declared on the class; a metric whose fields depend on its options (the judge's prompt)
+    # sets its own on the instance, so this is not a ClassVar.
+    fields: dict[str, FieldInfo] = {}
     description: ClassVar[str] = ""
-    headlines: ClassVar[tuple[Headline, ...]] = ()  # a suite's own summary figures (table.py)
+    headlines: ClassVar[tuple[Headline, ...]] = ()  # a suite's own summary figures (scoring/headlines.py)
     option_help: ClassVar[dict[str, str]] = {}  # option -> what it does
 
     def __init__(self, **options: Any) -> None:

@@ -6,7 +6,7 @@ metrics that need `Need.TRANSCRIPT` / `Need.USER_TRANSCRIPT` and copies the text
 `item.transcript` / `item.user_transcript`.
 
 Options (`OPTIONS` below; metrics with the same options share one loaded model through
-`ScoringContext.shared`). Each reply is decoded in Whisper windows of its own, so its
+`ScoringContext.asr_models`). Each reply is decoded in Whisper windows of its own, so its
 transcript depends on its audio and these options alone, and is cached by them. `pack=true`
 is the opt-in exception (see ivbench.asr.whisper): packed transcripts depend on which replies
 shared a window, so they are not cached, and a warning says what packing costs.
@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar, Optional
 
-from ..types import Audio
+from ..scoring.context import AsrKey
+from ..types import Audio, FieldInfo
 from .base import Metric, MetricResult, Need, ScoreItem, ScoringContext, Status
 
 log = logging.getLogger("ivbench")
@@ -43,7 +44,7 @@ PACK_WARNING = ("{name}:pack=true shares Whisper windows between replies: each r
 
 class _WhisperTranscript(Metric):
     uses_gpu = True
-    fields: ClassVar[dict] = {}
+    fields: dict[str, FieldInfo] = {}
     option_help: ClassVar[dict[str, str]] = OPTIONS
     _which: ClassVar[str] = ""  # "reply" or "user"
 
@@ -70,16 +71,17 @@ class _WhisperTranscript(Metric):
 
         device = context.device or "cpu"
         o = self.options
-        key = "whisper " + repr((o["backend"], o["model"], device, o["compute_type"], o["language"],
-                                 o["beam_size"], self.batch_size, self.workers, o["pack"]))
-        asr = context.shared.get(key)
+        key = AsrKey(backend=o["backend"], model=o["model"], device=device, compute_type=o["compute_type"],
+                     language=o["language"], beam_size=o["beam_size"], batch_size=self.batch_size,
+                     workers=self.workers, pack=o["pack"])
+        asr = context.asr_models.get(key)
         if asr is None:
             asr = WhisperASR(backend=o["backend"], model=o["model"], device=device,
                              compute_type=o["compute_type"], language=o["language"],
                              beam_size=o["beam_size"], batch_size=self.batch_size, pack=o["pack"],
                              workers=self.workers or WhisperASR.bulk_workers(device))
             asr.load()
-            context.shared[key] = asr
+            context.asr_models[key] = asr
             if o["pack"]:
                 log.warning(PACK_WARNING.format(name=self.name))
         self.asr = asr

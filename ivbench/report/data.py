@@ -13,7 +13,7 @@ import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import ConfigError
 from ..store import RunStore
@@ -27,6 +27,7 @@ from ..types import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..store.judge_usage import JudgeUsage
     from ..store.scores import ScoreRow
 
 TRANSCRIPT_METRICS = ("transcript", "user_transcript")
@@ -41,6 +42,7 @@ class Run:
     rows: list[ScoreRow]
     labels: dict[str, str] = field(default_factory=dict)  # system label in the run -> in the report
     derived_latency: bool = False  # latency read off the records (the run was not scored)
+    judge: Optional[JudgeUsage] = None  # judge.json: what its scoring asked of the judge
 
 
 @dataclass
@@ -72,7 +74,7 @@ class ReportData:
     def wording_only_base(self, label: str, base: str) -> bool:
         """`wording_only` for any system run from base system `base` (the cross-modal table,
         whose means would mix it in)."""
-        from ..table import base_system
+        from ..scoring.summary import base_system
 
         mine = [s for s in self.systems if base_system(s) == base] or [base]
         return any(self.wording_only(label, s) for s in mine)
@@ -101,6 +103,7 @@ def _latency_rows(records: list[TurnRecord], run_dir: Path) -> list[ScoreRow]:
 
 
 def load_run(path: Path, name: str) -> Run:
+    from ..store.judge_usage import read_judge_usage
     from ..store.scores import read_scores
 
     store = RunStore(path)
@@ -112,7 +115,7 @@ def load_run(path: Path, name: str) -> Run:
         rows = rows + _latency_rows(records, path)
         derived = True
     return Run(path=Path(path), name=name, manifest=manifest, records=records, rows=rows,
-               derived_latency=derived)
+               derived_latency=derived, judge=read_judge_usage(path))
 
 
 def _metric_infos(labels: list[str], runs: list[Run]) -> dict[str, MetricInfo]:
@@ -120,7 +123,7 @@ def _metric_infos(labels: list[str], runs: list[Run]) -> dict[str, MetricInfo]:
     report imports no metric (a plugin metric need not be installed where a report is made).
     Latency read off the records of an unscored run is the built-in latency metric's."""
     from ..metrics.latency import LatencyMetric
-    from ..table import SUMMARY, read_metric_infos
+    from ..scoring.summary import SUMMARY, read_metric_infos
 
     known: dict[str, MetricInfo] = {}
     for run in runs:
@@ -134,7 +137,7 @@ def _metric_infos(labels: list[str], runs: list[Run]) -> dict[str, MetricInfo]:
 
 
 def load_report_data(paths: list[Path]) -> ReportData:
-    from ..table import (
+    from ..scoring.summary import (
         crossmodal,
         pairwise_tests,
         references_of,
@@ -173,12 +176,11 @@ def load_report_data(paths: list[Path]) -> ReportData:
 
 
 def judge_models(data: ReportData) -> list[str]:
-    """The judge models named by the manifests or by the judge results themselves."""
+    """The judge models named by the runs' judge.json or by the judge results themselves."""
     found: list[str] = []
     for run in data.runs:
-        judge = run.manifest.get("judge")
-        if isinstance(judge, dict) and judge.get("model"):
-            found.append(str(judge["model"]))
+        if run.judge is not None and run.judge.model:
+            found.append(run.judge.model)
     for row in data.rows:
         model = row.result.details.get("judge_model") if isinstance(row.result.details, dict) else None
         if model:

@@ -2,7 +2,7 @@
 confidence interval, how many values it rests on, why any are missing, whether it is the
 best of its column, and how it compares with the best under the paired test.
 
-Known metrics show the numbers of `ivbench.table.HEADLINE`; any other metric shows the mean
+Known metrics show the numbers of `ivbench.scoring.summary.HEADLINE`; any other metric shows the mean
 of each of its fields, so a plugin metric appears without the report knowing it.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..table import HEADLINE, base_system, headline
+from ..scoring.summary import HEADLINE, base_system, headline
 from ..types import REFERENCES_ANSWERS
 from .data import TRANSCRIPT_METRICS, ReportData
 

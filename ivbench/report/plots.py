@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..stats import bootstrap_ci
+from ..scoring.stats import bootstrap_ci
 from .data import TRANSCRIPT_METRICS, ReportData
 from .leaderboard import ARROWS, Column, Leaderboard, finite, is_percent
 

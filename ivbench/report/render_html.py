@@ -145,6 +145,8 @@ def _run_html(run: Run, references: str) -> str:
                         f"seed {esc(config.get('seed'))}"),
             ("dates", f"created {esc(m.get('created'))}"
                       + (f" · last session {esc(last)} ({len(sessions)} sessions)" if last else ""))]
+    if run.judge is not None:  # judge.json: what scoring asked of the judge
+        rows.insert(rows.index(("judge model", _judges_html(run))) + 1, ("judge usage", esc(run.judge.describe())))
     loaded = _loaded_html(sessions, run.labels)
     if loaded:
         rows.insert(3, ("systems as loaded", loaded))
@@ -170,7 +172,7 @@ def _packages_html(data: ReportData) -> str:
 
 
 def _runs_html(data: ReportData) -> str:
-    from ..table import references_of
+    from ..scoring.summary import references_of
 
     out = [_run_html(run, references_of(run.manifest)) for run in data.runs]
     out.append(_packages_html(data))

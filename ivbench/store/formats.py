@@ -1,6 +1,6 @@
 """Format versions of the run directory's files (docs/architecture.md, "The run directory").
 
-manifest.json carries `format_version`; every line of records.jsonl, records.partial.jsonl and
+manifest.json and judge.json carry `format_version`; every line of records.jsonl, records.partial.jsonl and
 scores.jsonl carries its own, so a file that grew over several sessions (or was concatenated)
 is still read line by line. A file without one was written before versions existed: format 1.
 A reader refuses a newer version than it knows, with a message that says to upgrade, rather
@@ -17,6 +17,7 @@ KEY = "format_version"
 MANIFEST_FORMAT = 1
 RECORDS_FORMAT = 1
 SCORES_FORMAT = 1
+JUDGE_FORMAT = 1
 
 
 def check(data: dict[str, Any], known: int, where: str) -> dict[str, Any]:

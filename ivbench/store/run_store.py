@@ -74,7 +74,8 @@ def record_line(record: TurnRecord) -> str:
     return json.dumps(formats.stamp(record.to_json(), formats.RECORDS_FORMAT), sort_keys=True, default=str) + "\n"
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
+def write_json_atomic(path: Path, data: Any) -> None:
+    """`data` as indented JSON at `path`, through a temporary file renamed over it: never half a file."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=True, default=str)
@@ -118,7 +119,7 @@ class RunStore:
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(self.manifest_path, formats.stamp(manifest, formats.MANIFEST_FORMAT))
+        write_json_atomic(self.manifest_path, formats.stamp(manifest, formats.MANIFEST_FORMAT))
 
     def open(self, manifest: dict[str, Any]) -> bool:
         """Create the run, or check that `manifest` may resume it; True when resuming."""

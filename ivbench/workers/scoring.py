@@ -41,7 +41,7 @@ class _ScoringActor:
         from ..provenance import resolve_device
 
         self.device = resolve_device(device)
-        self.context = ScoringContext(device=self.device, judge=None, shared={})
+        self.context = ScoringContext(device=self.device)  # no judge: its metrics stay in the driver
         self.metrics: dict[str, Any] = {}
         manifest = Path(run_dir) / "manifest.json"
         self.sees_run_dir = manifest.is_file() and hashlib.sha256(manifest.read_bytes()).hexdigest() == manifest_sha
@@ -63,9 +63,9 @@ class _ScoringActor:
 
     def _metric(self, label: str, spec: Spec) -> Any:
         if label not in self.metrics:
-            from ..scoring import _instantiate
+            from ..scoring.plan import instantiate
 
-            metric = _instantiate(spec)
+            metric = instantiate(spec)
             metric.load(self.context)
             self.metrics[label] = metric
         return self.metrics[label]

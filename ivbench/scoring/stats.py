@@ -31,13 +31,13 @@ def clustered_bootstrap_ci(groups: Sequence[Sequence[float]], confidence: float 
                            ) -> tuple[Optional[float], Optional[float]]:
     """Bootstrap over dialogues (clusters) of the mean over all their turns: turns of one
     dialogue are not independent, so resampling them one by one would make intervals too narrow."""
-    groups = [np.asarray(g, dtype=float) for g in groups if len(g)]
-    if len(groups) < 2:
+    arrays = [np.asarray(g, dtype=float) for g in groups if len(g)]
+    if len(arrays) < 2:
         return None, None
-    sums = np.array([g.sum() for g in groups])
-    counts = np.array([g.size for g in groups])
+    sums = np.array([a.sum() for a in arrays])
+    counts = np.array([a.size for a in arrays])
     rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(groups), size=(resamples, len(groups)))
+    picks = rng.integers(0, len(arrays), size=(resamples, len(arrays)))
     means = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [alpha, 1.0 - alpha])

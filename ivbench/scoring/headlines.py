@@ -18,8 +18,8 @@ from .stats import DEFAULT_RESAMPLES
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .metrics.base import Headline, Metric, Ratio
-    from .types import MetricInfo
+    from ..metrics.base import Headline, Metric, Ratio
+    from ..types import MetricInfo
 
 SEED = 0
 
@@ -66,7 +66,7 @@ def declared_headlines(metric: Any) -> tuple[Headline, ...]:
     metric, read from summary.csv) the built-in suites' by the metric's name."""
     if hasattr(metric, "headlines"):
         return tuple(metric.headlines)
-    from .suites.catalog import SUITE_HEADLINES
+    from ..suites.catalog import SUITE_HEADLINES
 
     return SUITE_HEADLINES.get(getattr(metric, "name", ""), ())
 

@@ -20,13 +20,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .stats import clustered_bootstrap_ci, paired_permutation_test
-from .types import (REFERENCE_KINDS, REFERENCES_ANSWERS, REFERENCES_EXPECTED_WORDS, FieldInfo, MetricInfo,
+from ..types import (REFERENCE_KINDS, REFERENCES_ANSWERS, REFERENCES_EXPECTED_WORDS, FieldInfo, MetricInfo,
                     TurnRecord)
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .store.scores import ScoreRow
+    from ..store.scores import ScoreRow
 
 # A metric as the tables need it: anything with `name` and `fields` (a Metric, a MetricInfo).
 Metrics = Mapping[str, Any]
@@ -71,7 +71,7 @@ def headline(name: str, references: str = REFERENCES_ANSWERS) -> list[tuple[str,
 
 
 def _suite_headlines() -> None:
-    from .suites.catalog import headline_columns
+    from ..suites.catalog import headline_columns
 
     HEADLINE.update(headline_columns())
 
