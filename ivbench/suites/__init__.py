@@ -6,6 +6,6 @@
 
 The tasks read the datasets as their authors publish them (source.py) and hand the scorer's
 facts to the run through each dialogue's metadata; the metrics score from the run alone and
-declare each suite's headline figure (catalog.py, ivbench/headlines.py). Nothing heavy is
+declare each suite's headline figure (catalog.py, ivbench/scoring/headlines.py). Nothing heavy is
 imported here: `datasets`, `pyarrow` and `lm_eval` are imported where they are used.
 """

@@ -158,7 +158,7 @@ SUITE_HEADLINES: dict[str, tuple[Headline, ...]] = {"voicebench": (VOICEBENCH_HE
 
 
 def headline_columns() -> dict[str, list[tuple[str, str, str]]]:
-    """What the console leaderboard and the report show of each suite metric (table.HEADLINE)."""
+    """What the console leaderboard and the report show of each suite metric (scoring.summary.HEADLINE)."""
     return {
         "voicebench": [("overall", "mean", "VoiceBench overall")]
         + [(name, "mean", f"VoiceBench {name}") for name in VOICEBENCH],
