@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ..cache import SqliteCache, content_key, default_cache_dir
 from ..metrics.base import DialogueItem, Metric, MetricResult, Need, ScoreItem, Status
@@ -26,6 +26,9 @@ from ..store.scores import ScoreRow, write_scores
 from ..types import TurnRecord
 from .context import ScoringContext
 from .plan import TRANSCRIPT_METRICS, default_metric_specs, plan_metrics, specs_by_label
+
+if TYPE_CHECKING:
+    from ..judge.settings import JudgeSettings
 
 log = logging.getLogger("ivbench")
 
@@ -38,7 +41,7 @@ Target = Union[ScoreItem, DialogueItem]
 @dataclass
 class ScoreConfig:
     metrics: Optional[list[Spec]] = None  # None: DEFAULT_METRICS
-    judge: Optional[Any] = None  # ivbench.judge.JudgeSettings
+    judge: Optional[JudgeSettings] = None  # None: no judge (judge metrics are missing)
     device: str = "cpu"  # with workers, "auto" is decided by the cluster
     cache_dir: Optional[Path] = None
     use_cache: bool = True
