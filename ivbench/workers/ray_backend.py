@@ -13,6 +13,7 @@ Ray is imported only here, and only when a run asks for it: `pip install 'ivbenc
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import logging
 import os
@@ -97,16 +98,12 @@ class _WorkerActor:
         self.worker.kill()
 
 
-_actor_class: Any = None
+@functools.cache
+def remote_class(cls: type) -> Any:
+    """`ray.remote(cls)`, made once per class (Ray registers each remote class it is given)."""
+    import ray
 
-
-def _remote_actor() -> Any:
-    global _actor_class
-    if _actor_class is None:
-        import ray
-
-        _actor_class = ray.remote(_WorkerActor)
-    return _actor_class
+    return ray.remote(cls)
 
 
 class RayWorker:
@@ -121,7 +118,7 @@ class RayWorker:
         # Named in a namespace of its own, so `ray.get_actor(name, namespace="ivbench")` finds it
         # from anywhere in the cluster (to look at it, or to kill it); it still dies with this driver.
         # Two threads: interrupt() must reach an actor while a receive() waits.
-        self.actor = _remote_actor().options(name=name, namespace=NAMESPACE, max_concurrency=2,
+        self.actor = remote_class(_WorkerActor).options(name=name, namespace=NAMESPACE, max_concurrency=2,
                                              **options).remote(python)
 
     def _get(self, ref: Any, what: str) -> Any:

@@ -148,16 +148,6 @@ def _shares(places: list[dict[str, Any]]) -> dict[int, list[int]]:
     return shares
 
 
-_actor_class: Any = None
-
-
-def _remote_actor() -> Any:
-    global _actor_class
-    if _actor_class is None:
-        import ray
-
-        _actor_class = ray.remote(_ScoringActor)
-    return _actor_class
 
 
 class ScoringWorkers:
@@ -178,6 +168,8 @@ class ScoringWorkers:
     def __enter__(self) -> ScoringWorkers:
         import ray
 
+        from .ray_backend import remote_class
+
         self.cluster.__enter__()
         # "auto" is decided by the cluster, not by the driver (which may have no GPU).
         gpus = self.cluster.resources().get("GPU", 0)
@@ -186,7 +178,7 @@ class ScoringWorkers:
         options = {"num_cpus": 1.0, "num_gpus": 1.0 if on_cuda else 0.0}
         slots = self.cluster.slots(options)
         sha = hashlib.sha256((self.run_dir / "manifest.json").read_bytes()).hexdigest()
-        self.actors = [_remote_actor().options(**options).remote(self.device, str(self.run_dir), sha)
+        self.actors = [remote_class(_ScoringActor).options(**options).remote(self.device, str(self.run_dir), sha)
                        for _ in range(slots)]
         places = ray.get([actor.where.remote() for actor in self.actors])
         for i, where in enumerate(places):
