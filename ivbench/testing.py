@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import numpy as np
 
@@ -182,7 +182,8 @@ class Scripted(System):
         if kind == "tensor":
             import torch
 
-            return AudioChunk(torch.zeros(1600), 16000)
+            # Deliberately not an ndarray: the runner must refuse a chunk of another type.
+            return AudioChunk(cast(Any, torch.zeros(1600)), 16000)
         if kind in ("nan", "inf"):
             samples[700] = np.nan if kind == "nan" else np.inf
             return AudioChunk(samples, 16000)

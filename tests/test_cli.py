@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,22 +19,8 @@ from conftest import ROOT, assert_user_error, write_task
 from ivbench import __version__
 from ivbench.cli import main
 
-SYSTEM = '''
-from ivbench.systems import Session, System
-from ivbench.types import Mode, TextDelta
-
-
-class Upper(Session):
-    def respond(self, turn):
-        yield TextDelta(turn.text.upper())
-
-
-class Shout(System):
-    modes = (Mode.T2T,)
-
-    def new_session(self):
-        return Upper()
-'''
+# A user's plugin file next to the command (a real module, copied into place).
+SYSTEM = Path(__file__).resolve().parent / "plugins" / "shout.py"
 
 DIALOGUES = [["Hello there.", "Second turn."], ["How are you?"], ["Third dialogue."]]
 
@@ -49,7 +36,7 @@ def _records(out: Path) -> list[dict]:
 @pytest.fixture
 def here(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "shout.py").write_text(SYSTEM)
+    shutil.copy(SYSTEM, tmp_path / "shout.py")
     write_task(tmp_path, DIALOGUES)  # tiny.yaml + tiny.jsonl, dialogues d0, d1, d2
     return tmp_path
 

@@ -22,58 +22,11 @@ from ivbench.cli import main
 HERE = Path(__file__).resolve().parent
 PLUGIN_PACKAGE = HERE / "plugin_package"
 
-# The README's example plugin, as a user would write it.
-MY_SYSTEM = '''
-import numpy as np
-
-from ivbench.systems import Session, System
-from ivbench.types import AudioChunk, Mode, TextDelta
-
-
-class EchoSession(Session):
-    def __init__(self):
-        self.history = []
-
-    def respond(self, turn):
-        self.history.append(turn.text)
-        yield TextDelta(f"You said: {turn.text} ({len(self.history)} so far)")
-        if turn.mode.speech_out:
-            yield AudioChunk(np.full(8000, 0.25, dtype=np.float32), 16000)
-
-
-class MySystem(System):
-    modes = (Mode.S2S, Mode.S2T, Mode.T2S, Mode.T2T)
-
-    def load(self, device):
-        pass
-
-    def new_session(self):
-        return EchoSession()
-'''
-
+PLUGINS = HERE / "plugins"
+# The README's example plugin, as a user would write it (copied into place as a file, or into a package).
+MY_SYSTEM = PLUGINS / "my_system.py"
 # A system whose replies show the options it was built with, and their Python types.
-OPTIONS_SYSTEM = '''
-from ivbench.systems import Session, System
-from ivbench.types import Mode, TextDelta
-
-
-class Shows(Session):
-    def __init__(self, options):
-        self.options = options
-
-    def respond(self, turn):
-        yield TextDelta(repr(sorted((k, type(v).__name__, v) for k, v in self.options.items())))
-
-
-class Configurable(System):
-    modes = (Mode.T2T,)
-
-    def __init__(self, speed=1, stream=False, temperature=1.0, name="default", extra="unset"):
-        super().__init__(speed=speed, stream=stream, temperature=temperature, name=name, extra=extra)
-
-    def new_session(self):
-        return Shows(self.options)
-'''
+OPTIONS_SYSTEM = PLUGINS / "configurable.py"
 
 DIALOGUES = [["Hello there.", "What is the weather like?"], ["Tell me a joke."]]
 
@@ -96,7 +49,7 @@ def _ivbench(*args: str) -> Result:
 
 def test_system_from_file_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "my_system.py").write_text(MY_SYSTEM)
+    shutil.copy(MY_SYSTEM, tmp_path / "my_system.py")
     task = write_task(tmp_path / "task", DIALOGUES)
     result = _ivbench("eval", "--task", str(task), "--system", "./my_system.py:MySystem",
                       "--mode", "t2t", "--mode", "t2s", "--warmup", "0", "--out", "run", "--no-progress")
@@ -129,14 +82,15 @@ def test_system_from_file_path(tmp_path, monkeypatch):
 
 def test_file_path_with_missing_attribute_or_non_system(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "my_system.py").write_text(MY_SYSTEM + "\nNOT_A_SYSTEM = 42\n\nclass NotASystem:\n    pass\n")
+    shutil.copy(MY_SYSTEM, tmp_path / "my_system.py")
+    shutil.copy(PLUGINS / "not_systems.py", tmp_path / "not_systems.py")
     task = write_task(tmp_path / "task", DIALOGUES)
     base = ["eval", "--task", str(task), "--warmup", "0", "--out", "run", "--no-progress"]
     assert_user_error(_ivbench(*base, "--system", "./my_system.py:MySystm"),
                         "has no attribute 'MySystm'")
-    assert_user_error(_ivbench(*base, "--system", "./my_system.py:NOT_A_SYSTEM"),
+    assert_user_error(_ivbench(*base, "--system", "./not_systems.py:NOT_A_SYSTEM"),
                         "a int object, not a class")
-    assert_user_error(_ivbench(*base, "--system", "./my_system.py:NotASystem"),
+    assert_user_error(_ivbench(*base, "--system", "./not_systems.py:NotASystem"),
                         "made a NotASystem, not an ivbench System")
     assert_user_error(_ivbench(*base, "--system", "./missing.py:MySystem"), "missing.py not found")
     assert not (tmp_path / "run").exists()
@@ -245,7 +199,7 @@ def test_module_object_spec(tmp_path, monkeypatch):
     package = tmp_path / "site" / "acme_voice_ai"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
-    (package / "systems.py").write_text(MY_SYSTEM)
+    shutil.copy(MY_SYSTEM, package / "systems.py")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     task = write_task(tmp_path / "task", DIALOGUES)
     result = _ivbench("eval", "--task", str(task), "--system", "acme_voice_ai.systems:MySystem",
@@ -292,7 +246,7 @@ def test_unknown_task_suggests_close_match(tmp_path, monkeypatch):
 
 def test_options_reach_constructor_with_yaml_types(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "configurable.py").write_text(OPTIONS_SYSTEM)
+    shutil.copy(OPTIONS_SYSTEM, tmp_path / "configurable.py")
     task = write_task(tmp_path / "task", [["Hi."]])
     spec = "./configurable.py:Configurable:speed=2,stream=true,temperature=0.7,name=fast one,extra=null"
     result = _ivbench("eval", "--task", str(task), "--system", spec, "--warmup", "0", "--out", "run",
@@ -322,7 +276,7 @@ def test_options_reach_constructor_with_yaml_types(tmp_path, monkeypatch):
 
 def test_bad_option_name_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "configurable.py").write_text(OPTIONS_SYSTEM)
+    shutil.copy(OPTIONS_SYSTEM, tmp_path / "configurable.py")
     task = write_task(tmp_path / "task", [["Hi."]])
     result = _ivbench("eval", "--task", str(task), "--system", "./configurable.py:Configurable:sped=2",
                       "--warmup", "0", "--out", "run", "--no-progress")

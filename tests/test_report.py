@@ -9,6 +9,7 @@ import html
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,43 +21,12 @@ from ivbench.config import EvalConfig, SystemConfig
 from ivbench.registry import Spec, parse_spec
 from ivbench.runner import run_eval
 from ivbench.scoring import ScoreConfig, score_run
+from plugins.report_scripted import ERROR, XSS_IMG, XSS_TEXT
 
-XSS_TEXT = "<script>window.__pwned = 1</script>"
-XSS_IMG = '<img src=x onerror="window.__pwned = 2">'
 XSS_JUDGE = "Score: 4\n</script><script>window.__pwned = 3</script>"
-ERROR = "<b>boom</b> & </script>"
-
-SYSTEM = '''
-import numpy as np
-
-from ivbench.systems import Session, System
-from ivbench.types import AudioChunk, Mode, StageMark, TextDelta
-
-REPLIES = {0: %r, 1: %r}
-
-
-class Scripted(System):
-    """Replies with a fixed text and a short tone; fails where told to."""
-    modes = (Mode.S2S,)
-
-    def __init__(self, fail_on=None, tone=440.0):
-        super().__init__(fail_on=fail_on, tone=tone)
-        self.fail_on, self.tone = fail_on, tone
-
-    def new_session(self):
-        system = self
-
-        class S(Session):
-            def respond(self, turn):
-                if f"{turn.dialogue_id}#{turn.turn_index}" == system.fail_on:
-                    raise RuntimeError(%r)
-                yield StageMark("asr_done", {"transcript": "heard: " + turn.text})
-                yield TextDelta(REPLIES.get(turn.turn_index, "It is noon.") if turn.dialogue_id != "plain"
-                                else "It is noon.")
-                t = np.arange(int(16000 * (0.5 + 0.1 * turn.turn_index))) / 16000.0
-                yield AudioChunk((0.3 * np.sin(2 * np.pi * system.tone * t)).astype(np.float32), 16000)
-        return S()
-''' % (XSS_TEXT, XSS_IMG, ERROR)  # noqa: UP031
+# The system (a real module, loaded by path as a user's plugin file is): its replies carry XSS_TEXT
+# and XSS_IMG, and the turn `fail_on` names fails with ERROR.
+SYSTEM = Path(__file__).resolve().parent / "plugins" / "report_scripted.py"
 
 ODD_ID = 'd"<i>1'
 DIALOGUES = [[ODD_ID, ["Say <b>hi</b> & \"bye\"", "</script><script>window.__pwned = 5</script> again?"]],
@@ -111,8 +81,7 @@ def make_runs(root: Path, known_scores: bool = True) -> tuple[Path, Path]:
     task = write_task(root / "task", [turns for _, turns in DIALOGUES], name="tiny<b>")
     lines = [json.dumps({"id": i, "category": "<i>cat</i>", "turns": turns}) for i, turns in DIALOGUES]
     (root / "task" / "tiny<b>.jsonl").write_text("\n".join(lines) + "\n")
-    (root / "scripted.py").write_text(SYSTEM)
-    system = f"{root}/scripted.py:Scripted"
+    system = f"{SYSTEM}:Scripted"
     runs = []
     for name, systems in (("run1", [("alpha", f"{ODD_ID}#1", 440.0), ("beta", None, 660.0)]),
                           ("run2", [("alpha", f"{ODD_ID}#1", 550.0)])):
@@ -292,7 +261,7 @@ def test_eval_writes_the_report_and_prints_its_path(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     task = write_task(tmp_path / "t", [["Hello there."], ["One more.", "And again."]])
-    (tmp_path / "scripted.py").write_text(SYSTEM)
+    shutil.copy(SYSTEM, tmp_path / "scripted.py")  # a plugin file next to the user's command
     start = time.perf_counter()
     result = CliRunner().invoke(main, ["eval", "--task", str(task), "--system", "./scripted.py:Scripted",
                                        "--voice", "espeak", "--warmup", "0", "--out", "run", "--no-progress"])
@@ -308,9 +277,8 @@ def test_unscored_run_reads_latency_off_the_records(tmp_path):
     from ivbench.report.data import load_report_data
 
     task = write_task(tmp_path / "t", [["Hello."]])
-    (tmp_path / "scripted.py").write_text(SYSTEM)
     config = EvalConfig(task=parse_spec(str(task)), voice=parse_spec("espeak"), warmup=0, out=tmp_path / "run",
-                        systems=[SystemConfig(Spec(f"{tmp_path}/scripted.py:Scripted"), "s")])
+                        systems=[SystemConfig(Spec(f"{SYSTEM}:Scripted"), "s")])
     run_eval(config, progress=False)
     data = load_report_data([tmp_path / "run"])
     assert data.runs[0].derived_latency and {r.metric for r in data.rows} == {"latency"}

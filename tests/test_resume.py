@@ -2,6 +2,7 @@
 those of an uninterrupted run, none twice, and the cut dialogue was redone from its first turn."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,33 +12,8 @@ import pytest
 
 from conftest import ROOT, write_task
 
-SYSTEM = '''
-import time
-import numpy as np
-from ivbench.systems import Session, System
-from ivbench.types import AudioChunk, Mode, TextDelta
-
-
-class Counting(Session):
-    """Replies depend on the session's history, so a dialogue resumed mid-way would show."""
-
-    def __init__(self):
-        self.heard = []
-
-    def respond(self, turn):
-        self.heard.append(turn.text)
-        time.sleep(0.25)
-        yield TextDelta(f"reply {len(self.heard)} after " + " / ".join(self.heard))
-        tone = np.sin(np.arange(8000) * (0.01 * len(self.heard))).astype(np.float32) * 0.3
-        yield AudioChunk(tone, 16000)
-
-
-class CountingSystem(System):
-    modes = (Mode.T2S,)
-
-    def new_session(self):
-        return Counting()
-'''
+# Slow enough to be cut mid-dialogue; its replies show the session's history (a real module, by path).
+SYSTEM = Path(__file__).resolve().parent / "plugins" / "counting.py"
 
 
 def _command(task: Path, system: Path, out: Path) -> list[str]:
@@ -60,7 +36,7 @@ def _essence(records: list[dict]) -> list[tuple]:
 def _interrupt_then_resume(tmp_path: Path, sig: int) -> tuple[list[dict], list[dict], Path, Path]:
     task = write_task(tmp_path / "task", [["a1", "a2", "a3"], ["b1", "b2", "b3"], ["c1", "c2"]])
     system = tmp_path / "counting.py"
-    system.write_text(SYSTEM)
+    shutil.copy(SYSTEM, system)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     reference = tmp_path / "uninterrupted"

@@ -1,6 +1,8 @@
 """The scoring phase: batching, caching (byte-identical re-score), missing values, summaries."""
 import csv
 import json
+import shutil
+from pathlib import Path
 
 
 from ivbench.config import EvalConfig, SystemConfig
@@ -8,58 +10,11 @@ from ivbench.registry import Spec, parse_spec
 from ivbench.runner import run_eval
 from ivbench.scoring import ScoreConfig, score_run
 
-METRICS = '''
-from ivbench.metrics.base import FieldInfo, Metric, MetricResult, Need
-
-CALLS = []
-
-
-class Length(Metric):
-    """Characters of the reply text; counts how often it really computes."""
-    name = "length"
-    needs = frozenset({Need.REPLY_TEXT})
-    fields = {"chars": FieldInfo(True, "chars")}
-
-    def cache_inputs(self, item):
-        return {"text": item.record.reply_text}
-
-    def score(self, items):
-        CALLS.append(len(items))
-        return [MetricResult({"chars": float(len(i.record.reply_text))}) for i in items]
-
-
-class NeedsReference(Length):
-    name = "needs_reference"
-    needs = frozenset({Need.REPLY_TEXT, Need.REFERENCE})
-
-
-class Broken(Length):
-    name = "broken"
-
-    def load(self, context):
-        raise ImportError("this metric needs pip install something-absent")
-'''
-
-SYSTEM = '''
-from ivbench.systems import Session, System
-from ivbench.types import Mode, TextDelta
-
-
-class Doubler(System):
-    modes = (Mode.T2T, Mode.S2T)
-
-    def __init__(self, times=2):
-        super().__init__(times=times)
-        self.times = times
-
-    def new_session(self):
-        times = self.times
-
-        class S(Session):
-            def respond(self, turn):
-                yield TextDelta(" ".join([turn.text] * times))
-        return S()
-'''
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+# Copied into each test's folder and loaded by path: each test has its own module, so its own
+# count of the batches Length computed (scoring_metrics.CALLS).
+METRICS = PLUGINS / "scoring_metrics.py"
+SYSTEM = PLUGINS / "doubler.py"
 
 
 def _run(tmp_path, modes=("t2t",), systems=((2, "two"), (3, "three"))):
@@ -69,8 +24,8 @@ def _run(tmp_path, modes=("t2t",), systems=((2, "two"), (3, "three"))):
         json.dumps({"id": "a", "turns": [{"text": "hi", "reference": "x"}, "hello there"]}) + "\n"
         + json.dumps({"id": "b", "turns": ["good morning", "bye"]}) + "\n"
         + json.dumps({"id": "c", "turns": ["one more"]}) + "\n")
-    (tmp_path / "doubler.py").write_text(SYSTEM)
-    (tmp_path / "metrics.py").write_text(METRICS)
+    shutil.copy(SYSTEM, tmp_path / "doubler.py")
+    shutil.copy(METRICS, tmp_path / "metrics.py")
     config = EvalConfig(task=parse_spec(str(task_dir / "t.jsonl")),
                         systems=[SystemConfig(Spec(f"{tmp_path}/doubler.py:Doubler", (("times", t),)), label)
                                  for t, label in systems],

@@ -128,6 +128,9 @@ class FirstSpeech(Metric):
                 results.append(MetricResult.unavailable(self.fields, Status.FAILED,
                                                         f"cannot read the reply audio: {exc}"))
                 continue
+            if audio is None:  # precheck rules this out for the scorer; a direct caller gets the same answer
+                results.append(MetricResult.unavailable(self.fields, Status.NOT_APPLICABLE, "no reply audio"))
+                continue
             onset = self.onset_ms(resample(audio, VAD_RATE).samples)
             if onset is None:
                 results.append(MetricResult.unavailable(

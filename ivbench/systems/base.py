@@ -34,8 +34,9 @@ class System(ABC):
 
     modes: ClassVar[tuple[Mode, ...]] = (Mode.S2S,)
     # True for random-weight models that are only good for latency profiling: reports
-    # label them and never show their content scores as results.
-    untrained: ClassVar[bool] = False
+    # label them and never show their content scores as results. A class default a system may
+    # set per instance (groupformer: random init, or a checkpoint saved from random weights).
+    untrained: bool = False
 
     def __init__(self, **options: Any) -> None:
         self.options = options

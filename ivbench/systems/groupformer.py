@@ -27,13 +27,18 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 from collections.abc import Iterator
 
 from ..errors import ConfigError, MissingDependency, ModelFileError
 from ..models.groupformer.config import STREAM_CONTEXT, STREAM_FADE, STREAM_LOOKAHEAD
 from ..types import AudioChunk, Mode, ReplyEvent, StageMark, TextDelta, TurnInput
 from .base import Session, System
+
+if TYPE_CHECKING:  # torch and transformers are imported by load(), not with this module
+    from ..models.groupformer.generation import Event
+    from ..models.groupformer.vocoder import StreamingVocoder
+    from .streamed_text import StreamedText
 
 SAMPLE_RATE = 16000
 ENGINES = ("auto", "dynamic", "static", "graphs")
@@ -44,6 +49,8 @@ log = logging.getLogger("ivbench.groupformer")
 
 def _checkpoint_untrained(folder: Optional[str]) -> bool:
     """A checkpoint saved from random weights says so in its groupformer.json (read without torch)."""
+    if folder is None:
+        return False
     from pathlib import Path
 
     from ..models.groupformer.config import GroupFormerConfig
@@ -72,6 +79,24 @@ def _check_init(init: str, checkpoint: Optional[str], size: str, paths: dict[str
             raise ConfigError(f"groupformer: init=random builds every part with random weights, so "
                               f"{', '.join(sorted(given))} would be ignored; drop {'them' if len(given) > 1 else 'it'}"
                               f", or use init=checkpoint with checkpoint=PATH")
+
+
+def _timed_by_phase(events: Iterator[Event], kind: str, stats: dict[str, Any]) -> Iterator[Event]:
+    """The decoder's events, the time spent making each added to `stats` under its phase
+    (`{phase}_generate_s`: prefill, then text or speech) — the consumer's time is not counted."""
+    phase = "prefill"
+    while True:
+        t0 = time.perf_counter()
+        event = next(events, None)
+        stats[f"{phase}_generate_s"] += time.perf_counter() - t0
+        if event is None:
+            return
+        if event.kind == "stage":
+            if event.value == "prefill":
+                phase = "speech" if kind == "speech" else "text"
+            elif event.value == "text_done":
+                phase = "speech"
+        yield event
 
 
 class GroupFormerSession(Session):
@@ -151,43 +176,19 @@ class GroupFormerSession(Session):
                                  "speech_generate_s": 0.0}
         events = self.decoder.respond(rendered, speech_out=speech_out, text_out=kind != "speech",
                                       limits=system.limits(), sampling=system.sampling())
-        phase = "prefill"
-        while True:
-            t0 = time.perf_counter()
-            event = next(events, None)
-            stats[f"{phase}_generate_s"] += time.perf_counter() - t0
-            if event is None:
-                break
+        for event in _timed_by_phase(events, kind, stats):
             if event.kind == "token":
-                piece = reply_text.add([event.value])
+                piece = reply_text.add([event.token])
                 if piece:
                     yield TextDelta(piece)
             elif event.kind == "group":
-                group = list(event.value)
-                if not units:
-                    yield StageMark("first_group")
-                units.extend(group)
-                stats["groups"] += 1
-                chunk = stream.push(group)
-                if chunk is not None and len(chunk):
-                    yield AudioChunk(chunk, model.vocoder.sample_rate)
+                yield from self._speak(event.group, units, stats, stream)
             elif event.kind == "stage":
-                if event.value == "prefill":
-                    phase = "speech" if kind == "speech" else "text"
-                elif event.value == "text_done":
-                    phase = "speech"
                 yield StageMark(str(event.value))
-        piece = reply_text.finish()
-        if piece:
-            yield TextDelta(piece)
-        text = reply_text.text
-        if stream is not None and units:
-            chunk = stream.flush()
-            if chunk is not None and len(chunk):
-                yield AudioChunk(chunk, model.vocoder.sample_rate)
+        yield from self._finish_reply(reply_text, stream, units)
         reply: list[Any] = []
         if kind != "speech":
-            reply.append(text)
+            reply.append(reply_text.text)
         if speech_out:
             reply.append(Speech(tuple(units)))
         self.messages.append(Message("assistant", reply))
@@ -195,6 +196,29 @@ class GroupFormerSession(Session):
         stats.update(prefill_tokens=d.prefill_tokens, cached_tokens=d.cached_tokens, text_tokens=d.text_tokens,
                      units=len(units), ended_by=d.ended_by)
         self.last_stats = stats
+
+    def _speak(self, group: tuple[int, ...], units: list[int], stats: dict[str, Any],
+               stream: Optional[StreamingVocoder]) -> Iterator[ReplyEvent]:
+        """A group of units the decoder made: into the reply and through the streaming vocoder."""
+        assert stream is not None, "the decoder makes speech groups only with speech_out"
+        if not units:
+            yield StageMark("first_group")
+        units.extend(group)
+        stats["groups"] += 1
+        chunk = stream.push(list(group))
+        if chunk is not None and len(chunk):
+            yield AudioChunk(chunk, self.model.vocoder.sample_rate)
+
+    def _finish_reply(self, reply_text: StreamedText, stream: Optional[StreamingVocoder],
+                      units: list[int]) -> Iterator[ReplyEvent]:
+        """The text and the audio held back until the reply ended."""
+        piece = reply_text.finish()
+        if piece:
+            yield TextDelta(piece)
+        if stream is not None and units:
+            chunk = stream.flush()
+            if chunk is not None and len(chunk):
+                yield AudioChunk(chunk, self.model.vocoder.sample_rate)
 
     def close(self) -> None:
         self.decoder.reset()
@@ -296,6 +320,7 @@ class GroupFormerSystem(System):
             model = GroupFormer.random(self.size, group_size=self.group_size, seed=self.seed, device=device,
                                        dtype=self.dtype)
         else:
+            assert self.checkpoint, "_check_init: init=checkpoint comes with a checkpoint"
             model = GroupFormer.from_pretrained(self.checkpoint, device=device, dtype=self.dtype, **self.paths)
         self.attach(model)
 
@@ -369,7 +394,7 @@ class GroupFormerSystem(System):
         decoder = Decoder(model, self.engine)
         limits = Limits(max_groups=2, min_groups=2, max_new_tokens=2, min_new_tokens=2)
         units = [u for e in decoder.respond(rendered, speech_out=True, text_out=True, limits=limits,
-                                            sampling=Sampling()) if e.kind == "group" for u in e.value]
+                                            sampling=Sampling()) if e.kind == "group" for u in e.group]
         if model.vocoder is not None:
             stream = StreamingVocoder(self.unit_vocoder, self.chunk_groups, self.lookahead, self.context, self.fade)
             stream.push(units or [0] * model.config.group_size)

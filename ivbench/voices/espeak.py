@@ -152,8 +152,8 @@ def _voice_names(lib: Any) -> dict[str, str]:
             key = code.decode("utf-8", "replace").lower()
             if key not in by_language or priority < by_language[key][0]:
                 by_language[key] = (priority, ident)
-    for code, (_, ident) in by_language.items():
-        names.setdefault(code, ident)
+    for language, (_, ident) in by_language.items():
+        names.setdefault(language, ident)
     return names
 
 

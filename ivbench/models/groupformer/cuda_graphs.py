@@ -91,7 +91,8 @@ class RecordedOps:
             return _Made(*where) if where else _Held(x)
 
         class Record(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                                   kwargs: Optional[dict[str, Any]] = None) -> Any:
                 kwargs = kwargs or {}
                 if capture_refuses(func, args):
                     raise RuntimeError(f"aten.{func.overloadpacket.__name__} in a graph body: a CUDA capture "

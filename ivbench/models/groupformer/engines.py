@@ -115,9 +115,11 @@ class StaticKV:
     # transformers ≥ 5 passes `kwargs=`, earlier versions a cache_kwargs dict: neither is needed.
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any,
                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = self.positions
+        assert positions is not None, "StaticKV.update before the engine set the positions"
         keys, values = self.keys[layer_idx], self.values[layer_idx]
-        keys.index_copy_(2, self.positions, key_states.to(keys.dtype))
-        values.index_copy_(2, self.positions, value_states.to(values.dtype))
+        keys.index_copy_(2, positions, key_states.to(keys.dtype))
+        values.index_copy_(2, positions, value_states.to(values.dtype))
         return keys[:, :, : self.window], values[:, :, : self.window]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
@@ -227,8 +229,9 @@ class StaticEngine:
         buffers = self._buffers.get(length)
         if buffers is None:
             hidden_size = self.model.config.llm_hidden_size
-            buffers = self._buffers[length] = tuple(
-                torch.zeros(1, length, hidden_size, dtype=self.dtype, device=self.device) for _ in range(2))
+            shape = (1, length, hidden_size)
+            buffers = self._buffers[length] = (torch.zeros(shape, dtype=self.dtype, device=self.device),
+                                               torch.zeros(shape, dtype=self.dtype, device=self.device))
         embeds, hidden = buffers
         call = self._calls.get((length, window))
         if call is None:
@@ -345,6 +348,6 @@ def make_engine(model: Any, kind: str = "auto", capacity: int = 8192) -> Any:
         if kind != "auto":
             raise
         log.warning("groupformer: the static/CUDA-graph engine is off (%s); decoding op by op", exc)
-        engine = DynamicEngine(model)
-        engine.fallback_reason = str(exc)
-        return engine
+        fallback = DynamicEngine(model)
+        fallback.fallback_reason = str(exc)
+        return fallback

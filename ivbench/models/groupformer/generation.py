@@ -48,7 +48,19 @@ class Limits:
 @dataclass
 class Event:
     kind: str  # "token" (text token id), "group" (tuple of units), "stage"
-    value: Union[int, tuple, str]
+    value: Union[int, tuple[int, ...], str]
+
+    @property
+    def token(self) -> int:
+        """A "token" event's token id."""
+        assert isinstance(self.value, int), self
+        return self.value
+
+    @property
+    def group(self) -> tuple[int, ...]:
+        """A "group" event's units."""
+        assert isinstance(self.value, tuple), self
+        return self.value
 
 
 @dataclass

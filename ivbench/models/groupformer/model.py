@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union, cast
 from collections.abc import Sequence
 
 import torch
@@ -39,6 +39,9 @@ from .speech_tokenizer import (
     random_speech_tokenizer,
 )
 from .vocoder import UnitHiFiGAN, load_vocoder, random_vocoder
+
+if TYPE_CHECKING:  # transformers is imported where a model is built, not with this module
+    from transformers import PreTrainedModel
 
 log = logging.getLogger("ivbench.groupformer")
 
@@ -133,10 +136,10 @@ def check_parts(config: GroupFormerConfig, speech_tokenizer: Optional[SpeechToke
 
 
 def _looks_like_hub_id(name: Optional[str]) -> bool:
-    return bool(name) and name.count("/") == 1 and not name.startswith((".", "/", "~"))
+    return name is not None and name.count("/") == 1 and not name.startswith((".", "/", "~"))
 
 
-def _load_llm(llm_dir: Path, dtype: torch.dtype) -> tuple[Any, nn.Module]:
+def _load_llm(llm_dir: Path, dtype: torch.dtype) -> tuple[Any, PreTrainedModel]:
     """The checkpoint's tokenizer and causal LM (Hugging Face folder)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -168,8 +171,13 @@ def _load_speech_tokenizer(folder: Path, config: GroupFormerConfig, hubert: Opti
                                  config.hubert_normalize, n_units=config.n_units)
 
 
+def _input_embeddings(llm: PreTrainedModel) -> nn.Embedding:
+    # transformers annotates get_input_embeddings() as any nn.Module; a causal LM's is an nn.Embedding.
+    return cast(nn.Embedding, llm.get_input_embeddings())
+
+
 class GroupFormer(nn.Module):
-    def __init__(self, config: GroupFormerConfig, llm: nn.Module, tokenizer: Any,
+    def __init__(self, config: GroupFormerConfig, llm: PreTrainedModel, tokenizer: Any,
                  speech_tokenizer: Optional[SpeechTokenizer] = None, vocoder: Optional[UnitHiFiGAN] = None) -> None:
         super().__init__()
         self.config = config
@@ -177,7 +185,7 @@ class GroupFormer(nn.Module):
         self.tokenizer = tokenizer
         if add_speech_tokens(tokenizer):
             log.warning("the tokenizer had no speech tokens: added them with untrained embeddings")
-        if llm.get_input_embeddings().num_embeddings < len(tokenizer):
+        if _input_embeddings(llm).num_embeddings < len(tokenizer):
             llm.resize_token_embeddings(len(tokenizer))
         self.special = SpecialIds.of(tokenizer)
         hidden = llm.config.hidden_size
@@ -193,15 +201,17 @@ class GroupFormer(nn.Module):
     # ---- placement ------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        return self.llm.get_input_embeddings().weight.device
+        return _input_embeddings(self.llm).weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.llm.get_input_embeddings().weight.dtype
+        return _input_embeddings(self.llm).weight.dtype
 
     def place(self, device: str, dtype: torch.dtype) -> GroupFormer:
         """LLM and heads in `dtype`; speech tokenizer and vocoder stay float32."""
-        self.llm.to(device=device, dtype=dtype)
+        # PreTrainedModel.to is declared with functools.wraps(nn.Module.to), which types it as the
+        # unbound function (self required); the call is right.
+        self.llm.to(device=device, dtype=dtype)  # type: ignore[call-arg]
         self.adaptor.to(device=device, dtype=dtype)
         self.group_model.to(device=device, dtype=dtype)
         for part in (self.speech_tokenizer, self.vocoder):
@@ -213,7 +223,7 @@ class GroupFormer(nn.Module):
     def embed(self, ids: torch.Tensor, groups: Optional[torch.Tensor]) -> torch.Tensor:
         """Token embeddings with each `<speech>` placeholder replaced by its group's adaptor
         output (groups in row-major placeholder order)."""
-        embeds = self.llm.get_input_embeddings()(ids)
+        embeds = _input_embeddings(self.llm)(ids)
         if groups is None or groups.shape[0] == 0:
             return embeds
         # The callers (collate, Decoder) pair placeholders and groups one to one; counting them

@@ -29,7 +29,7 @@ import lzma
 import pickle
 import zlib
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union, cast
 
 import numpy as np
 import torch
@@ -38,6 +38,9 @@ from torch import nn
 from ...errors import ModelFileError
 from ...model_files import MissingModelFile, StandIn, check_file, read_json_object
 from .cuda_graphs import Replay, new_pool, relative_difference
+
+if TYPE_CHECKING:  # transformers is imported where a model is built, not with this module
+    from transformers import HubertModel
 
 SAMPLE_RATE = 16000  # HuBERT's input rate
 
@@ -208,7 +211,10 @@ def _masked_group_norm(norm: nn.GroupNorm, x: torch.Tensor, keep: torch.Tensor) 
 class SpeechTokenizer(nn.Module):
     """HuBERT + k-means: 16 kHz samples → unit ids."""
 
-    def __init__(self, hubert: nn.Module, centroids: Union[np.ndarray, torch.Tensor], layer: int,
+    centroids: torch.Tensor  # (K, D) buffer
+    centroid_sq: torch.Tensor  # (K,) buffer: each centroid's squared norm
+
+    def __init__(self, hubert: HubertModel, centroids: Union[np.ndarray, torch.Tensor], layer: int,
                  normalize: bool = False, source: str = "speech tokenizer") -> None:
         super().__init__()
         n_layers = hubert.config.num_hidden_layers
@@ -326,7 +332,7 @@ class SpeechTokenizer(nn.Module):
         np.save(str(kmeans_path), self.centroids.cpu().numpy())
 
 
-def _local_hubert(path: Path) -> Any:
+def _local_hubert(path: Path) -> HubertModel:
     from transformers import HubertModel
 
     if not path.is_dir():
@@ -342,7 +348,10 @@ def _local_hubert(path: Path) -> Any:
     if not any((path / name).is_file() for name in weights):
         raise MissingModelFile(f"HuBERT folder {path} has no weights ({' or '.join(weights[:2])})")
     try:
-        model, info = HubertModel.from_pretrained(str(path), output_loading_info=True)
+        # transformers annotates from_pretrained as returning the model; with output_loading_info it
+        # returns (model, loading info).
+        model, info = cast(tuple["HubertModel", dict[str, list[Any]]],
+                           HubertModel.from_pretrained(str(path), output_loading_info=True))
     except Exception as exc:  # transformers reports bad weights as OSError, RuntimeError, SafetensorError…
         raise ModelFileError(f"HuBERT folder {path} cannot be loaded: {type(exc).__name__}: "
                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''} "
@@ -354,7 +363,7 @@ def _local_hubert(path: Path) -> Any:
     return model
 
 
-def load_hubert(hubert: Union[str, Path]) -> Any:
+def load_hubert(hubert: Union[str, Path]) -> HubertModel:
     """A transformers HubertModel from a local folder (checked: config.json, weights that fill
     every parameter) or, where the machine has network, a Hugging Face hub id."""
     from transformers import HubertModel

@@ -359,8 +359,11 @@ class GraphedVocoder:
         if found is None:
             units = torch.zeros(1, n, dtype=torch.long, device=self.device)
             audio = torch.zeros(1, n * self.hop, dtype=torch.float32, device=self.device)
-            found = self._calls[n] = (Replay(lambda: audio.copy_(self.vocoder(units)), self.capture, self._pool),
-                                      units, audio)
+
+            def body() -> None:
+                audio.copy_(self.vocoder(units))
+
+            found = self._calls[n] = (Replay(body, self.capture, self._pool), units, audio)
         return found
 
     @torch.inference_mode()

@@ -211,7 +211,9 @@ class TransformersLLM(LLM):
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError(f"LLM {source!r} has no chat template: the cascade needs a chat "
                              "(instruct) model")
-        model.to(device).eval()
+        # PreTrainedModel.to is declared with functools.wraps(nn.Module.to), which types it as the
+        # unbound function (self first); the call is right.
+        model.to(device).eval()  # type: ignore[arg-type]
         if model.generation_config.pad_token_id is None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
         return _Weights(model, tokenizer)

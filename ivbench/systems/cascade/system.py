@@ -196,7 +196,7 @@ class CascadeSession(Session):
         entry = TurnLog(turn.turn_index, mode.value, heard, user_text)
         self.log.append(entry)
         if not user_text.strip():
-            if mode.speech_in:
+            if mode.speech_in and turn.audio is not None:  # a speech turn without audio was refused above
                 entry.error = (f"the ASR heard no words in the user turn ({turn.audio.duration_s:.2f} s "
                                "of audio; silence?): nothing to answer")
                 raise EmptyTranscriptError(entry.error)
@@ -246,6 +246,45 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
+def _theta(theta: Union[int, str, None]) -> Optional[int]:
+    """Words per spoken chunk; None (also spelt none, null, whole or empty): the whole reply first."""
+    if isinstance(theta, str) and theta.strip().lower() in ("none", "null", "whole", ""):
+        return None
+    return None if theta is None else _positive_int("theta", theta)
+
+
+def _asr_backend(asr_backend: Optional[str]) -> Optional[str]:
+    """The ASR backend named, or None (also spelt none, null or empty): text input only."""
+    if isinstance(asr_backend, str) and asr_backend.strip().lower() in ("", "none", "null"):
+        return None
+    if asr_backend is not None and asr_backend not in ASR_BACKENDS:
+        raise ValueError(f"cascade asr_backend={asr_backend!r}: use one of {', '.join(ASR_BACKENDS)}, "
+                         "or null for text input only")
+    return asr_backend
+
+
+def _check_llm_options(backend: str, *, temperature: float, top_p: float, gguf_file: Optional[str],
+                       llm_threads: Optional[int], llm_dtype: str, repetition_penalty: float,
+                       base_url: Optional[str]) -> None:
+    """The LLM's options: values in range, none of another backend's options."""
+    if not 0.0 <= float(temperature) <= 2.0:
+        raise ValueError(f"cascade temperature={temperature!r}: must be in [0, 2]")
+    if not 0.0 < float(top_p) <= 1.0:
+        raise ValueError(f"cascade top_p={top_p!r}: must be in (0, 1]")
+    # Options of one backend given to the other are mistakes, not silently ignored.
+    only = {"transformers": {"gguf_file": gguf_file is not None, "llm_threads": llm_threads is not None,
+                             "llm_dtype": llm_dtype != "auto",
+                             "repetition_penalty": float(repetition_penalty) != 1.0},
+            "openai": {"base_url": base_url is not None}}
+    for other, names in only.items():
+        given = [k for k, v in names.items() if v]
+        if other != backend and given:
+            raise ValueError(f"cascade {given[0]} applies to llm_backend={other} only "
+                             f"(this cascade's llm_backend is {backend})")
+    if llm_threads is not None:
+        _positive_int("llm_threads", llm_threads)
+
+
 class Cascade(System):
     """Whisper ASR → LLM → streaming TTS. Options (YAML keys, or `cascade:key=value,…`):
 
@@ -275,36 +314,16 @@ class Cascade(System):
                  asr_backend: Optional[str] = "faster-whisper", asr_model: Optional[str] = None,
                  asr_compute_type: Optional[str] = None, asr_beam_size: int = 1,
                  voice: Union[None, str, dict[str, Any]] = "piper:joe") -> None:
-        if isinstance(theta, str) and theta.strip().lower() in ("none", "null", "whole", ""):
-            theta = None
-        if theta is not None:
-            theta = _positive_int("theta", theta)
+        theta = _theta(theta)
         backend = llm_backend or self.default_llm_backend
         if backend not in LLM_BACKENDS:
             raise ValueError(f"cascade llm_backend={backend!r}: use one of {', '.join(LLM_BACKENDS)}")
-        if isinstance(asr_backend, str) and asr_backend.strip().lower() in ("", "none", "null"):
-            asr_backend = None
-        if asr_backend is not None and asr_backend not in ASR_BACKENDS:
-            raise ValueError(f"cascade asr_backend={asr_backend!r}: use one of {', '.join(ASR_BACKENDS)}, "
-                             "or null for text input only")
+        asr_backend = _asr_backend(asr_backend)
         _positive_int("max_new_tokens", max_new_tokens)
         _positive_int("asr_beam_size", asr_beam_size)
-        if not 0.0 <= float(temperature) <= 2.0:
-            raise ValueError(f"cascade temperature={temperature!r}: must be in [0, 2]")
-        if not 0.0 < float(top_p) <= 1.0:
-            raise ValueError(f"cascade top_p={top_p!r}: must be in (0, 1]")
-        # Options of one backend given to the other are mistakes, not silently ignored.
-        only = {"transformers": {"gguf_file": gguf_file is not None, "llm_threads": llm_threads is not None,
-                                 "llm_dtype": llm_dtype != "auto",
-                                 "repetition_penalty": float(repetition_penalty) != 1.0},
-                "openai": {"base_url": base_url is not None}}
-        for other, names in only.items():
-            given = [k for k, v in names.items() if v]
-            if other != backend and given:
-                raise ValueError(f"cascade {given[0]} applies to llm_backend={other} only "
-                                 f"(this cascade's llm_backend is {backend})")
-        if llm_threads is not None:
-            _positive_int("llm_threads", llm_threads)
+        _check_llm_options(backend, temperature=temperature, top_p=top_p, gguf_file=gguf_file,
+                           llm_threads=llm_threads, llm_dtype=llm_dtype, repetition_penalty=repetition_penalty,
+                           base_url=base_url)
         self._voice_spec = _voice_spec(voice)
         super().__init__(
             theta=theta, llm_backend=backend, llm_model=llm_model, gguf_file=gguf_file,
@@ -316,6 +335,7 @@ class Cascade(System):
             voice=None if self._voice_spec is None else self._voice_spec.label)
         self.theta: Optional[int] = theta
         self.system_prompt = system_prompt or ""
+        self._llm: LLM
         if backend == "openai":
             self._llm = OpenAILLM(llm_model, base_url=base_url, api_key_env=api_key_env,
                                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
