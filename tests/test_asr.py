@@ -97,6 +97,18 @@ def test_batched_transcripts_equal_one_file_at_a_time(single_asr, speech, alone)
     assert [t.to_json() for t in again] == [t.to_json() for t in batched[:5]]
 
 
+def test_batched_without_word_times_equals_one_file_at_a_time(single_asr, speech):
+    """The default of the transcript metric (no word alignment): batched is still one-by-one,
+    and the text is the one the aligned decoding gives for these single-window files."""
+    plain = _sharing(single_asr, batch_size=3, workers=2, word_timestamps=False)
+    batched = plain.transcribe_batch(speech)
+    alone = [plain._run(plain._prepare(a), False) for a in speech]
+    assert [t.to_json() for t in batched] == [t.to_json() for t in alone]
+    assert all(t.words == [] for t in batched)
+    assert [t.text for t in batched] == [t.text for t in single_asr.transcribe_batch(speech)]
+    assert plain.identity()["word_timestamps"] is False and single_asr.identity()["word_timestamps"] is True
+
+
 def test_batched_long_audio_walks_its_windows_like_transcribe(single_asr, speech):
     """Audio longer than one window is walked window by window, seeking as `transcribe` does."""
     gap = np.zeros(speech[0].sample_rate, dtype=np.float32)  # 1 s

@@ -147,8 +147,9 @@ class WhisperASR:
         _check_int("pack_files", pack_files, " (the most files packed into one window)")
         if workers is not None:
             _check_int("workers", workers, " (batches decoded at the same time)")
-        if not isinstance(pack, bool):
-            raise ValueError(f"whisper pack={pack!r}: give true or false")
+        for flag, value in (("pack", pack), ("word_timestamps", word_timestamps)):
+            if not isinstance(value, bool):
+                raise ValueError(f"whisper {flag}={value!r}: give true or false")
         if not 0.0 <= gap_s < window_s <= 30.0:
             raise ValueError(f"whisper window_s={window_s!r}, gap_s={gap_s!r}: need "
                              "0 <= gap_s < window_s <= 30")
@@ -160,7 +161,7 @@ class WhisperASR:
         self.language = language or None
         self.beam_size = beam_size
         self.batch_size = batch_size or (GPU_BATCH if kind == "cuda" else CPU_BATCH)
-        self.word_timestamps = bool(word_timestamps)
+        self.word_timestamps = word_timestamps
         self.pack = pack
         self.pack_files = pack_files
         self.window_s = float(window_s)

@@ -1,9 +1,12 @@
 """Whisper transcripts of the reply's speech and of the user turn's speech.
 
-They report no numbers: the transcript is `details["text"]` (with `details["words"]`, each
-[word, start s, end s], and `details["language"]`). The scoring runner runs them before the
-metrics that need `Need.TRANSCRIPT` / `Need.USER_TRANSCRIPT` and copies the text into
-`item.transcript` / `item.user_transcript`.
+They report no numbers: the transcript is `details["text"]` (with `details["language"]`, and
+with `word_times=true` also `details["words"]`, each [word, start s, end s]). The scoring
+runner runs them before the metrics that need `Need.TRANSCRIPT` / `Need.USER_TRANSCRIPT` and
+copies the text into `item.transcript` / `item.user_transcript`. No metric reads word times,
+so they are not computed unless asked for (word alignment is about a tenth of the decoding
+time); the option is part of the identity, as it can move where a long reply's next window
+starts.
 
 Options (`OPTIONS` below; metrics with the same options share one loaded model through
 `ScoringContext.shared`). Each reply is decoded in Whisper windows of its own, so its
@@ -32,6 +35,8 @@ OPTIONS = {
     "batch_size": "replies decoded together, each in its own windows: speed only "
                   "(default 1 on the CPU, 16 on a GPU)",
     "workers": "batches decoded at the same time: speed only (default one per core on the CPU, 1 on a GPU)",
+    "word_times": "true: also each word's start and end (details.words; default false: no metric reads "
+                  "them, and aligning costs about a tenth of the decoding)",
     "pack": "true: several replies share one Whisper window (faster, but a reply's transcript then "
             "depends on its neighbours; not cached)",
 }
@@ -50,17 +55,18 @@ class _WhisperTranscript(Metric):
     def __init__(self, backend: str = "faster-whisper", model: Optional[str] = None,
                  compute_type: Optional[str] = None, language: Optional[str] = "en",
                  beam_size: int = 1, batch_size: Optional[int] = None, pack: bool = False,
-                 workers: Optional[int] = None) -> None:
+                 workers: Optional[int] = None, word_times: bool = False) -> None:
         from ..asr.whisper import WhisperASR
 
         # batch_size and workers change the speed, not the transcripts: they stay out of the
         # options that make the identity. Building a WhisperASR checks every option first.
         super().__init__(backend=backend, model=model, compute_type=compute_type,
-                         language=language, beam_size=beam_size, pack=pack)
+                         language=language, beam_size=beam_size, pack=pack, word_times=word_times)
         self.batch_size, self.workers = batch_size, workers
         try:
             WhisperASR(backend=backend, model=model, compute_type=compute_type, language=language,
-                       beam_size=beam_size, batch_size=batch_size, pack=pack, workers=workers)
+                       beam_size=beam_size, batch_size=batch_size, pack=pack, workers=workers,
+                       word_timestamps=word_times)
         except ValueError as exc:
             raise ValueError(f"{self.name}: {exc}") from None
         self.asr: Any = None
@@ -71,12 +77,13 @@ class _WhisperTranscript(Metric):
         device = context.device or "cpu"
         o = self.options
         key = "whisper " + repr((o["backend"], o["model"], device, o["compute_type"], o["language"],
-                                 o["beam_size"], self.batch_size, self.workers, o["pack"]))
+                                 o["beam_size"], self.batch_size, self.workers, o["pack"], o["word_times"]))
         asr = context.shared.get(key)
         if asr is None:
             asr = WhisperASR(backend=o["backend"], model=o["model"], device=device,
                              compute_type=o["compute_type"], language=o["language"],
                              beam_size=o["beam_size"], batch_size=self.batch_size, pack=o["pack"],
+                             word_timestamps=o["word_times"],
                              workers=self.workers or WhisperASR.bulk_workers(device))
             asr.load()
             context.shared[key] = asr
