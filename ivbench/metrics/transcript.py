@@ -30,6 +30,8 @@ OPTIONS = {
     "model": "model name or path; default: the bundled Whisper tiny.en (offline, both backends)",
     "compute_type": "CTranslate2 precision; default int8 on the CPU, float16 on a GPU "
                     "(openai-whisper: float32, float16 on a GPU)",
+    "encoder": "faster-whisper's encoder: onnxruntime (float32, default on the CPU: faster there, and "
+               "openai-whisper's precision) or ctranslate2 (at compute_type; default on a GPU)",
     "language": "spoken language (default en); null detects it per reply",
     "beam_size": "1: greedy (default); more: beam search",
     "batch_size": "replies decoded together, each in its own windows: speed only "
@@ -55,18 +57,20 @@ class _WhisperTranscript(Metric):
     def __init__(self, backend: str = "faster-whisper", model: Optional[str] = None,
                  compute_type: Optional[str] = None, language: Optional[str] = "en",
                  beam_size: int = 1, batch_size: Optional[int] = None, pack: bool = False,
-                 workers: Optional[int] = None, word_times: bool = False) -> None:
+                 workers: Optional[int] = None, word_times: bool = False,
+                 encoder: Optional[str] = None) -> None:
         from ..asr.whisper import WhisperASR
 
         # batch_size and workers change the speed, not the transcripts: they stay out of the
         # options that make the identity. Building a WhisperASR checks every option first.
         super().__init__(backend=backend, model=model, compute_type=compute_type,
-                         language=language, beam_size=beam_size, pack=pack, word_times=word_times)
+                         language=language, beam_size=beam_size, pack=pack, word_times=word_times,
+                         encoder=encoder)
         self.batch_size, self.workers = batch_size, workers
         try:
             WhisperASR(backend=backend, model=model, compute_type=compute_type, language=language,
                        beam_size=beam_size, batch_size=batch_size, pack=pack, workers=workers,
-                       word_timestamps=word_times)
+                       word_timestamps=word_times, encoder=encoder)
         except ValueError as exc:
             raise ValueError(f"{self.name}: {exc}") from None
         self.asr: Any = None
@@ -77,13 +81,14 @@ class _WhisperTranscript(Metric):
         device = context.device or "cpu"
         o = self.options
         key = "whisper " + repr((o["backend"], o["model"], device, o["compute_type"], o["language"],
-                                 o["beam_size"], self.batch_size, self.workers, o["pack"], o["word_times"]))
+                                 o["beam_size"], self.batch_size, self.workers, o["pack"], o["word_times"],
+                                 o["encoder"]))
         asr = context.shared.get(key)
         if asr is None:
             asr = WhisperASR(backend=o["backend"], model=o["model"], device=device,
                              compute_type=o["compute_type"], language=o["language"],
                              beam_size=o["beam_size"], batch_size=self.batch_size, pack=o["pack"],
-                             word_timestamps=o["word_times"],
+                             word_timestamps=o["word_times"], encoder=o["encoder"],
                              workers=self.workers or WhisperASR.bulk_workers(device))
             asr.load()
             context.shared[key] = asr
