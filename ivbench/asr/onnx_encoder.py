@@ -128,6 +128,9 @@ class OnnxEncoder:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = max(1, int(threads))
+        # Idle pool threads would spin while CTranslate2 decodes on the same cores; measured: no
+        # latency cost without spinning (one reply, 2 threads: 457 against 461 ms).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(encoder_model(dims, state), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
