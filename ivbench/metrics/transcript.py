@@ -28,7 +28,8 @@ log = logging.getLogger("ivbench")
 OPTIONS = {
     "backend": "faster-whisper (CTranslate2, default) or openai-whisper (the reference code)",
     "model": "model name or path; default: the bundled Whisper tiny.en (offline, both backends)",
-    "compute_type": "CTranslate2 precision; default int8 on the CPU, float16 on a GPU "
+    "compute_type": "CTranslate2 precision (the decoder; the encoder too with encoder=ctranslate2); "
+                    "default int8 on the CPU, float16 on a GPU "
                     "(openai-whisper: float32, float16 on a GPU)",
     "encoder": "faster-whisper's encoder: onnxruntime (float32, default on the CPU: faster there, and "
                "openai-whisper's precision) or ctranslate2 (at compute_type; default on a GPU)",
