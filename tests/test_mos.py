@@ -144,6 +144,36 @@ def test_dnsmos_shared_windows_across_a_gap_equal_the_network_per_window(run_dir
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+@pytest.mark.parametrize("plant", ["pool 3x3", "conv strided", "op before the pool"])
+def test_dnsmos_split_refuses_a_graph_it_cannot_share(plant, tmp_path):
+    """The fast path checks the network before it shares windows: a changed speechmos file is a
+    ModelFileError naming the file and the way out, not wrong numbers."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    from ivbench.errors import ModelFileError
+    from ivbench.metrics.mos._dnsmos_engine import _Split, model_paths
+
+    model = onnx.load(str(model_paths(False)[0]))
+    nodes = list(model.graph.node)
+    pool = next(n for n in nodes if n.op_type == "MaxPool")
+    conv = next(n for n in nodes if n.op_type == "Conv" and
+                [a.ints for a in n.attribute if a.name == "kernel_shape"] == [[3, 3]])
+    if plant == "pool 3x3":
+        pool.attribute.remove(next(a for a in pool.attribute if a.name == "kernel_shape"))
+        pool.attribute.append(helper.make_attribute("kernel_shape", [3, 3]))
+    elif plant == "conv strided":
+        conv.attribute.append(helper.make_attribute("strides", [2, 1]))
+    else:  # a time-mixing op between the last conv and the pool
+        conv.op_type = "ConvTranspose"
+    path = tmp_path / "sig_bak_ovr.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ModelFileError, match="not the one ivbench knows.*backend=speechmos") as err:
+        _Split(path, ort.SessionOptions())
+    assert str(path) in str(err.value)
+
+
 def test_dnsmos_mel_filters_match_librosa():
     librosa = pytest.importorskip("librosa")
     from ivbench.metrics.mos._dnsmos_engine import mel_filterbank

@@ -44,7 +44,7 @@ def voice(request):
 
 @pytest.fixture(scope="module")
 def asr():
-    model = WhisperASR()  # bundled tiny.en, CTranslate2 int8 on the CPU
+    model = WhisperASR()  # bundled tiny.en: onnxruntime float32 encoder, CTranslate2 int8 decoder on the CPU
     model.load()
     return model
 

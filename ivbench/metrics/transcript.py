@@ -1,9 +1,12 @@
 """Whisper transcripts of the reply's speech and of the user turn's speech.
 
-They report no numbers: the transcript is `details["text"]` (with `details["words"]`, each
-[word, start s, end s], and `details["language"]`). The scoring runner runs them before the
-metrics that need `Need.TRANSCRIPT` / `Need.USER_TRANSCRIPT` and copies the text into
-`item.transcript` / `item.user_transcript`.
+They report no numbers: the transcript is `details["text"]` (with `details["language"]`, and
+with `word_times=true` also `details["words"]`, each [word, start s, end s]). The scoring
+runner runs them before the metrics that need `Need.TRANSCRIPT` / `Need.USER_TRANSCRIPT` and
+copies the text into `item.transcript` / `item.user_transcript`. No metric reads word times,
+so they are not computed unless asked for (word alignment is about a tenth of the decoding
+time); the option is part of the identity, as it can move where a long reply's next window
+starts.
 
 Options (`OPTIONS` below; metrics with the same options share one loaded model through
 `ScoringContext.asr_models`). Each reply is decoded in Whisper windows of its own, so its
@@ -26,13 +29,18 @@ log = logging.getLogger("ivbench")
 OPTIONS = {
     "backend": "faster-whisper (CTranslate2, default) or openai-whisper (the reference code)",
     "model": "model name or path; default: the bundled Whisper tiny.en (offline, both backends)",
-    "compute_type": "CTranslate2 precision; default int8 on the CPU, float16 on a GPU "
+    "compute_type": "CTranslate2 precision (the decoder; the encoder too with encoder=ctranslate2); "
+                    "default int8 on the CPU, float16 on a GPU "
                     "(openai-whisper: float32, float16 on a GPU)",
+    "encoder": "faster-whisper's encoder: onnxruntime (float32, default on the CPU: faster there, and "
+               "openai-whisper's precision) or ctranslate2 (at compute_type; default on a GPU)",
     "language": "spoken language (default en); null detects it per reply",
     "beam_size": "1: greedy (default); more: beam search",
     "batch_size": "replies decoded together, each in its own windows: speed only "
                   "(default 1 on the CPU, 16 on a GPU)",
     "workers": "batches decoded at the same time: speed only (default one per core on the CPU, 1 on a GPU)",
+    "word_times": "true: also each word's start and end (details.words; default false: no metric reads "
+                  "them, and aligning costs about a tenth of the decoding)",
     "pack": "true: several replies share one Whisper window (faster, but a reply's transcript then "
             "depends on its neighbours; not cached)",
 }
@@ -51,17 +59,20 @@ class _WhisperTranscript(Metric):
     def __init__(self, backend: str = "faster-whisper", model: Optional[str] = None,
                  compute_type: Optional[str] = None, language: Optional[str] = "en",
                  beam_size: int = 1, batch_size: Optional[int] = None, pack: bool = False,
-                 workers: Optional[int] = None) -> None:
+                 workers: Optional[int] = None, word_times: bool = False,
+                 encoder: Optional[str] = None) -> None:
         from ..asr.whisper import WhisperASR
 
         # batch_size and workers change the speed, not the transcripts: they stay out of the
         # options that make the identity. Building a WhisperASR checks every option first.
         super().__init__(backend=backend, model=model, compute_type=compute_type,
-                         language=language, beam_size=beam_size, pack=pack)
+                         language=language, beam_size=beam_size, pack=pack, word_times=word_times,
+                         encoder=encoder)
         self.batch_size, self.workers = batch_size, workers
         try:
             WhisperASR(backend=backend, model=model, compute_type=compute_type, language=language,
-                       beam_size=beam_size, batch_size=batch_size, pack=pack, workers=workers)
+                       beam_size=beam_size, batch_size=batch_size, pack=pack, workers=workers,
+                       word_timestamps=word_times, encoder=encoder)
         except ValueError as exc:
             raise ValueError(f"{self.name}: {exc}") from None
         self.asr: Any = None
@@ -73,12 +84,13 @@ class _WhisperTranscript(Metric):
         o = self.options
         key = AsrKey(backend=o["backend"], model=o["model"], device=device, compute_type=o["compute_type"],
                      language=o["language"], beam_size=o["beam_size"], batch_size=self.batch_size,
-                     workers=self.workers, pack=o["pack"])
+                     workers=self.workers, pack=o["pack"], word_times=o["word_times"], encoder=o["encoder"])
         asr = context.asr_models.get(key)
         if asr is None:
             asr = WhisperASR(backend=o["backend"], model=o["model"], device=device,
                              compute_type=o["compute_type"], language=o["language"],
                              beam_size=o["beam_size"], batch_size=self.batch_size, pack=o["pack"],
+                             word_timestamps=o["word_times"], encoder=o["encoder"],
                              workers=self.workers or WhisperASR.bulk_workers(device))
             asr.load()
             context.asr_models[key] = asr

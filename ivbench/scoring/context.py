@@ -31,6 +31,8 @@ class AsrKey:
     batch_size: Optional[int]
     workers: Optional[int]
     pack: bool
+    word_times: bool
+    encoder: Optional[str]
 
 
 @dataclass

@@ -25,9 +25,11 @@ split, and tests compare the result with speechmos itself.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
+
+from ...errors import ModelFileError
 
 SR = 16000
 INPUT_LENGTH = 9.01  # seconds, speechmos' window
@@ -40,7 +42,7 @@ P808_FRAMES = 1 + (P808_SAMPLES - 1) // MEL_HOP  # centred frames (900)
 
 # Third-order (personalised) and second-order calibration polynomials of DNSMOS P.835 from
 # the raw network outputs to MOS, highest power first (DNS Challenge's published values).
-POLYFIT = {
+POLYFIT: dict[bool, dict[str, tuple[float, ...]]] = {
     False: {"sig": (-0.08397278, 1.22083953, 0.0052439),
             "bak": (-0.13166888, 1.60915514, -0.39604546),
             "ovrl": (-0.06766283, 1.11546468, 0.04602535)},
@@ -101,118 +103,157 @@ def _frames(audio: np.ndarray, first: int, last: int) -> np.ndarray:
     return np.ascontiguousarray(view[first * FRAME_HOP:(last - 1) * FRAME_HOP + 1:FRAME_HOP])
 
 
+_FRAME_WISE_OPS = {"Transpose", "Mul", "Add", "Sqrt", "Pow", "Max", "Log", "Div", "Unsqueeze", "Relu"}
+
+
+def _unknown_graph(path: Path, what: str) -> ModelFileError:
+    return ModelFileError(f"{path}: the DNSMOS graph is not the one ivbench knows how to share ({what}); "
+                          "use dnsmos:backend=speechmos")
+
+
+def _attrs(node: Any) -> dict[str, Any]:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _framing_and_pool(graph: Any, inits: dict[str, Any], path: Path) -> tuple[Any, str, Any]:
+    """The graph's one audio input, the framing's output (its only Concat) and the first max-pool,
+    which must be 2x2 with stride 2 (so pooled rows line up for windows 100 frames apart)."""
+    inputs = [i for i in graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise _unknown_graph(path, "expected one input")
+    dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
+    if dims[1:] != [WINDOW_SAMPLES]:
+        raise _unknown_graph(path, f"input shape {dims}")
+    concats = [n for n in graph.node if n.op_type == "Concat"]
+    pools = [n for n in graph.node if n.op_type == "MaxPool"]
+    if len(concats) != 1 or not pools:
+        raise _unknown_graph(path, "framing or pooling not found")
+    pool = pools[0]
+    attrs = _attrs(pool)
+    if list(attrs.get("kernel_shape", [])) != [2, 2] or list(attrs.get("strides", [])) != [2, 2] \
+            or any(attrs.get("pads", [0])):
+        raise _unknown_graph(path, "first max-pool is not 2x2 / stride 2")
+    return inputs[0], concats[0].output[0], pool
+
+
+def _halo_of(node: Any, is_pool: bool, path: Path) -> int:
+    """Rows of a window edge that `node` makes depend on the zero padding: 1 for a 3x3 "same"
+    convolution, 0 for frame-wise ops and the STFT's 1x1 convolution; anything else is refused."""
+    if node.op_type == "Conv":
+        a = _attrs(node)
+        kernel = list(a.get("kernel_shape", []))
+        if kernel == [1]:
+            return 0  # the STFT as a 1x1 conv over frames
+        if (kernel == [3, 3] and list(a.get("pads", [])) == [1, 1, 1, 1]
+                and list(a.get("strides", [1, 1])) == [1, 1] and list(a.get("dilations", [1, 1])) == [1, 1]):
+            return 1
+        raise _unknown_graph(path, f"conv {node.name} with {a}")
+    if node.op_type not in _FRAME_WISE_OPS and not is_pool:
+        raise _unknown_graph(path, f"op {node.op_type} before the first pool")
+    return 0
+
+
+def _front(pool: Any, frames_name: str, producer: dict[str, Any], inits: dict[str, Any],
+           path: Path) -> tuple[list[Any], int]:
+    """The nodes from the framing to the first pool and their halo, after checking that they are
+    only frame-wise ops and 3x3 "same" convolutions (shift-equivariant in time)."""
+    nodes: list[Any] = []
+    todo, seen, halo = [pool.output[0]], set(), 0
+    while todo:
+        name = todo.pop()
+        if name in seen or name == frames_name or name in inits:
+            continue
+        seen.add(name)
+        node = producer.get(name)
+        if node is None:
+            raise _unknown_graph(path, f"{name} does not come from the framing")
+        if node in nodes:
+            continue
+        nodes.append(node)
+        halo += _halo_of(node, node.output[0] == pool.output[0], path)
+        todo.extend(i for i in node.input if i)
+    if halo == 0 or halo % 2:
+        raise _unknown_graph(path, f"{halo} 3x3 convolutions before the first pool")
+    return nodes, halo
+
+
+def _between(producer: dict[str, Any], inits: dict[str, Any], outputs: list[str], stop: str) -> list[Any]:
+    """The nodes that compute `outputs` from the tensor `stop` (and the weights)."""
+    nodes: list[Any] = []
+    todo, seen = list(outputs), set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name == stop or name in inits:
+            continue
+        seen.add(name)
+        node = producer[name]
+        if node not in nodes:
+            nodes.append(node)
+        todo.extend(i for i in node.input if i)
+    return nodes
+
+
+def _submodel(model: Any, inits: dict[str, Any], nodes: list[Any], inp: str, out: str,
+              rank_in: int, rank_out: int) -> bytes:
+    """`nodes` (in the graph's order) as a checked model from tensor `inp` to tensor `out`."""
+    import onnx
+    from onnx import helper
+
+    keep = {n.output[0] for n in nodes}
+    ordered = [n for n in model.graph.node if n.output[0] in keep]
+    used = sorted({i for n in ordered for i in n.input if i in inits})
+    g = helper.make_graph(
+        ordered, "part",
+        [helper.make_tensor_value_info(inp, onnx.TensorProto.FLOAT, [f"i{k}" for k in range(rank_in)])],
+        [helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, [f"o{k}" for k in range(rank_out)])],
+        [inits[u] for u in used])
+    part = helper.make_model(g, opset_imports=model.opset_import, ir_version=model.ir_version)
+    onnx.checker.check_model(part)
+    return part.SerializeToString()
+
+
+def _checked_framing(framing: Any, input_name: str, path: Path) -> int:
+    """Frames per window, after checking the framing (slices, reshapes, concat) gives frames of
+    FRAME samples every FRAME_HOP samples."""
+    probe = np.random.default_rng(0).standard_normal((1, WINDOW_SAMPLES)).astype(np.float32)
+    got = framing.run(None, {input_name: probe})[0][0]
+    n = (WINDOW_SAMPLES - FRAME) // FRAME_HOP + 1
+    if got.shape != (n, FRAME) or not np.array_equal(got, _frames(probe[0], 0, n)):
+        raise _unknown_graph(path, f"framing is not {FRAME} samples every {FRAME_HOP}")
+    return n
+
+
 class _Split:
     """The primary network cut at its first max-pool, after checking that the cut is valid."""
 
     def __init__(self, path: Path, session_options: Any) -> None:
         import onnx
         import onnxruntime as ort
-        from onnx import helper
 
         model = onnx.load(str(path))
         graph = model.graph
         inits = {i.name: i for i in graph.initializer}
         producer = {out: node for node in graph.node for out in node.output}
-        problem = f"{path}: the DNSMOS graph is not the one ivbench knows how to share ({{}}); " \
-                  "use dnsmos:backend=speechmos"
-
-        inputs = [i for i in graph.input if i.name not in inits]
-        if len(inputs) != 1:
-            raise ValueError(problem.format("expected one input"))
-        dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
-        if dims[1:] != [WINDOW_SAMPLES]:
-            raise ValueError(problem.format(f"input shape {dims}"))
-        concats = [n for n in graph.node if n.op_type == "Concat"]
-        pools = [n for n in graph.node if n.op_type == "MaxPool"]
-        if len(concats) != 1 or not pools:
-            raise ValueError(problem.format("framing or pooling not found"))
-        frames_name, pool = concats[0].output[0], pools[0]
-        attrs = {a.name: helper.get_attribute_value(a) for a in pool.attribute}
-        if list(attrs.get("kernel_shape", [])) != [2, 2] or list(attrs.get("strides", [])) != [2, 2] \
-                or any(attrs.get("pads", [0])):
-            raise ValueError(problem.format("first max-pool is not 2x2 / stride 2"))
-
-        # Walk back from the pool to the framing: only frame-wise ops and 3x3 "same" convs.
-        frame_wise = {"Transpose", "Mul", "Add", "Sqrt", "Pow", "Max", "Log", "Div", "Unsqueeze", "Relu"}
-        front_nodes, todo, seen, halo = [], [pool.output[0]], set(), 0
-        while todo:
-            name = todo.pop()
-            if name in seen or name == frames_name or name in inits:
-                continue
-            seen.add(name)
-            node = producer.get(name)
-            if node is None:
-                raise ValueError(problem.format(f"{name} does not come from the framing"))
-            if node in front_nodes:
-                continue
-            front_nodes.append(node)
-            if node.op_type == "Conv":
-                a = {x.name: helper.get_attribute_value(x) for x in node.attribute}
-                kernel = list(a.get("kernel_shape", []))
-                if kernel == [1]:
-                    pass  # the STFT as a 1x1 conv over frames
-                elif (kernel == [3, 3] and list(a.get("pads", [])) == [1, 1, 1, 1]
-                      and list(a.get("strides", [1, 1])) == [1, 1] and list(a.get("dilations", [1, 1])) == [1, 1]):
-                    halo += 1
-                else:
-                    raise ValueError(problem.format(f"conv {node.name} with {a}"))
-            elif node.op_type not in frame_wise and node.output[0] != pool.output[0]:
-                raise ValueError(problem.format(f"op {node.op_type} before the first pool"))
-            todo.extend(i for i in node.input if i)
-        if halo == 0 or halo % 2:
-            raise ValueError(problem.format(f"{halo} 3x3 convolutions before the first pool"))
-
-        def submodel(nodes: list, inp: str, out: str, rank_in: int, rank_out: int) -> bytes:
-            keep = {n.output[0] for n in nodes}
-            ordered = [n for n in graph.node if n.output[0] in keep]
-            used = sorted({i for n in ordered for i in n.input if i in inits})
-            g = helper.make_graph(
-                ordered, "part",
-                [helper.make_tensor_value_info(inp, onnx.TensorProto.FLOAT, [f"i{k}" for k in range(rank_in)])],
-                [helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, [f"o{k}" for k in range(rank_out)])],
-                [inits[u] for u in used])
-            part = helper.make_model(g, opset_imports=model.opset_import, ir_version=model.ir_version)
-            onnx.checker.check_model(part)
-            return part.SerializeToString()
-
-        def between(outputs: list[str], stop: str) -> list:
-            """The nodes that compute `outputs` from the tensor `stop` (and the weights)."""
-            nodes, todo, seen = [], list(outputs), set()
-            while todo:
-                name = todo.pop()
-                if name in seen or name == stop or name in inits:
-                    continue
-                seen.add(name)
-                node = producer[name]
-                if node not in nodes:
-                    nodes.append(node)
-                todo.extend(i for i in node.input if i)
-            return nodes
-
+        audio_input, frames_name, pool = _framing_and_pool(graph, inits, path)
+        front_nodes, self.halo = _front(pool, frames_name, producer, inits, path)
         pooled = pool.output[0]
-        back_nodes = between([o.name for o in graph.output], pooled)
-        framing_nodes = between([frames_name], inputs[0].name)
+        back_nodes = _between(producer, inits, [o.name for o in graph.output], pooled)
+        framing_nodes = _between(producer, inits, [frames_name], audio_input.name)
 
-        providers = ["CPUExecutionProvider"]
-        self.front = ort.InferenceSession(submodel(front_nodes, frames_name, pooled, 3, 4),
-                                          session_options, providers=providers)
-        self.back = ort.InferenceSession(submodel(back_nodes, pooled, graph.output[0].name, 4, 2),
-                                         session_options, providers=providers)
+        def session(nodes: list[Any], inp: str, out: str, rank_in: int, rank_out: int) -> Any:
+            return ort.InferenceSession(_submodel(model, inits, nodes, inp, out, rank_in, rank_out),
+                                        session_options, providers=["CPUExecutionProvider"])
+
+        self.front = session(front_nodes, frames_name, pooled, 3, 4)
+        self.back = session(back_nodes, pooled, graph.output[0].name, 4, 2)
         self.front_input, self.back_input = frames_name, pooled
-        self.halo = halo
-
-        # The framing (slices, reshapes, concat) must be frames of 320 samples every 160.
-        framing = ort.InferenceSession(submodel(framing_nodes, inputs[0].name, frames_name, 2, 3),
-                                       session_options, providers=providers)
-        probe = np.random.default_rng(0).standard_normal((1, WINDOW_SAMPLES)).astype(np.float32)
-        got = framing.run(None, {inputs[0].name: probe})[0][0]
-        n = (WINDOW_SAMPLES - FRAME) // FRAME_HOP + 1
-        if got.shape != (n, FRAME) or not np.array_equal(got, _frames(probe[0], 0, n)):
-            raise ValueError(problem.format(f"framing is not {FRAME} samples every {FRAME_HOP}"))
-        self.window_frames = n  # 900
+        framing = session(framing_nodes, audio_input.name, frames_name, 2, 3)
+        self.window_frames = _checked_framing(framing, audio_input.name, path)  # 900
 
 
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+def _hz_to_mel(hz: Union[float, np.ndarray]) -> np.ndarray:
     """Slaney's auditory-toolbox mel scale: linear to 1 kHz, logarithmic above."""
     hz = np.asarray(hz, dtype=np.float64)
     lin_step, knee_hz = 200.0 / 3, 1000.0
@@ -220,7 +261,7 @@ def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
     return np.where(hz >= knee_hz, knee_mel + np.log(np.maximum(hz, knee_hz) / knee_hz) / log_step, hz / lin_step)
 
 
-def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+def _mel_to_hz(mel: Union[float, np.ndarray]) -> np.ndarray:
     mel = np.asarray(mel, dtype=np.float64)
     lin_step, knee_hz = 200.0 / 3, 1000.0
     knee_mel, log_step = knee_hz / lin_step, np.log(6.4) / 27.0
@@ -357,6 +398,7 @@ class FastDNSMOS:
                 if drop > 0:
                     buf, buf_row = buf[:, drop:], buf_row + drop
             if waiting:
+                assert batch is not None  # filled when the first window waited
                 self._finish(audio, waiting, batch[:len(waiting)], raw)
             i = j + 1
         return np.stack([raw[f] for f in frame_starts])
