@@ -28,5 +28,8 @@ $(VENV)/.test: $(VENV)/.base pyproject.toml
 demo: $(VENV)/.base
 	$(VENV)/bin/ivbench eval
 
+# Lint and types first (configured in pyproject.toml), then the tests.
 test: $(VENV)/.test
+	$(VENV)/bin/ruff check ivbench tests benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
