@@ -21,6 +21,14 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ivbench"
 
 
+def converted_models_dir() -> Path:
+    """Where models converted from another format are kept (a GGUF LLM as a transformers folder):
+    `IVBENCH_MODELS_DIR`, else `models/` in the cache folder. Apart from the result caches
+    because a converted model is a function of its file alone, and large."""
+    base = os.environ.get("IVBENCH_MODELS_DIR")
+    return Path(base) if base else default_cache_dir() / "models"
+
+
 def sha256_file(path: Union[str, Path]) -> str:
     """Hex SHA-256 of a file's bytes (model files, audio), read in 1 MiB blocks."""
     h = hashlib.sha256()

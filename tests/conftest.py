@@ -1,3 +1,4 @@
+import signal
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Tests never read or write the user's ~/.cache/ivbench."""
     monkeypatch.setenv("IVBENCH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    # Converted models (the cascade's GGUF LLM as a transformers folder) are a function of their
+    # file alone: converted once for the whole session, as a user's machine converts once.
+    monkeypatch.setenv("IVBENCH_MODELS_DIR", str(tmp_path_factory.getbasetemp() / "models"))
     # `ivbench eval` scores after generating; tests about the harness score only latency
     # (no models to load). Tests of scoring choose their metrics explicitly.
     monkeypatch.setenv("IVBENCH_METRICS", "latency")
@@ -55,3 +59,13 @@ def rewrite_summary(run: Path, metric_specs: list[str]) -> None:
     store = RunStore(run)
     metrics = dict(plan_metrics([parse_spec(m) for m in metric_specs]))
     write_summary(run, store.records(), read_scores(run), metrics, store.read_manifest())
+
+
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# For a command a test interrupts with SIGINT: a process started in the background by a shell
+# (`cmd &`, as CI runners and nohup may start pytest) inherits SIGINT ignored, and Python then
+# never raises KeyboardInterrupt; the child gets the default back, as a terminal's Ctrl-C finds it.
+INTERRUPTIBLE = {"preexec_fn": _sigint_default}

@@ -189,3 +189,40 @@ def test_runner_records_cascade_turns_with_stages_from_a_yaml_entry(cascade, tmp
         assert failed.status == "failed" and failed.error["type"] == "EmptyTranscriptError"
         assert "heard no words" in failed.error["message"]
         assert failed.stage_data == {"asr_done": {"transcript": ""}}
+
+
+def test_the_gguf_llm_is_converted_once_with_the_same_logits(tmp_path, monkeypatch, caplog):
+    """The first load converts the GGUF file to a transformers folder; a load from that folder
+    gives the GGUF load's logits and tokens exactly; a converted folder that does not load is
+    converted again."""
+    import torch
+
+    from ivbench.systems.cascade import llm as cascade_llm
+
+    monkeypatch.setenv("IVBENCH_MODELS_DIR", str(tmp_path / "models"))
+    prompt = [{"role": "user", "content": "Name a fruit, please."}]
+
+    def load() -> tuple[torch.Tensor, list[int], str]:
+        cascade_llm._LOADED.clear()
+        model = cascade_llm.TransformersLLM(max_new_tokens=12)
+        model.load("cpu")
+        weights = model._weights
+        assert weights is not None
+        ids = weights.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt",
+                                                    return_dict=True)
+        with torch.no_grad():
+            logits = weights.model(**ids).logits
+        return logits, ids["input_ids"][0].tolist(), weights.tokenizer.chat_template
+
+    from_gguf = load()
+    [folder] = (tmp_path / "models" / "llm-gguf").iterdir()
+    assert (folder / "model.safetensors").is_file() and "float32" in folder.name
+    from_folder = load()
+    assert torch.equal(from_gguf[0], from_folder[0])
+    assert from_gguf[1:] == from_folder[1:]
+    # a damaged folder: warned about, converted again, the same logits
+    (folder / "model.safetensors").write_bytes(b"not a safetensors file")
+    again = load()
+    assert "converting the GGUF file again" in caplog.text
+    assert torch.equal(from_gguf[0], again[0]) and (folder / "model.safetensors").stat().st_size > 10**8
+    cascade_llm._LOADED.clear()

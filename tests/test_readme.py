@@ -37,4 +37,8 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^make test\b", ci, flags=re.M)
     makefile = (ROOT / "Makefile").read_text()
-    assert re.search(r"^test: .*\n\t\$\(PY\) -m pytest -q$", makefile, flags=re.M)
+    # the test target lints and type-checks, then runs pytest
+    recipe = re.search(r"^test: .*\n((?:\t.*\n?)+)", makefile, flags=re.M)
+    assert recipe, makefile
+    assert recipe.group(1).splitlines() == ["\t$(VENV)/bin/ruff check ivbench tests benchmarks", "\t$(VENV)/bin/mypy",
+                                            "\t$(PY) -m pytest -q"]

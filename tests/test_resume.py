@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 import pytest
 
-from conftest import ROOT, write_task
+from conftest import ROOT, write_task, INTERRUPTIBLE
 
 # Slow enough to be cut mid-dialogue; its replies show the session's history (a real module, by path).
 SYSTEM = Path(__file__).resolve().parent / "plugins" / "counting.py"
@@ -44,7 +44,7 @@ def _interrupt_then_resume(tmp_path: Path, sig: int) -> tuple[list[dict], list[d
 
     out = tmp_path / "interrupted"
     proc = subprocess.Popen(_command(task, system, out), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **INTERRUPTIBLE)
     deadline = time.monotonic() + 60
     while len(_records(out)) < 4 and time.monotonic() < deadline:  # dialogue b is under way
         time.sleep(0.02)

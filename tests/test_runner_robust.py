@@ -20,7 +20,7 @@ import pytest
 import soundfile
 from click.testing import CliRunner
 
-from conftest import ROOT, write_task
+from conftest import ROOT, write_task, INTERRUPTIBLE
 from ivbench.audio import AudioError, check_audio, from_wav_bytes, to_wav_bytes
 from ivbench.cli import main
 from ivbench.registry import parse_spec
@@ -381,7 +381,8 @@ def test_ctrl_c_while_piper_synthesises_exits_130_and_resumes(tmp_path):
     task = write_task(tmp_path / "task", [[TWO_SENTENCES, TWO_SENTENCES], [TWO_SENTENCES, TWO_SENTENCES]])
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     out = tmp_path / "run"
-    proc = subprocess.Popen(_cli(task, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_cli(task, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **INTERRUPTIBLE)
     deadline = time.monotonic() + 120
     while not (out / "records.jsonl").exists() and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -412,7 +413,7 @@ def test_a_second_ctrl_c_stops_a_hung_system_at_once(tmp_path):
                f"{SCRIPTED}:hang_in=respond,turn=1,hang_s=120", "--turn-timeout", "0", "--warmup", "0",
                "--out", str(out), "--no-progress", "--no-score"]
     proc = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, **INTERRUPTIBLE)
     deadline = time.monotonic() + 60
     while not (out / "records.jsonl").exists() and time.monotonic() < deadline:  # turn 0 done: turn 1 hangs
         time.sleep(0.01)

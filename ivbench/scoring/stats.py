@@ -4,6 +4,7 @@ Every resampling uses a fixed seed, so the same scores give the same table, byte
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
 from collections.abc import Sequence
@@ -19,8 +20,7 @@ def bootstrap_ci(values: Sequence[float], confidence: float = 0.95,
     data = np.asarray(values, dtype=float)
     if data.size < 2:
         return None, None
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
+    means = data[_draws("integers", data.size, resamples, seed)].mean(axis=1)
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     return float(low), float(high)
@@ -36,12 +36,37 @@ def clustered_bootstrap_ci(groups: Sequence[Sequence[float]], confidence: float 
         return None, None
     sums = np.array([a.sum() for a in arrays])
     counts = np.array([a.size for a in arrays])
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(arrays), size=(resamples, len(arrays)))
+    picks = _draws("integers", len(arrays), resamples, seed)
     means = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     return float(low), float(high)
+
+
+def _draws(kind: str, n: int, resamples: int, seed: int) -> np.ndarray:
+    """The random draws of one resampling: bootstrap picks ("integers") or sign flips ("signs"),
+    a function of (n, resamples, seed) alone; kept for small n, since a report tests every pair
+    of systems on every field and the same n recurs thousands of times."""
+    if n * resamples <= _KEEP_DRAWS_UP_TO:
+        return _kept_draws(kind, n, resamples, seed)
+    return _new_draws(kind, n, resamples, seed)
+
+
+def _new_draws(kind: str, n: int, resamples: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if kind == "signs":
+        return rng.choice(np.array([-1.0, 1.0]), size=(resamples, n))
+    return rng.integers(0, n, size=(resamples, n))
+
+
+_KEEP_DRAWS_UP_TO = 1_000_000  # values per kept array: 8 MB
+
+
+@functools.lru_cache(maxsize=32)
+def _kept_draws(kind: str, n: int, resamples: int, seed: int) -> np.ndarray:
+    draws = _new_draws(kind, n, resamples, seed)
+    draws.flags.writeable = False  # shared between calls
+    return draws
 
 
 @dataclass
@@ -65,9 +90,7 @@ def paired_permutation_test(a: Sequence[float], b: Sequence[float], resamples: i
     if n < 2:
         return None
     observed = diff.mean()
-    rng = np.random.default_rng(seed)
-    signs = rng.choice(np.array([-1.0, 1.0]), size=(resamples, n))
-    null = (signs * diff).mean(axis=1)
+    null = (_draws("signs", n, resamples, seed) * diff).mean(axis=1)
     # +1 in numerator and denominator: the observed labelling is one of the permutations.
     p_value = (np.sum(np.abs(null) >= abs(observed) - 1e-12) + 1) / (resamples + 1)
     sd = diff.std(ddof=1)

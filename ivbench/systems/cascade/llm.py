@@ -18,6 +18,9 @@ Nothing heavy is imported here at import time; `load()` does it.
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
+import shutil
 import threading
 import weakref
 from pathlib import Path
@@ -36,6 +39,8 @@ from ...openai_endpoint import (
     resolve_base_url,
 )
 from ..streamed_text import StreamedText
+
+log = logging.getLogger("ivbench")
 
 Messages = list[dict[str, str]]
 OnText = Callable[[str], None]
@@ -105,6 +110,63 @@ _LOADED: weakref.WeakValueDictionary[tuple, _Weights] = weakref.WeakValueDiction
 _LOAD_LOCK = threading.Lock()
 
 
+def _converted_folder(gguf: Path, dtype: Any) -> Path:
+    """Where a GGUF file's transformers model is kept once converted: transformers reads a GGUF
+    file three times (config, tokenizer, weights) and dequantizes it on every load (about 20 s
+    for the bundled 135M SmolLM2 on a 2-core CPU; a second from the converted folder). Named by
+    the file's SHA-256, the dtype and the transformers version that converted it, so the weights
+    are exactly what loading the GGUF file gives (docs/architecture.md, "Model files")."""
+    import transformers
+
+    from ...cache import converted_models_dir
+
+    name = f"{sha256_file(gguf)}-{str(dtype).rpartition('.')[2]}-transformers{transformers.__version__}"
+    return converted_models_dir() / "llm-gguf" / name
+
+
+def _load_converted(folder: Path, dtype: Any) -> Optional[tuple[Any, Any]]:
+    """(tokenizer, model) from a converted folder, or None where there is none (or it does not
+    load: then it is converted again)."""
+    if not (folder / "config.json").is_file():
+        return None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        return (AutoTokenizer.from_pretrained(str(folder)),
+                AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype))
+    except Exception as exc:  # any damage (safetensors raises its own error type): convert again, said
+        log.warning("the converted LLM in %s does not load (%s); converting the GGUF file again", folder, exc)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+
+
+def _save_converted(model: Any, tokenizer: Any, folder: Path) -> None:
+    """Writes the converted model beside, then renames it into place: a folder that exists is
+    whole, and two processes converting at once leave one of them."""
+    import copy
+
+    from safetensors.torch import save_model
+
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    try:
+        partial.mkdir(parents=True)
+        # The weights as loaded (dequantized); `save_pretrained` refuses a model loaded from GGUF,
+        # so the config is written without its GGUF quantization note and the tensors directly.
+        config = copy.deepcopy(model.config)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.save_pretrained(str(partial))
+        model.generation_config.save_pretrained(str(partial))
+        save_model(model, str(partial / "model.safetensors"), metadata={"format": "pt"})
+        tokenizer.save_pretrained(str(partial))
+        os.rename(partial, folder)
+    except (OSError, ValueError) as exc:  # a cache not written costs the next load its time, nothing else
+        if not folder.is_dir():
+            log.warning("could not keep the converted LLM in %s (%s); the next load converts again", folder, exc)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 class TransformersLLM(LLM):
     """Options: `model` (None: the bundled SmolLM2; a folder, a .gguf file or a hub id),
     `gguf_file` (the GGUF file inside the folder or hub repo `model` names), `dtype`
@@ -172,7 +234,7 @@ class TransformersLLM(LLM):
     def load(self, device: str) -> None:
         if self._weights is not None:
             return
-        source, gguf_file, _ = self._resolve()  # bad paths fail before the heavy imports
+        source, gguf_file, gguf_path = self._resolve()  # bad paths fail before the heavy imports
         try:
             import torch
             import transformers  # noqa: F401
@@ -188,22 +250,30 @@ class TransformersLLM(LLM):
         with _LOAD_LOCK:
             weights = _LOADED.get(key)
             if weights is None:
-                weights = self._load_weights(source, gguf_file, dtype, device)
+                converted = _converted_folder(gguf_path, dtype) if gguf_path is not None else None
+                weights = self._load_weights(source, gguf_file, dtype, device, converted)
                 _LOADED[key] = weights
         self._weights = weights
         self._device = device
         self._source = (SMOLLM2_NAME if self.model_ref is None else
                         (f"{source}/{gguf_file}" if gguf_file else source))
 
-    def _load_weights(self, source: str, gguf_file: Optional[str], dtype: Any, device: str) -> _Weights:
+    def _load_weights(self, source: str, gguf_file: Optional[str], dtype: Any, device: str,
+                      converted: Optional[Path] = None) -> _Weights:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # its bars would tear through ivbench's own progress bar
         kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+        loaded = _load_converted(converted, dtype) if converted is not None else None
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+            if loaded is not None:
+                tokenizer, model = loaded
+            else:
+                tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+                model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+                if converted is not None:
+                    _save_converted(model, tokenizer, converted)
         except OSError as exc:
             where = "hub id or local folder" if not Path(source).exists() else "model folder"
             raise OSError(f"could not load the LLM {source!r}{f' ({gguf_file})' if gguf_file else ''} "
@@ -211,9 +281,7 @@ class TransformersLLM(LLM):
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError(f"LLM {source!r} has no chat template: the cascade needs a chat "
                              "(instruct) model")
-        # PreTrainedModel.to is declared with functools.wraps(nn.Module.to), which types it as the
-        # unbound function (self first); the call is right.
-        model.to(device).eval()  # type: ignore[arg-type]
+        model.to(device).eval()
         if model.generation_config.pad_token_id is None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
         return _Weights(model, tokenizer)
