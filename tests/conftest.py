@@ -1,3 +1,4 @@
+import json
 import signal
 from pathlib import Path
 
@@ -69,3 +70,20 @@ def _sigint_default() -> None:
 # (`cmd &`, as CI runners and nohup may start pytest) inherits SIGINT ignored, and Python then
 # never raises KeyboardInterrupt; the child gets the default back, as a terminal's Ctrl-C finds it.
 INTERRUPTIBLE = {"preexec_fn": _sigint_default}
+
+
+# The harness tests' shared pieces: the shipped test double, a two-by-two task, a run's records.
+SCRIPTED = "ivbench.testing:Scripted"
+TWO_BY_TWO = [["Hello there.", "How are you?"], ["What time is it?", "Thanks."]]
+
+
+@pytest.fixture
+def here(tmp_path, monkeypatch) -> Path:
+    """The test's folder as the working directory (the CLI writes `run/` there)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def read_records(out: Path) -> list[dict]:
+    """A run directory's records, in file order."""
+    return [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines() if line.strip()]

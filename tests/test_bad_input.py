@@ -16,12 +16,11 @@ import pytest
 import soundfile
 from click.testing import CliRunner
 
-from conftest import ROOT, assert_user_error, write_task
+from conftest import ROOT, SCRIPTED, TWO_BY_TWO, assert_user_error, write_task
 from ivbench.cli import main
 from ivbench.store.run_store import RECORDS, RunStore, read_jsonl_records
 
 # Systems that misbehave in one way each (ivbench.testing.Scripted, told how); `Good` is the control.
-SCRIPTED = "ivbench.testing:Scripted"
 SYSTEMS = {
     "Good": f"{SCRIPTED}:modes=t2t+t2s+s2t",
     "RaisesOnFirstTurn": f"{SCRIPTED}:modes=t2t+t2s+s2t,raise_in=respond,dialogue=d0,turn=0,"
@@ -32,14 +31,6 @@ SYSTEMS = {
     "BadStageData": f"{SCRIPTED}:modes=t2s,bad=stage_data,stage=false",
     "YieldsNaN": f"{SCRIPTED}:modes=t2s,bad=nan",
 }
-
-TWO_BY_TWO = [["Hello there.", "How are you?"], ["What time is it?", "Thanks."]]
-
-
-@pytest.fixture
-def here(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def _ivbench(*args: str):

@@ -20,7 +20,7 @@ import pytest
 import soundfile
 from click.testing import CliRunner
 
-from conftest import ROOT, write_task, INTERRUPTIBLE
+from conftest import ROOT, write_task, INTERRUPTIBLE, SCRIPTED, TWO_BY_TWO, read_records as _records
 from ivbench.audio import AudioError, check_audio, from_wav_bytes, to_wav_bytes
 from ivbench.cli import main
 from ivbench.registry import parse_spec
@@ -28,14 +28,6 @@ from ivbench.runner.clock import MAX_REPLY_EVENTS, time_turn
 from ivbench.testing import Scripted
 from ivbench.types import Audio, Mode, TurnInput
 
-SCRIPTED = "ivbench.testing:Scripted"
-TWO_BY_TWO = [["Hello there.", "How are you?"], ["What time is it?", "Thanks."]]
-
-
-@pytest.fixture
-def here(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def _eval(task: Path, *systems: str, warmup: int = 0, timeout: float = 5, extra: tuple[str, ...] = ()):
@@ -44,10 +36,6 @@ def _eval(task: Path, *systems: str, warmup: int = 0, timeout: float = 5, extra:
     for system in systems:
         args += ["--system", system]
     return CliRunner().invoke(main, args + list(extra), catch_exceptions=True)
-
-
-def _records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines() if line.strip()]
 
 
 def _by_turn(out: Path, system: str | None = None) -> dict[tuple[str, int], dict]:

@@ -15,18 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import assert_user_error, write_task
+from conftest import assert_user_error, write_task, SCRIPTED, TWO_BY_TWO, read_records as _records
 from ivbench.cli import main
 from ivbench.registry import parse_spec
 
-SCRIPTED = "ivbench.testing:Scripted"
-TWO_BY_TWO = [["Hello there.", "How are you?"], ["What time is it?", "Thanks."]]
-
-
-@pytest.fixture
-def here(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def _eval(task: Path, *systems: str, timeout: float = 5, extra: tuple[str, ...] = ()):
@@ -35,10 +27,6 @@ def _eval(task: Path, *systems: str, timeout: float = 5, extra: tuple[str, ...] 
     for system in systems:
         args += ["--system", system]
     return CliRunner().invoke(main, args + list(extra), catch_exceptions=True)
-
-
-def _records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines() if line.strip()]
 
 
 def _by_turn(out: Path) -> dict[tuple[str, int], dict]:

@@ -41,12 +41,6 @@ def cluster():
         ray.shutdown()
 
 
-@pytest.fixture
-def here(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def _records(out: Path) -> list[dict]:
     path = out / "records.jsonl"
     if not path.exists():

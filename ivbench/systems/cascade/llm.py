@@ -110,7 +110,7 @@ _LOADED: weakref.WeakValueDictionary[tuple, _Weights] = weakref.WeakValueDiction
 _LOAD_LOCK = threading.Lock()
 
 
-def _converted_folder(gguf: Path, dtype: Any) -> Path:
+def _converted_folder(gguf_sha256: str, dtype: Any) -> Path:
     """Where a GGUF file's transformers model is kept once converted: transformers reads a GGUF
     file three times (config, tokenizer, weights) and dequantizes it on every load (about 20 s
     for the bundled 135M SmolLM2 on a 2-core CPU; a second from the converted folder). Named by
@@ -120,7 +120,7 @@ def _converted_folder(gguf: Path, dtype: Any) -> Path:
 
     from ...cache import converted_models_dir
 
-    name = f"{sha256_file(gguf)}-{str(dtype).rpartition('.')[2]}-transformers{transformers.__version__}"
+    name = f"{gguf_sha256}-{str(dtype).rpartition('.')[2]}-transformers{transformers.__version__}"
     return converted_models_dir() / "llm-gguf" / name
 
 
@@ -191,7 +191,7 @@ class TransformersLLM(LLM):
         self.threads = threads
         self._weights: Optional[_Weights] = None
         self._source = ""  # what was loaded, for the identity
-        self._gguf_digest: Optional[str] = None  # "" where the model is no GGUF file
+        self._gguf_sha256: Optional[str] = None  # "" where the model is no GGUF file
         self._device = "cpu"
 
     def _resolve(self) -> tuple[str, Optional[str], Optional[Path]]:
@@ -250,7 +250,7 @@ class TransformersLLM(LLM):
         with _LOAD_LOCK:
             weights = _LOADED.get(key)
             if weights is None:
-                converted = _converted_folder(gguf_path, dtype) if gguf_path is not None else None
+                converted = _converted_folder(self._sha256(), dtype) if gguf_path is not None else None
                 weights = self._load_weights(source, gguf_file, dtype, device, converted)
                 _LOADED[key] = weights
         self._weights = weights
@@ -286,16 +286,19 @@ class TransformersLLM(LLM):
             model.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
         return _Weights(model, tokenizer)
 
-    def _digest(self) -> Optional[str]:
-        """The GGUF file's digest, computed once; before `load()` too (the run manifest is
-        written first)."""
-        if self._gguf_digest is None:
+    def _sha256(self) -> str:
+        """The GGUF file's SHA-256, read once: the manifest's identity (written before `load()`)
+        and the converted folder's name both use it; "" where the model is no GGUF file."""
+        if self._gguf_sha256 is None:
             try:
                 gguf_path = self._resolve()[2]
             except (ImportError, OSError, ValueError):  # load() will say what is wrong
-                return None
-            self._gguf_digest = sha256_file(gguf_path)[:16] if gguf_path else ""
-        return self._gguf_digest or None
+                return ""
+            self._gguf_sha256 = sha256_file(gguf_path) if gguf_path else ""
+        return self._gguf_sha256
+
+    def _digest(self) -> Optional[str]:
+        return self._sha256()[:16] or None
 
     def identity(self) -> dict[str, Any]:
         digest = self._digest()
