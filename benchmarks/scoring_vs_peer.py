@@ -354,6 +354,122 @@ def profile(run: Path, limit: int) -> list[str]:
     return lines
 
 
+def _front_flop_per_frame(path: Path) -> float:
+    """FLOP per 10 ms frame of DNSMOS' primary network before its first pool (its 3x3
+    convolutions over 161 STFT bins; the STFT itself is under 1 % and left out)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    flop = 0.0
+    for node in model.graph.node:
+        if node.op_type == "MaxPool":
+            break
+        weights = [inits[i] for i in node.input if i in inits and len(inits[i].dims) == 4]
+        if node.op_type == "Conv" and weights:
+            out_ch, in_ch, kh, kw = weights[0].dims
+            flop += 2.0 * out_ch * in_ch * kh * kw * 161
+    return flop
+
+
+def _time_one_thread(fn: Any, *args: Any, repeat: int = 3) -> float:
+    fn(*args)  # warm
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn(*args)
+    return (time.perf_counter() - start) / repeat
+
+
+def _encoder_seconds() -> tuple[float, float]:
+    """One 30 s window through Whisper tiny.en's encoder on one thread: float32 (ivbench's) and
+    int8 (onnxruntime's dynamic quantisation of the same graph; not used by ivbench)."""
+    import tempfile
+
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from ivbench.asr.checkpoint import openai_state
+    from ivbench.asr.onnx_encoder import encoder_model
+    from ivbench.asr.whisper import _bundled_model_dir
+
+    dims, state = openai_state(_bundled_model_dir())
+    mel = np.random.default_rng(0).standard_normal((1, dims["n_mels"], 3000)).astype(np.float32)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.log_severity_level = 1, 3
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        fp32.write_bytes(encoder_model(dims, state))
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                         extra_options={"DefaultTensorType": 1})
+        sessions = [ort.InferenceSession(str(f), options, providers=["CPUExecutionProvider"]) for f in (fp32, int8)]
+        fp32_s, int8_s = (_time_one_thread(s.run, None, {"mel": mel}) for s in sessions)
+    return fp32_s, int8_s
+
+
+def floor(run: Path, peer_s_per_min: float) -> list[str]:
+    """The least wall time per audio minute ivbench could take on this machine at per-reply
+    fidelity, from what cannot be shared: DNSMOS as speechmos defines it (measured: the whole
+    corpus, one clip per core) and one Whisper window per reply (measured on one thread, counted
+    as if the cores shared it perfectly), against the peer's time from the same invocation."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import soundfile
+    import soxr
+
+    from ivbench.metrics.mos._dnsmos_engine import FastDNSMOS
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    audios = [_read_16k(r["wav"], soundfile, soxr) for r in _replies(run)]
+    minutes = sum(len(a) for a in audios) / 16000 / 60
+    engine = FastDNSMOS(threads=1)
+    frames = 0
+    front = engine.split.front.run
+
+    def counted(names: Any, feeds: dict[str, np.ndarray]) -> Any:
+        nonlocal frames
+        frames += int(np.prod(next(iter(feeds.values())).shape[:2]))
+        return front(names, feeds)
+
+    def counted_whole(names: Any, feeds: dict[str, np.ndarray]) -> Any:  # a clip of one window
+        nonlocal frames
+        frames += engine.split.window_frames * len(next(iter(feeds.values())))
+        return whole(names, feeds)
+
+    whole = engine.full.run
+    engine.split.front.run, engine.full.run = counted, counted_whole  # type: ignore[method-assign]
+    start = time.perf_counter()
+    windows = sum(engine(a)["windows"] for a in audios)
+    dnsmos_one = time.perf_counter() - start
+    engine.split.front.run, engine.full.run = front, whole  # type: ignore[method-assign]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=cores) as pool:
+        list(pool.map(engine, audios))
+    dnsmos_all = (time.perf_counter() - start) / minutes
+    big = np.random.default_rng(0).standard_normal(16000 * 11).astype(np.float32) * 0.1
+    from ivbench.metrics.mos._dnsmos_engine import _frames
+
+    x = _frames(big, 0, 1000)[None]
+    gflops = _front_flop_per_frame(engine.primary_path) * 1000 / _time_one_thread(
+        front, None, {engine.split.front_input: x}) / 1e9
+    front_floor = frames * _front_flop_per_frame(engine.primary_path) / (gflops * 1e9) / minutes / cores
+    fp32_s, int8_s = _encoder_seconds()
+    per_min = len(audios) / minutes
+    target = peer_s_per_min / 4
+    lines = [f"the floor on this machine ({cores} cores), per audio minute; 4x the peer ({peer_s_per_min:.2f} s/min "
+             f"in this invocation) needs {target:.2f} s/min:",
+             f"  DNSMOS, whole corpus, one thread: {dnsmos_one / minutes:.2f} s; one clip per core: {dnsmos_all:.2f} s "
+             f"({windows} windows, {frames} network-front frames for {minutes * 6000:.0f} frames of audio)",
+             f"  DNSMOS front alone at the measured {gflops:.0f} GFLOP/s a core, all cores busy: {front_floor:.2f} s",
+             f"  Whisper encoder, one 30 s window per reply ({per_min:.2f} replies a minute), one thread: "
+             f"float32 {fp32_s:.3f} s, int8 {int8_s:.3f} s a window -> "
+             f"{fp32_s * per_min / cores:.2f} / {int8_s * per_min / cores:.2f} s with the cores shared perfectly"]
+    for name, enc in (("float32", fp32_s), ("int8", int8_s)):
+        least = dnsmos_all + enc * per_min / cores
+        lines.append(f"  DNSMOS (one clip per core) + {name} encoder, before any decoding: {least:.2f} s/min "
+                     f"-> at most {peer_s_per_min / least:.2f}x the peer")
+    return lines
+
+
 # -- the report -------------------------------------------------------------------------
 
 def _wer(files: list[dict[str, Any]]) -> tuple[float, float]:
@@ -441,6 +557,8 @@ def main() -> None:
     parser.add_argument("--force", action="store_true", help="run even when the machine is busy (not a measurement)")
     parser.add_argument("--pack", action="store_true", help="also score with transcript:pack=true")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="also time the parts on N replies")
+    parser.add_argument("--floor", action="store_true",
+                        help="also measure the least time per audio minute ivbench could take at per-reply fidelity")
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "ivbench-scoring-bench")
     parser.add_argument("--out", type=Path, help="also write the table to this file")
     parser.add_argument("--child", choices=["peer", "ivbench"], help=argparse.SUPPRESS)
@@ -483,6 +601,8 @@ def main() -> None:
     lines = report(corpus, peer, ivb, timings, packed, note)
     if args.profile:
         lines += profile(run, args.profile)
+    if args.floor:
+        lines += floor(run, min(timings["peer"]) / (sum(e["duration_s"] for e in corpus) / 60))
     lines.append(f"load average after: {os.getloadavg()}")
     text = "\n".join(lines)
     print(text)
