@@ -20,7 +20,9 @@ interpreter, imports, reading the run), corpus WER and mean per-reply WER per co
 both, per-reply WER differences (mean, max, the worst replies), the largest DNSMOS difference;
 with --pack also ivbench's opt-in packed transcripts against its default ones; with
 --profile where the time of each goes (Whisper encoder / decoder / alignment, DNSMOS network
-parts), measured in one process.
+parts), measured in one process; with --floor the least time ivbench could take on this machine at
+per-reply fidelity (exact DNSMOS with a clip per core, plus one Whisper encoder window per reply
+with the cores shared perfectly) and the most that allows against the peer.
 
     python benchmarks/scoring_vs_peer.py                  # the measurement: needs an idle machine
     python benchmarks/scoring_vs_peer.py --quick --force  # dry run under load: NOT a measurement
