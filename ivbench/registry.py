@@ -184,7 +184,15 @@ def _looks_like_code_ref(ref: str) -> bool:
 
 
 def _file_module_name(path: Path) -> str:
-    return f"ivbench_plugin_{abs(hash(str(path.resolve())))}"
+    """The module name a plugin file is imported under: the same in every process and session
+    (the manifest records a system's class by it), and distinct for two files of the same name."""
+    import hashlib
+    import re
+
+    resolved = str(path.resolve())
+    digest = hashlib.sha256(resolved.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    stem = re.sub(r"\W", "_", path.stem, flags=re.ASCII)
+    return f"ivbench_plugin_{stem}_{digest}"
 
 
 def _import_file(path: Path) -> Any:

@@ -77,6 +77,11 @@ def test_system_from_file_path(tmp_path, monkeypatch):
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["config"]["systems"] == [label]
     assert manifest["systems"][label]["class"].endswith(".MySystem")
+    # The file's module has one name in every process (here, and the worker that ran it), so the
+    # manifest names the same class each session and the resumed run can be compared with it.
+    loaded = manifest["sessions"][0]["loaded"][label]["class"]
+    assert manifest["systems"][label]["class"] == loaded
+    assert re.fullmatch(r"ivbench_plugin_my_system_[0-9a-f]{12}\.MySystem", loaded), loaded
     assert "run directory: run" in result.output
 
 
