@@ -229,6 +229,31 @@ def plugin_of(module_name: str) -> Optional[str]:
     return None
 
 
+def plugin_of_file(filename: str) -> Optional[str]:
+    """The plugin reference whose code is in file `filename` (a plugin file, or a file of a plugin
+    module's package); None otherwise. For errors raised before any of the plugin's code runs
+    (a SyntaxError names only its file)."""
+    try:
+        target = Path(filename).resolve()
+    except (OSError, ValueError):
+        return None
+    for name, ref in PLUGIN_MODULES.items():
+        if ref.endswith(".py") or "/" in ref:
+            where = [Path(ref).expanduser().resolve()]
+        else:
+            try:
+                found = importlib.util.find_spec(name.split(".")[0])
+            except (ImportError, ValueError):
+                continue
+            if found is None or found.origin is None:
+                continue
+            origin = Path(found.origin).resolve()
+            where = [origin, origin.parent] if found.submodule_search_locations else [origin]
+        if any(target == place or (place.is_dir() and target.is_relative_to(place)) for place in where):
+            return ref
+    return None
+
+
 def load_target(target: str, kind: str = "plugin") -> Any:
     """Import "module:attr" or "file.py:attr" and return the attribute."""
     module_part, sep, attr = target.rpartition(":")
