@@ -19,10 +19,11 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ct
 def _blame(exc: BaseException) -> str:
     """Whose bug an unexpected exception is: the innermost plugin frame in its traceback names
     the plugin; otherwise ivbench."""
-    from .registry import plugin_of
+    from .registry import plugin_of, plugin_of_file
 
     tb = exc.__traceback__
-    blamed = None
+    # A plugin file that does not compile has no frame of its own: the error names its file.
+    blamed = plugin_of_file(exc.filename) if isinstance(exc, SyntaxError) and exc.filename else None
     while tb is not None:
         plugin = plugin_of(str(tb.tb_frame.f_globals.get("__name__", "")))
         blamed = plugin or blamed

@@ -210,6 +210,14 @@ def system_config(value: Union[str, dict[str, Any]], where: Union[str, Place] = 
     raise ConfigError(f"{where}: a system is a name or a mapping with 'name', {got(value)}")
 
 
+def system_identity(systems: list[SystemConfig]) -> dict[str, Any]:
+    """Label -> the code, options and interpreter it names, as JSON reads them back from a manifest."""
+    import json
+
+    found = {s.label: {"system": s.spec.ref, "options": s.spec.options, "python": s.python} for s in systems}
+    return json.loads(json.dumps(found, sort_keys=True, default=str))
+
+
 def read_systems(value: Any, where: Place) -> list[SystemConfig]:
     systems = [value] if isinstance(value, (str, dict)) else value
     if not isinstance(systems, (list, tuple)) or not systems:
@@ -385,8 +393,11 @@ class EvalConfig:
         return self.workers is not None or self.ray_address is not None
 
     def identity(self) -> dict[str, Any]:
-        """What the run measures; a resumed run must agree on all of it."""
-        return {opt.key or f.name: opt.show(getattr(self, f.name)) for f, opt in options() if opt.identity}
+        """What the run measures; a resumed run must agree on all of it. Besides the identity
+        options: what each system label runs (`system_options`), since a label alone does not
+        say it (`{name: cascade, label: mine, theta: 9}` resumed with theta 3 would mix two systems)."""
+        found = {opt.key or f.name: opt.show(getattr(self, f.name)) for f, opt in options() if opt.identity}
+        return {**found, "system_options": system_identity(self.systems)}
 
     def to_manifest(self) -> dict[str, Any]:
         """Every setting of the run, as the manifest records it (the judge's key never appears)."""

@@ -184,7 +184,15 @@ def _looks_like_code_ref(ref: str) -> bool:
 
 
 def _file_module_name(path: Path) -> str:
-    return f"ivbench_plugin_{abs(hash(str(path.resolve())))}"
+    """The module name a plugin file is imported under: the same in every process and session
+    (the manifest records a system's class by it), and distinct for two files of the same name."""
+    import hashlib
+    import re
+
+    resolved = str(path.resolve())
+    digest = hashlib.sha256(resolved.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    stem = re.sub(r"\W", "_", path.stem, flags=re.ASCII)
+    return f"ivbench_plugin_{stem}_{digest}"
 
 
 def _import_file(path: Path) -> Any:
@@ -217,6 +225,31 @@ def plugin_of(module_name: str) -> Optional[str]:
     for name, ref in PLUGIN_MODULES.items():
         package = name.split(".")[0]
         if module_name == name or module_name.startswith(package + "."):
+            return ref
+    return None
+
+
+def plugin_of_file(filename: str) -> Optional[str]:
+    """The plugin reference whose code is in file `filename` (a plugin file, or a file of a plugin
+    module's package); None otherwise. For errors raised before any of the plugin's code runs
+    (a SyntaxError names only its file)."""
+    try:
+        target = Path(filename).resolve()
+    except (OSError, ValueError):
+        return None
+    for name, ref in PLUGIN_MODULES.items():
+        if ref.endswith(".py") or "/" in ref:
+            where = [Path(ref).expanduser().resolve()]
+        else:
+            try:
+                found = importlib.util.find_spec(name.split(".")[0])
+            except (ImportError, ValueError):
+                continue
+            if found is None or found.origin is None:
+                continue
+            origin = Path(found.origin).resolve()
+            where = [origin, origin.parent] if found.submodule_search_locations else [origin]
+        if any(target == place or (place.is_dir() and target.is_relative_to(place)) for place in where):
             return ref
     return None
 

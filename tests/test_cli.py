@@ -275,3 +275,39 @@ def test_config_file_chooses_metrics_and_judge_and_flags_override_it(here, monke
     assert result.exit_code == 2 and "bad.yaml:4: field 'judge.temprature'" in result.output
     assert "did you mean 'temperature'" in result.output
     assert not (here / "runs/typo").exists()
+
+
+# --- where the run goes: --out ---------------------------------------------------------------------
+
+def test_out_folder_holding_other_files_is_refused_and_fresh_never_deletes_it(here):
+    """--out naming a folder of the user's that is not a run: refused, with or without --fresh
+    (which once deleted the whole folder), and nothing in it is touched."""
+    mine = here / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    for extra in ((), ("--fresh",)):
+        result = _ivbench("eval", "--task", "tiny.yaml", "--system", "./shout.py:Shout", "--out", "mine",
+                          "--no-progress", *extra)
+        assert_user_error(result, "mine: this folder holds other files and is not a run directory",
+                          "give --out (or out:) a new or empty folder")
+        assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+        assert (mine / "notes.txt").read_text() == "keep me"
+    # An empty folder, and a run directory with --fresh, are fine.
+    (here / "empty").mkdir()
+    for extra in ((), ("--fresh",)):
+        result = _ivbench("eval", "--task", "tiny.yaml", "--system", "./shout.py:Shout", "--out", "empty",
+                          "--no-progress", "--limit", "1", *extra)
+        assert result.exit_code == 0, result.output
+        assert len(_records(here / "empty")) == 2
+
+
+def test_out_that_cannot_be_a_folder_is_a_user_error(here):
+    (here / "a-file").write_text("")
+    result = _ivbench("eval", "--task", "tiny.yaml", "--system", "./shout.py:Shout", "--out", "a-file/run",
+                      "--no-progress")
+    assert_user_error(result, "a-file/run: cannot be made or written as the run directory (Not a directory)",
+                      "give --out (or out:) a folder you can write")
+    # In a run YAML, `out:` is not checked by click: a file there is the same kind of error.
+    (here / "run.yaml").write_text("task: tiny.yaml\nsystems: [./shout.py:Shout]\nout: a-file\n")
+    result = _ivbench("eval", "-c", "run.yaml", "--no-progress")
+    assert_user_error(result, "a-file: is a file, not a folder")

@@ -39,7 +39,10 @@ def test_every_option_is_a_flag_and_a_yaml_key_and_in_the_manifest(tmp_path, mon
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert set(manifest["config"]) == set(yaml_keys())
     identity = {opt.key or f.name for f, opt in options() if opt.identity}
-    assert set(manifest["identity"]) == identity == {"task", "systems", "voice", "mode", "seed"}
+    assert identity == {"task", "systems", "voice", "mode", "seed"}
+    # What each label runs is part of it too (a label alone does not say).
+    assert set(manifest["identity"]) == identity | {"system_options"}
+    assert manifest["identity"]["system_options"] == {"parrot": {"system": "parrot", "options": {}, "python": None}}
 
 
 def test_flags_given_win_over_the_file_and_the_rest_of_the_file_stays(tmp_path):

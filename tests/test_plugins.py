@@ -77,6 +77,11 @@ def test_system_from_file_path(tmp_path, monkeypatch):
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["config"]["systems"] == [label]
     assert manifest["systems"][label]["class"].endswith(".MySystem")
+    # The file's module has one name in every process (here, and the worker that ran it), so the
+    # manifest names the same class each session and the resumed run can be compared with it.
+    loaded = manifest["sessions"][0]["loaded"][label]["class"]
+    assert manifest["systems"][label]["class"] == loaded
+    assert re.fullmatch(r"ivbench_plugin_my_system_[0-9a-f]{12}\.MySystem", loaded), loaded
     assert "run directory: run" in result.output
 
 
@@ -94,6 +99,36 @@ def test_file_path_with_missing_attribute_or_non_system(tmp_path, monkeypatch):
                         "made a NotASystem, not an ivbench System")
     assert_user_error(_ivbench(*base, "--system", "./missing.py:MySystem"), "missing.py not found")
     assert not (tmp_path / "run").exists()
+
+
+def test_system_with_no_or_unknown_modes_is_a_clear_error(tmp_path, monkeypatch):
+    """`modes` empty, with a name that is no mode, or one string: the runner's plan once failed
+    with IndexError (a traceback blaming ivbench) or read "t2t" as the modes t, 2, t."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(PLUGINS / "bad_modes.py", tmp_path / "bad_modes.py")
+    task = write_task(tmp_path / "task", DIALOGUES)
+    base = ["eval", "--task", str(task), "--warmup", "0", "--out", "run", "--no-progress"]
+    how = "set `modes` on the class to a tuple of ivbench.types.Mode"
+    assert_user_error(_ivbench(*base, "--system", "./bad_modes.py:NoModes"),
+                      "system './bad_modes.py:NoModes' declares no modes", how)
+    assert_user_error(_ivbench(*base, "--system", "./bad_modes.py:UnknownMode"),
+                      "system './bad_modes.py:UnknownMode': modes ('t2t', 'speech'): unknown mode 'speech'", how)
+    assert_user_error(_ivbench(*base, "--system", "./bad_modes.py:OneString"),
+                      "system './bad_modes.py:OneString': modes 't2t' is a str", how)
+    assert not (tmp_path / "run").exists()
+
+
+def test_plugin_file_that_does_not_compile_is_blamed_on_the_plugin(tmp_path):
+    """A SyntaxError has no frame in the plugin (it never ran): the traceback is still the
+    plugin's, and the last line says so instead of calling it a bug in ivbench."""
+    shutil.copy(HERE / "data" / "half_written_plugin.py.txt", tmp_path / "half.py")
+    task = write_task(tmp_path / "task", DIALOGUES)
+    result = subprocess.run([sys.executable, "-m", "ivbench.cli", "eval", "--task", str(task), "--system",
+                             "./half.py:Half", "--out", "run", "--no-progress"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "SyntaxError" in result.stderr and 'half.py", line 2' in result.stderr
+    assert "this is a bug in plugin ./half.py, not something you did" in result.stderr
 
 
 # --- (b) an installed package's entry point -----------------------------------------------

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 import pytest
 
-from conftest import ROOT, write_task, INTERRUPTIBLE
+from conftest import ROOT, INTERRUPTIBLE, assert_user_error, write_task
 
 # Slow enough to be cut mid-dialogue; its replies show the session's history (a real module, by path).
 SYSTEM = Path(__file__).resolve().parent / "plugins" / "counting.py"
@@ -126,3 +126,65 @@ def test_files_carry_a_format_version_and_newer_ones_are_refused(tmp_path):
                 read_scores(tmp_path)
             else:
                 store.read_manifest()
+
+
+def _eval_in_process(*args: str):
+    from click.testing import CliRunner
+
+    from ivbench.cli import main
+
+    return CliRunner().invoke(main, ["eval", "--warmup", "0", "--no-progress", *args], catch_exceptions=True)
+
+
+def test_resume_that_adds_records_drops_the_scores_of_the_earlier_ones(tmp_path, monkeypatch):
+    """Scored, then resumed with --no-score over more dialogues: the old scores.jsonl covered only
+    the first records, and the report showed its latency as the whole run's. It is removed (with
+    the tables made from it), so the report reads latency off every record; scoring writes it again."""
+    from ivbench.report.data import load_report_data
+
+    monkeypatch.chdir(tmp_path)
+    task = write_task(tmp_path / "task", [["a1", "a2"], ["b1"]])
+    system = "ivbench.testing:Scripted:modes=t2t"
+    first = _eval_in_process("--task", str(task), "--system", system, "--out", "run", "--limit", "1")
+    assert first.exit_code == 0, first.output
+    assert len((tmp_path / "run" / "scores.jsonl").read_text().splitlines()) == 2
+    again = _eval_in_process("--task", str(task), "--system", system, "--out", "run", "--no-score")
+    assert again.exit_code == 0, again.output
+    assert "removed the scores of its earlier records (scores.jsonl, summary.csv" in again.output
+    assert not any((tmp_path / "run" / name).exists()
+                   for name in ("scores.jsonl", "summary.csv", "pairwise.csv", "crossmodal.csv"))
+    data = load_report_data([tmp_path / "run"])
+    assert sorted((r.dialogue_id, r.turn_index) for r in data.rows if r.metric == "latency") == [
+        ("d0", 0), ("d0", 1), ("d1", 0)]
+    # Nothing to add: the scores of a complete run stay.
+    scored = _eval_in_process("--task", str(task), "--system", system, "--out", "run")
+    assert scored.exit_code == 0, scored.output
+    before = (tmp_path / "run" / "scores.jsonl").read_bytes()
+    same = _eval_in_process("--task", str(task), "--system", system, "--out", "run", "--no-score")
+    assert same.exit_code == 0 and "removed the scores" not in same.output
+    assert (tmp_path / "run" / "scores.jsonl").read_bytes() == before
+
+
+def test_resume_with_other_system_options_under_the_same_label_is_refused(tmp_path, monkeypatch):
+    """A label names what the user chose to call a system, not what it runs: resuming with other
+    options under the same label would mix replies of two systems in one row of the results."""
+    monkeypatch.chdir(tmp_path)
+    task = write_task(tmp_path / "task", [["a1"], ["b1"]])
+    run_yaml = "task: {task}\nsystems: [{{name: ivbench.testing:Scripted, label: mine, text: '{text}'}}]\n" \
+               "mode: t2t\nout: run\nlimit: {limit}\n"
+    (tmp_path / "run.yaml").write_text(run_yaml.format(task=task, text="one {text}", limit=1))
+    assert _eval_in_process("-c", "run.yaml").exit_code == 0
+    (tmp_path / "run.yaml").write_text(run_yaml.format(task=task, text="two {text}", limit=2))
+    result = _eval_in_process("-c", "run.yaml")
+    assert_user_error(result, "holds a run with another 'system_options' for 'mine'", "'text': 'one {text}'",
+                      "'text': 'two {text}'", "--fresh")
+    assert [r["reply_text"] for r in _records(tmp_path / "run")] == ["one a1"]
+
+    # A run made before the manifest recorded system options resumes as before.
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    del manifest["identity"]["system_options"]
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "run.yaml").write_text(run_yaml.format(task=task, text="one {text}", limit=2))
+    resumed = _eval_in_process("-c", "run.yaml")
+    assert resumed.exit_code == 0, resumed.output
+    assert [r["reply_text"] for r in _records(tmp_path / "run")] == ["one a1", "one b1"]

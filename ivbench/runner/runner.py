@@ -12,7 +12,6 @@ here, so resuming, `--retry-failed` and records.partial.jsonl mean the same with
 from __future__ import annotations
 
 import datetime as _dt
-import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from ..config import ConfigError, EvalConfig, SystemConfig
 from ..errors import PluginError
 from ..provenance import git_revision, hardware, package_versions, resolve_device
 from ..store.run_store import RunStore, safe_name
+from ..store.scores import discard_scores
 from ..systems.base import System
 from ..types import Dialogue, Mode, Task, TurnRecord
 from ..workers import contention
@@ -145,8 +145,7 @@ def run_eval(config: EvalConfig, progress: bool = True, argv: Optional[list[str]
 
     out = Path(config.out) if config.out else default_out_dir(config)
     store = RunStore(out)
-    if config.fresh and out.exists():
-        shutil.rmtree(out)
+    store.claim(config.fresh)
     manifest = build_manifest(config, task, len(dialogues), device, systems, argv)
     manifest["task"]["dialogue_ids"] = [d.id for d in dialogues]
     resumed = store.open(manifest)
@@ -156,6 +155,11 @@ def run_eval(config: EvalConfig, progress: bool = True, argv: Optional[list[str]
     user_audio = UserAudioSource(config.voice, cache, device="cpu")
 
     todo = [(u, d) for u in units for d in dialogues if (u.label, d.id) not in done]
+    if todo:
+        stale = discard_scores(out)
+        if stale:
+            echo(f"{out}: removed the scores of its earlier records ({', '.join(stale)}): this session adds "
+                 f"records; scoring the run (`ivbench score {out}`) writes them again, from the cache")
     bar = _progress(total=len(units) * len(dialogues), initial=len(units) * len(dialogues) - len(todo),
                     enabled=progress)
     ids = Ids()

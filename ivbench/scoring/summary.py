@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .stats import clustered_bootstrap_ci, paired_permutation_test
+from ..store.scores import CROSSMODAL, PAIRWISE, SUMMARY
 from ..types import (REFERENCE_KINDS, REFERENCES_ANSWERS, REFERENCES_EXPECTED_WORDS, FieldInfo, MetricInfo,
                     TurnRecord)
 
@@ -31,9 +32,6 @@ if TYPE_CHECKING:
 # A metric as the tables need it: anything with `name` and `fields` (a Metric, a MetricInfo).
 Metrics = Mapping[str, Any]
 
-SUMMARY = "summary.csv"
-PAIRWISE = "pairwise.csv"
-CROSSMODAL = "crossmodal.csv"
 
 # What the leaderboards show of each metric: (field, statistic, column title). A metric listed
 # with no columns is known but no headline number.

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import tempfile
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -121,6 +123,26 @@ class RunStore:
         self.root.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.manifest_path, formats.stamp(manifest, formats.MANIFEST_FORMAT))
 
+    def claim(self, fresh: bool) -> None:
+        """Make sure the run can be written at `root` before any system works: a new or empty folder,
+        or a run directory (discarded first with `fresh`). A folder holding other files is refused:
+        ivbench would mix its files with them, and `fresh` would delete them."""
+        root = self.root
+        try:
+            if root.exists() and not root.is_dir():
+                raise RunDirError(f"{root}: is a file, not a folder; give --out (or out:) a folder for the run")
+            if root.is_dir() and not self.exists() and any(root.iterdir()):
+                raise RunDirError(f"{root}: this folder holds other files and is not a run directory (no {MANIFEST}); "
+                                  "give --out (or out:) a new or empty folder")
+            if fresh and self.exists():
+                shutil.rmtree(root)
+            root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=root):  # writable, now rather than after the first dialogue
+                pass
+        except OSError as exc:  # a parent that is a file, a read-only or missing mount, no permission
+            raise RunDirError(f"{root}: cannot be made or written as the run directory "
+                              f"({exc.strerror or exc}); give --out (or out:) a folder you can write") from None
+
     def open(self, manifest: dict[str, Any]) -> bool:
         """Create the run, or check that `manifest` may resume it; True when resuming."""
         if not self.exists():
@@ -131,11 +153,10 @@ class RunStore:
         # Runs made before the manifest had an "identity" kept it among their "config".
         before = old.get("identity") or {key: old.get("config", {}).get(key) for key in identity}
         for key, value in identity.items():
-            if before.get(key) != value:
-                raise ConfigMismatch(
-                    f"{self.root} holds a run with another {key!r} ({before.get(key)!r}, now {value!r}); "
-                    "use another --out, or --fresh to discard the old run"
-                )
+            # A key an older ivbench did not record (system_options) cannot be compared.
+            if key in before and before[key] != value:
+                raise ConfigMismatch(f"{self.root} holds a run with {_difference(key, before[key], value)}; "
+                                     "use another --out, or --fresh to discard the old run")
         manifest = {**manifest, "created": old.get("created", manifest.get("created")),
                     "sessions": old.get("sessions", []) + manifest.get("sessions", [])}
         self.write_manifest(manifest)
@@ -246,6 +267,15 @@ class RunStore:
 
     def relative(self, path: Optional[Path]) -> Optional[str]:
         return None if path is None else path.relative_to(self.root).as_posix()
+
+
+def _difference(key: str, before: Any, now: Any) -> str:
+    """What differs in one identity key, naming the entry (a system label) when it is a mapping."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        for entry in sorted(set(before) | set(now)):
+            if before.get(entry) != now.get(entry):
+                return f"another {key!r} for {entry!r} ({before.get(entry)!r}, now {now.get(entry)!r})"
+    return f"another {key!r} ({before!r}, now {now!r})"
 
 
 def _is_complete(records: list[TurnRecord]) -> bool:

@@ -18,6 +18,10 @@ from ..types import MetricResult
 from . import formats
 
 SCORES = "scores.jsonl"
+# The tables written from scores.jsonl (ivbench.scoring.summary).
+SUMMARY = "summary.csv"
+PAIRWISE = "pairwise.csv"
+CROSSMODAL = "crossmodal.csv"
 
 
 @dataclass
@@ -76,3 +80,20 @@ def write_scores(run_dir: Path, rows: Iterable[ScoreRow]) -> None:
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(Path(run_dir) / SCORES)
+
+
+def discard_scores(run_dir: Path) -> list[str]:
+    """Remove what scoring wrote (scores.jsonl, its tables, judge.json) and return the names removed.
+
+    For a run whose records are about to change (a resume adding dialogues, --retry-failed): scores
+    of other records would be shown as this run's, with nothing to say they are not. Scoring again
+    rewrites them, from the caches for the records that were scored before."""
+    from .judge_usage import JUDGE
+
+    removed = []
+    for name in (SCORES, SUMMARY, PAIRWISE, CROSSMODAL, JUDGE):
+        path = Path(run_dir) / name
+        if path.is_file():
+            path.unlink()
+            removed.append(name)
+    return removed

@@ -41,7 +41,25 @@ def build_system(spec: registry.Spec) -> System:
     if not isinstance(system, System):
         raise ConfigError(f"system {spec.ref!r} made a {type(system).__name__}, "
                           "not an ivbench System (subclass ivbench.systems.System)")
+    _check_modes(system, spec)
     return system
+
+
+def _check_modes(system: System, spec: registry.Spec) -> None:
+    """A system declares at least one mode, each a Mode or its name: the runner plans its work
+    (and picks the default mode, the first) from them before anything loads."""
+    from ..errors import IvbenchError, PluginError
+
+    declared = getattr(system, "modes", None)
+    how = "set `modes` on the class to a tuple of ivbench.types.Mode, e.g. (Mode.S2S, Mode.T2T)"
+    if not isinstance(declared, (tuple, list)):  # a string would be read letter by letter
+        raise PluginError(f"system {spec.ref!r}: modes {declared!r} is a {type(declared).__name__}; {how}")
+    try:
+        modes = system.supported_modes()
+    except IvbenchError as exc:  # an unknown mode name
+        raise PluginError(f"system {spec.ref!r}: modes {declared!r}: {exc}; {how}") from None
+    if not modes:
+        raise PluginError(f"system {spec.ref!r} declares no modes ({declared!r}); {how}")
 
 
 def describe(system: System) -> dict[str, Any]:
