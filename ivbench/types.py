@@ -66,6 +66,16 @@ class Dialogue:
     category: Optional[str] = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def digest(self) -> str:
+        """What the dialogue asks, as 16 hex digits: its turns' text, audio file names and
+        references. A resumed run compares it with the digest recorded when the dialogue was first
+        run, so an edited task file cannot mix two versions of a dialogue in one run."""
+        import hashlib
+        import json
+
+        turns = [[t.text, t.audio_path, t.reference] for t in self.turns]
+        return hashlib.sha256(json.dumps(turns, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+
 
 # What a task's turn references are, as its header declares (`references:`). A reference
 # *answer* to a free-form question shares few words with a good reply, so a WER against it

@@ -188,3 +188,36 @@ def test_resume_with_other_system_options_under_the_same_label_is_refused(tmp_pa
     resumed = _eval_in_process("-c", "run.yaml")
     assert resumed.exit_code == 0, resumed.output
     assert [r["reply_text"] for r in _records(tmp_path / "run")] == ["one a1", "one b1"]
+
+
+def test_resume_after_the_task_file_changed_a_recorded_dialogue_is_refused(tmp_path, monkeypatch):
+    """Same spelling of the task, edited file: the recorded dialogue would be kept in its old
+    version and the new ones run from the new file, two versions of a task in one run."""
+    monkeypatch.chdir(tmp_path)
+    system = "ivbench.testing:Scripted:modes=t2t"
+    task = write_task(tmp_path / "task", [["a1", "a2"], ["b1"], ["c1"]])
+    assert _eval_in_process("--task", str(task), "--system", system, "--out", "run", "--limit", "1",
+                            "--no-score").exit_code == 0
+    digests = json.loads((tmp_path / "run" / "manifest.json").read_text())["task"]["dialogue_digests"]
+    assert list(digests) == ["d0"]
+
+    # Dialogues not run yet may change; with the recorded one unchanged the run resumes.
+    write_task(tmp_path / "task", [["a1", "a2"], ["b1 edited"], ["c1"]])
+    assert _eval_in_process("--task", str(task), "--system", system, "--out", "run", "--limit", "2",
+                            "--no-score").exit_code == 0
+    assert [r["reply_text"] for r in _records(tmp_path / "run")][-1].endswith("b1 edited")
+
+    write_task(tmp_path / "task", [["a1", "a2 edited"], ["b1 edited"], ["c1"]])
+    result = _eval_in_process("--task", str(task), "--system", system, "--out", "run", "--no-score")
+    assert_user_error(result, "dialogue 'd0' of task", "changed since the run recorded it", "--fresh")
+    assert len(_records(tmp_path / "run")) == 3  # nothing lost, nothing added
+
+    # A lower --limit does not forget a recorded dialogue's digest.
+    result = _eval_in_process("--task", str(task), "--system", system, "--out", "run", "--limit", "1",
+                              "--no-score")
+    assert_user_error(result, "dialogue 'd0' of task")
+    write_task(tmp_path / "task", [["a1", "a2"], ["b1 edited"], ["c1"]])
+    assert _eval_in_process("--task", str(task), "--system", system, "--out", "run", "--limit", "1",
+                            "--no-score").exit_code == 0
+    kept = json.loads((tmp_path / "run" / "manifest.json").read_text())["task"]["dialogue_digests"]
+    assert sorted(kept) == ["d0", "d1"]

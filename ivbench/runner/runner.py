@@ -148,6 +148,7 @@ def run_eval(config: EvalConfig, progress: bool = True, argv: Optional[list[str]
     store.claim(config.fresh)
     manifest = build_manifest(config, task, len(dialogues), device, systems, argv)
     manifest["task"]["dialogue_ids"] = [d.id for d in dialogues]
+    manifest["task"]["dialogue_digests"] = {d.id: d.digest() for d in dialogues}
     resumed = store.open(manifest)
     done = _finished(store, config.retry_failed, echo)
 

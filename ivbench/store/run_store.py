@@ -159,8 +159,22 @@ class RunStore:
                                      "use another --out, or --fresh to discard the old run")
         manifest = {**manifest, "created": old.get("created", manifest.get("created")),
                     "sessions": old.get("sessions", []) + manifest.get("sessions", [])}
+        manifest["task"] = self._same_dialogues(old.get("task") or {}, manifest.get("task") or {})
         self.write_manifest(manifest)
         return True
+
+    def _same_dialogues(self, before: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+        """`now`'s task entry keeping the digests of dialogues run before (a lower --limit does not
+        forget them), after checking that no dialogue run before has changed since."""
+        old, new = before.get("dialogue_digests") or {}, now.get("dialogue_digests") or {}
+        changed = sorted(d for d in set(old) & set(new) if old[d] != new[d])
+        if changed:
+            more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+            shown = ", ".join(repr(d) for d in changed[:5]) + more
+            raise ConfigMismatch(f"{self.root}: dialogue {shown} of task {now.get('name')!r} changed since the run "
+                                 "recorded it (turn text, audio file or reference); use --fresh to start the run "
+                                 "again, or another --out")
+        return {**now, "dialogue_digests": {**old, **new}} if new or old else now
 
     def note_loaded(self, label: str, info: dict[str, Any]) -> None:
         """What a system says of itself once loaded (model size, dtype, the engine it chose),
