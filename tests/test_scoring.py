@@ -144,3 +144,24 @@ def test_transcripts_do_not_depend_on_which_replies_are_scored_together(tmp_path
         assert sum(db.execute("DELETE FROM cache WHERE key = ?", (k,)).rowcount for k in keys) == 2
     score_run(run, config, progress=False)
     assert (run / "scores.jsonl").read_bytes() == first
+
+
+def test_a_missing_audio_file_fails_its_turn_not_the_run(tmp_path):
+    """A run copied without one of its WAVs: the metrics that hash audio for their cache key
+    (dnsmos, transcript) used to crash the whole score with FileNotFoundError (a traceback);
+    now that turn fails with the file named, and the other turns are scored."""
+    task_dir = tmp_path / "task"
+    task_dir.mkdir()
+    (task_dir / "t.jsonl").write_text(json.dumps({"id": "d0", "turns": ["Hello there.", "Good morning."]}) + "\n")
+    run_eval(EvalConfig(task=parse_spec(str(task_dir / "t.jsonl")), modes=["t2s"], out=tmp_path / "run", warmup=0,
+                        systems=[SystemConfig(parse_spec("ivbench.testing:Scripted:audio_s=1.0"), "s")]),
+             progress=False)
+    run = tmp_path / "run"
+    gone = run / json.loads((run / "records.jsonl").read_text().splitlines()[1])["reply_audio"]
+    gone.unlink()
+    rows = score_run(run, ScoreConfig(metrics=[parse_spec("dnsmos"), parse_spec("transcript")],
+                                      cache_dir=tmp_path / "c"), progress=False).rows
+    by = {(r.metric, r.turn_index): r.result for r in rows}
+    for metric in ("dnsmos", "transcript"):
+        assert by[(metric, 0)].status == "ok", by[(metric, 0)]
+        assert by[(metric, 1)].status == "failed" and str(gone.name) in by[(metric, 1)].reason, by[(metric, 1)]

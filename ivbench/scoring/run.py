@@ -179,7 +179,13 @@ def _from_cache(metric: Metric, identity: Any, targets: list[Target], cache: Sql
         if early is not None:
             run.results[target.key] = early
             continue
-        inputs = metric.cache_inputs(target)
+        try:
+            inputs = metric.cache_inputs(target)
+        except OSError:
+            # An input file that cannot be read (a run copied without its audio/, a deleted
+            # WAV) cannot be hashed: the item is not cached, and the metric's own scoring fails
+            # it with its reason, as it fails any unreadable file, instead of the whole run.
+            inputs = None
         key = None if inputs is None else content_key("metric", identity, inputs)
         cached = cache.get(key) if key is not None else None
         if cached is not None:
