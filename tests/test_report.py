@@ -283,7 +283,12 @@ def test_unscored_run_reads_latency_off_the_records(tmp_path):
     data = load_report_data([tmp_path / "run"])
     assert data.runs[0].derived_latency and {r.metric for r in data.rows} == {"latency"}
     page = write_report([tmp_path / "run"], tmp_path / "r.html", audio="none").read_text()
-    assert "read off the records" in page
+    assert "read off the records: the run was not scored" in page
+    # Scored, but without latency (`ivbench score RUN --metrics judge`): the note used to say
+    # the run was not scored.
+    score_run(tmp_path / "run", ScoreConfig(metrics=[parse_spec("judge")]), progress=False)
+    page = write_report([tmp_path / "run"], tmp_path / "r.html", audio="none").read_text()
+    assert "read off the records: its scores.jsonl has no latency" in page and "not scored" not in page
 
 
 # -- what a task's references are: ref-WER is a headline only against the words to say ------

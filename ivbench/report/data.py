@@ -41,7 +41,8 @@ class Run:
     records: list[TurnRecord]
     rows: list[ScoreRow]
     labels: dict[str, str] = field(default_factory=dict)  # system label in the run -> in the report
-    derived_latency: bool = False  # latency read off the records (the run was not scored)
+    derived_latency: bool = False  # latency read off the records (no latency in its scores.jsonl)
+    scored: bool = False  # it has a scores.jsonl with rows (perhaps of other metrics than latency)
     judge: Optional[JudgeUsage] = None  # judge.json: what its scoring asked of the judge
 
 
@@ -110,12 +111,13 @@ def load_run(path: Path, name: str) -> Run:
     manifest = store.read_manifest()
     records = store.records()
     rows = read_scores(path)
+    scored = bool(rows)
     derived = False
     if records and not any(r.metric == "latency" for r in rows):
         rows = rows + _latency_rows(records, path)
         derived = True
     return Run(path=Path(path), name=name, manifest=manifest, records=records, rows=rows,
-               derived_latency=derived, judge=read_judge_usage(path))
+               derived_latency=derived, scored=scored, judge=read_judge_usage(path))
 
 
 def _metric_infos(labels: list[str], runs: list[Run]) -> dict[str, MetricInfo]:

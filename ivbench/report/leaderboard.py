@@ -280,9 +280,11 @@ def _notes(data: ReportData, columns: list[Column]) -> list[str]:
     missing = [n for n in ("asr_wer", "dnsmos", "distillmos", "utmos", "first_speech") if n not in names]
     if missing:
         notes.append(f"Not scored: {', '.join(missing)}.")
-    derived = [run.name for run in data.runs if run.derived_latency]
-    if derived:
-        notes.append(f"Latency of {', '.join(derived)} is read off the records: the run was not scored.")
+    for scored, why in ((False, "the run was not scored"),
+                        (True, "its scores.jsonl has no latency (scored with --metrics without latency)")):
+        derived = [run.name for run in data.runs if run.derived_latency and run.scored == scored]
+        if derived:
+            notes.append(f"Latency of {', '.join(derived)} is read off the records: {why}.")
     wording = _wording_only_note(data)
     if wording:
         notes.append(wording)
