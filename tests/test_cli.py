@@ -275,3 +275,20 @@ def test_config_file_chooses_metrics_and_judge_and_flags_override_it(here, monke
     assert result.exit_code == 2 and "bad.yaml:4: field 'judge.temprature'" in result.output
     assert "did you mean 'temperature'" in result.output
     assert not (here / "runs/typo").exists()
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    # float() named no option ("could not convert string to float: 'abc'"), or was a traceback
+    ("first_speech:min_speech_ms=abc", "first_speech min_speech_ms='abc': give a number"),
+    ("first_speech:threshold=null", "first_speech threshold=None: give a number"),
+    ("first_speech:threshold=[1]", "first_speech threshold=[1]: give a number"),
+    # bool('maybe') is True: any string chose the personalised DNSMOS model
+    ("dnsmos:personalized=maybe", "dnsmos personalized='maybe': give true or false"),
+    # a list left every transcript missing ("unhashable type: 'list'"); a number was taken as a language
+    ("transcript:language=[en]", "give a language code such as en"),
+    ("transcript:language=5", "whisper language=5: give a language code"),
+])
+def test_score_refuses_a_metric_option_of_the_wrong_type_in_one_line(here, spec, fragment):
+    (here / "run").mkdir()  # options are checked before the run directory is read
+    result = CliRunner().invoke(main, ["score", "run", "--metrics", spec, "--no-progress"])
+    assert_user_error(result, fragment)

@@ -171,6 +171,9 @@ class WhisperASR:
         _check_int("pack_files", pack_files, " (the most files packed into one window)")
         if workers is not None:
             _check_int("workers", workers, " (batches decoded at the same time)")
+        if language is not None and not isinstance(language, str):
+            raise ValueError(f"whisper language={language!r}: give a language code such as en, or null to "
+                             "detect it per reply")
         for flag, value in (("pack", pack), ("word_timestamps", word_timestamps)):
             if not isinstance(value, bool):
                 raise ValueError(f"whisper {flag}={value!r}: give true or false")
