@@ -8,13 +8,14 @@ import csv
 import html
 import io
 import json
+import os
 import re
 import shutil
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import rewrite_summary, write_task
+from conftest import assert_user_error, rewrite_summary, write_task
 
 from ivbench.cli import main
 from ivbench.config import EvalConfig, SystemConfig
@@ -254,6 +255,11 @@ def test_report_command_and_default_path(runs, tmp_path, monkeypatch):
     assert result.exit_code == 0 and Path("x/y.md").read_text().startswith("# ivbench report: run1")
     result = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert result.exit_code != 0 and "not a run directory" in result.output
+    # The same run twice (a repeated path, a trailing slash) was compared with itself as two systems.
+    for twice in ([str(runs[0]), str(runs[0]) + "/"], [str(runs[0]), str(runs[1]), os.path.relpath(runs[0])]):
+        result = CliRunner().invoke(main, ["report", *twice, "--format", "md", "-o", "twice.md"])
+        assert_user_error(result, f"the run directory {runs[0]} is named twice", "name each run once")
+        assert not Path("twice.md").exists()
 
 
 def test_eval_writes_the_report_and_prints_its_path(tmp_path, monkeypatch):

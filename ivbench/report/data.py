@@ -138,6 +138,16 @@ def _metric_infos(labels: list[str], runs: list[Run]) -> dict[str, MetricInfo]:
     return {label: known.get(label) or MetricInfo(label.split(":", 1)[0], {}) for label in labels}
 
 
+def _refuse_repeats(paths: list[Path]) -> None:
+    """One run named twice would be compared with itself as two systems (paired tests of p = 1)."""
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        first = seen.setdefault(path.resolve(), path)
+        if first is not path:
+            also = "" if str(first) == str(path) else f" (as {first} and as {path})"
+            raise ConfigError(f"report: the run directory {first} is named twice{also}; name each run once")
+
+
 def load_report_data(paths: list[Path]) -> ReportData:
     from ..scoring.summary import (
         crossmodal,
@@ -150,6 +160,7 @@ def load_report_data(paths: list[Path]) -> ReportData:
     paths = [Path(p) for p in paths]
     if not paths:
         raise ConfigError("report: name at least one run directory")
+    _refuse_repeats(paths)
     runs = [load_run(p, name) for p, name in zip(paths, _run_names(paths))]
     owners: dict[str, list[str]] = defaultdict(list)
     for run in runs:
