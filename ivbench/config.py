@@ -242,7 +242,11 @@ def read_metrics(value: Any, where: Place) -> Optional[list[Spec]]:
         return None
     if isinstance(value, str):
         separator = ";" if ";" in value else ","
-        value = [m for m in value.split(separator) if m.strip()]
+        names = [m for m in value.split(separator) if m.strip()]
+        if not names:  # `--metrics "$UNSET"`: scoring nothing would wipe the run's scores.jsonl
+            raise where.error(ConfigError, f"no metric named in {value!r}: give at least one (`ivbench list "
+                                           "metrics`), or leave the option out for the default metrics")
+        value = names
     if not isinstance(value, (list, tuple)):
         raise where.error(ConfigError, f"expected a list of metric names or mappings, {got(value)}")
     specs = [read_plugin(m, where.at(i)) for i, m in enumerate(value)]

@@ -287,8 +287,11 @@ def test_config_file_chooses_metrics_and_judge_and_flags_override_it(here, monke
     # a list left every transcript missing ("unhashable type: 'list'"); a number was taken as a language
     ("transcript:language=[en]", "give a language code such as en"),
     ("transcript:language=5", "whisper language=5: give a language code"),
+    # no metric at all (`--metrics "$UNSET"`) scored nothing and wiped scores.jsonl
+    ("", "--metrics: no metric named in ''"),
+    (" ; ", "--metrics: no metric named in ' ; '"),
 ])
-def test_score_refuses_a_metric_option_of_the_wrong_type_in_one_line(here, spec, fragment):
+def test_score_refuses_bad_metric_options_in_one_line(here, spec, fragment):
     (here / "run").mkdir()  # options are checked before the run directory is read
     result = CliRunner().invoke(main, ["score", "run", "--metrics", spec, "--no-progress"])
     assert_user_error(result, fragment)
