@@ -257,6 +257,12 @@ def read_metrics(value: Any, where: Place) -> Optional[list[Spec]]:
             registry.create("metrics", spec)
         except IvbenchError as exc:
             raise where.at(i).error(ConfigError, str(exc)) from None
+    from .scoring.plan import plan_metrics
+
+    try:  # and together (two transcript metrics for one reader), before anything is generated
+        plan_metrics(specs)
+    except IvbenchError as exc:
+        raise where.error(ConfigError, str(exc)) from None
     return specs
 
 

@@ -290,6 +290,8 @@ def test_config_file_chooses_metrics_and_judge_and_flags_override_it(here, monke
     # no metric at all (`--metrics "$UNSET"`) scored nothing and wiped scores.jsonl
     ("", "--metrics: no metric named in ''"),
     (" ; ", "--metrics: no metric named in ' ; '"),
+    # which of the two transcripts asr_wer read was an accident of the order
+    ("transcript;transcript:language=en;asr_wer", "transcript and transcript:language=en are both transcript metrics"),
 ])
 def test_score_refuses_bad_metric_options_in_one_line(here, spec, fragment):
     (here / "run").mkdir()  # options are checked before the run directory is read

@@ -165,3 +165,13 @@ def test_a_missing_audio_file_fails_its_turn_not_the_run(tmp_path):
     for metric in ("dnsmos", "transcript"):
         assert by[(metric, 0)].status == "ok", by[(metric, 0)]
         assert by[(metric, 1)].status == "failed" and str(gone.name) in by[(metric, 1)].reason, by[(metric, 1)]
+
+
+def test_a_metric_named_twice_is_scored_once(tmp_path):
+    """`--metrics latency,latency` wrote every row twice: n doubled in summary.csv, a narrower CI."""
+    run = _run(tmp_path)
+    config = ScoreConfig(metrics=[parse_spec("latency"), parse_spec("latency")], cache_dir=tmp_path / "c")
+    rows = score_run(run, config, progress=False).rows
+    assert len(rows) == 10  # 2 systems × 5 turns
+    summary = {(r["system"], r["field"]): r for r in csv.DictReader((run / "summary.csv").read_text().splitlines())}
+    assert summary[("two", "end_ms")]["n"] == "5"
