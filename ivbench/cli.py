@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 from collections.abc import Callable
 
 import click
@@ -37,10 +37,15 @@ class _Main(click.Group):
     are appended one by one and every other file is replaced atomically."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        import functools
+        import warnings
+
         from .errors import IvbenchError
 
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = functools.partial(_show_warning, set())
+                return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except IvbenchError as exc:
@@ -56,6 +61,16 @@ class _Main(click.Group):
             click.echo(f"\nthis is a bug in {_blame(exc)}, not something you did: please report it with the "
                        "traceback above", err=True)
             ctx.exit(EXIT_BUG)
+
+
+def _show_warning(shown: set[str], message: Union[Warning, str], category: type[Warning], filename: str,
+                  lineno: int, file: Any = None, line: Optional[str] = None) -> None:
+    """A warning as one line `warning: …`, once per command (not Python's file:line and source
+    line, again each time a file is read)."""
+    text = str(message)
+    if text not in shown:
+        shown.add(text)
+        click.echo(f"warning: {text}", err=True)
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})

@@ -297,3 +297,17 @@ def test_score_refuses_bad_metric_options_in_one_line(here, spec, fragment):
     (here / "run").mkdir()  # options are checked before the run directory is read
     result = CliRunner().invoke(main, ["score", "run", "--metrics", spec, "--no-progress"])
     assert_user_error(result, fragment)
+
+
+def test_a_torn_last_record_is_one_warning_line_saying_what_to_do(here):
+    """It was Python's `…/run_store.py:166: UserWarning: …` with a source line, twice."""
+    assert _ivbench("eval", "--task", "tiny.yaml", "--system", "./shout.py:Shout", "--out", "run",
+                    "--no-progress", "--warmup", "0", "--limit", "1").exit_code == 0
+    records = here / "run" / "records.jsonl"
+    records.write_bytes(records.read_bytes() + b'{"system": "shout", "dialo')
+    result = _ivbench("show", "run")
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.output.splitlines() if "torn" in line]
+    assert warned == ["warning: run/records.jsonl:3: skipping a torn last line (the run was interrupted while "
+                      "writing it); the same `ivbench eval` command redoes its dialogue"], result.output
+    assert "UserWarning" not in result.output

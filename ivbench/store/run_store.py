@@ -63,7 +63,8 @@ def read_jsonl_records(path: Path) -> list[TurnRecord]:
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
             is_last = all(not rest.strip() for rest in lines[i:])
             if is_last:
-                warnings.warn(f"{path}:{i}: skipping a torn last line (the run was interrupted)", stacklevel=2)
+                warnings.warn(f"{path}:{i}: skipping a torn last line (the run was interrupted while writing it); "
+                              "the same `ivbench eval` command redoes its dialogue", stacklevel=2)
                 continue
             raise RunDirError(f"{path}:{i}: corrupt record ({exc}); the file was edited or damaged") from None
     return records
