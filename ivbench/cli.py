@@ -386,18 +386,34 @@ def show_command(run_dir: Path, as_json: bool) -> None:
     _show_workers(manifest)
     if judge is not None:
         click.echo(f"judge:    {judge.describe()}")
-    total = task.get("n_dialogues") or 0
+    total = task.get("n_dialogues")
     done = store.completed_dialogues()
     systems_done: dict[str, int] = {}
     for system, _ in done:
         systems_done[system] = systems_done.get(system, 0) + 1
     click.echo("\nprogress:")
-    for system in sorted({r.system for r in records} | set(config.get("systems", []))):
-        click.echo(f"  {system:<24} {systems_done.get(system, 0)}/{total} dialogues")
+    for system in _progress_labels(manifest, records):
+        click.echo(f"  {system:<24} {systems_done.get(system, 0)}/{'?' if total is None else total} dialogues")
     if records:
         click.echo("")
         print_leaderboard(run_dir)
     _show_failures(records)
+
+
+def _progress_labels(manifest: dict[str, Any], records: list[Any]) -> list[str]:
+    """The labels the run records under: a system run in several modes records as `label@mode`
+    (ivbench.runner), so its bare label, which records nothing, is not listed as 0 done."""
+    from .config import ALL_MODES
+
+    config = manifest.get("config") or {}
+    modes = (manifest.get("identity") or {}).get("mode") or config.get("mode")
+    labels = {str(s) for s in config.get("systems") or []}
+    if isinstance(modes, list) and len(modes) > 1 and ALL_MODES not in modes:
+        labels = {f"{label}@{mode}" for label in labels for mode in modes}
+    recorded = {r.system for r in records}
+    # With mode "all" the modes are each system's own: a label shows up through its records.
+    labels = {label for label in labels if not any(r.startswith(f"{label}@") for r in recorded)}
+    return sorted(labels | recorded)
 
 
 def _show_failures(records: list[Any]) -> None:

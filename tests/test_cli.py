@@ -311,3 +311,20 @@ def test_a_torn_last_record_is_one_warning_line_saying_what_to_do(here):
     assert warned == ["warning: run/records.jsonl:3: skipping a torn last line (the run was interrupted while "
                       "writing it); the same `ivbench eval` command redoes its dialogue"], result.output
     assert "UserWarning" not in result.output
+
+
+def test_show_progress_of_a_run_in_two_modes_and_of_an_older_manifest(here):
+    """Run in two modes, a system records as label@mode: show listed its bare label too, as
+    '0/1 dialogues' (nothing done). A manifest without the task's size showed '1/0'."""
+    assert _ivbench("eval", "--task", "tiny.yaml", "--system", "ivbench.testing:Scripted", "--mode", "t2t",
+                    "--mode", "t2s", "--out", "run", "--no-progress", "--warmup", "0", "--limit", "1").exit_code == 0
+    lines = _ivbench("show", "run").output.splitlines()
+    progress = lines[lines.index("progress:") + 1:]
+    progress = [line.split() for line in progress[:progress.index("")]]
+    assert progress == [["ivbench.testing:Scripted@t2s", "1/1", "dialogues"],
+                        ["ivbench.testing:Scripted@t2t", "1/1", "dialogues"]], lines
+    manifest = json.loads((here / "run" / "manifest.json").read_text())
+    del manifest["task"]["n_dialogues"]
+    (here / "run" / "manifest.json").write_text(json.dumps(manifest))
+    out = _ivbench("show", "run").output
+    assert re.search(r"^\s+ivbench.testing:Scripted@t2t\s+1/\? dialogues$", out, re.M), out
