@@ -70,6 +70,7 @@ class MetricRun:
 
     results: dict[Key, MetricResult] = field(default_factory=dict)
     unloadable: Optional[str] = None
+    cached: int = 0  # results read from the score cache
 
 
 def _encode(result: MetricResult) -> bytes:
@@ -190,6 +191,7 @@ def _from_cache(metric: Metric, identity: Any, targets: list[Target], cache: Sql
         cached = cache.get(key) if key is not None else None
         if cached is not None:
             run.results[target.key] = _decode(cached)
+            run.cached += 1
         else:
             pending.append((target, key))
     return pending
@@ -211,6 +213,8 @@ def _run_metric(label: str, metric: Metric, targets: list[Target], context: Scor
         return _unloaded(metric, targets, f"{label} could not be loaded: {exc}")
     run = MetricRun()
     pending = _from_cache(metric, identity, targets, cache, transcripts, run)
+    if Need.JUDGE in metric.needs and context.judge_client is not None:
+        context.judge_client.count_cached(run.cached)  # judge.json counts them (they cost nothing)
     progress(len(targets) - len(pending))
     batches = [pending[start:start + BATCH_SIZE] for start in range(0, len(pending), BATCH_SIZE)]
     for index, computed, unloadable in _scored(label, metric, [[t for t, _ in b] for b in batches], workers, spec):
