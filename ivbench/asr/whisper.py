@@ -45,6 +45,7 @@ import numpy as np
 
 from ..audio import check_audio, resample
 from ..cache import sha256_file
+from ..errors import ModelFileError
 from ..provenance import package_version
 from ..types import Audio
 from .packing import WordTiming, clean_words, join_window, plan_windows, split_words, words_text
@@ -226,6 +227,10 @@ class WhisperASR:
                     f"a checkpoint with ct2-transformers-converter or give a model name"
                 )
             return str(path)
+        if path.is_absolute() or self.model.startswith((".", "~")):
+            # Not a name either: the hub would answer "Repo id must use alphanumeric chars…"
+            raise ModelFileError(f"whisper model {self.model}: no such folder; give a CTranslate2 Whisper model "
+                                 "folder, or a model name such as base.en")
         return self.model  # a name faster-whisper resolves (downloads) itself
 
     def _resolve_openai(self) -> str:
