@@ -323,6 +323,28 @@ def test_turns_recorded_after_scoring_are_missing_not_left_out(tmp_path, monkeyp
     assert {(r.dialogue_id, r.result.status) for r in run.rows} == {("d1", "missing")}
 
 
+def test_runs_of_different_tasks_are_never_paired(tmp_path):
+    """Two task files both number their dialogues d0, d1: a report of a run of each paired
+    unrelated turns by (dialogue id, turn) in its paired tests (and its significance marks)."""
+    from ivbench.report.data import load_report_data
+    from ivbench.report.leaderboard import build_leaderboard
+
+    for name, texts in (("ta", [["Hello there."], ["Good morning."]]), ("tb", [["What time is it?"], ["Bye."]])):
+        task = write_task(tmp_path / name, texts, name=name)
+        for label in ("x", "y"):
+            out = tmp_path / f"{name}-{label}"
+            run_eval(EvalConfig(task=parse_spec(str(task)), warmup=0, out=out, modes=["t2t"],
+                                systems=[SystemConfig(Spec("parrot"), f"{label}-{name}")]), progress=False)
+            score_run(out, ScoreConfig(metrics=[parse_spec("latency")]), progress=False)
+    data = load_report_data([tmp_path / "ta-x", tmp_path / "tb-x", tmp_path / "ta-y"])
+    pairs = {(t["system_a"], t["system_b"]) for t in data.pairwise.to_dict("records")}
+    assert pairs == {("x-ta", "y-ta")}, pairs
+    notes = build_leaderboard(data).notes
+    assert any("different tasks (ta: x-ta, y-ta; tb: x-tb)" in note for note in notes), notes
+    # One task: nothing changes (summary.csv's own pairwise.csv has no task column either).
+    assert "task" not in load_report_data([tmp_path / "ta-x", tmp_path / "ta-y"]).frame.columns
+
+
 # -- what a task's references are: ref-WER is a headline only against the words to say ------
 
 def _ref_wer_row(record, errors, words):

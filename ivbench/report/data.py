@@ -190,6 +190,10 @@ def _refuse_repeats(paths: list[Path]) -> None:
             raise ConfigError(f"report: the run directory {first} is named twice{also}; name each run once")
 
 
+def _task_of(run: Run) -> str:
+    return str((run.manifest.get("task") or {}).get("name") or (run.manifest.get("config") or {}).get("task"))
+
+
 def load_report_data(paths: list[Path]) -> ReportData:
     from ..scoring.summary import (
         crossmodal,
@@ -222,6 +226,9 @@ def load_report_data(paths: list[Path]) -> ReportData:
     labels = list(dict.fromkeys(r.metric for r in rows))
     metrics = _metric_infos(labels, runs)
     frame = score_frame(rows)
+    tasks = {label: _task_of(run) for run in runs for label in run.labels.values()}
+    if len(set(tasks.values())) > 1:
+        frame["task"] = frame["system"].map(tasks)
     categories = {r.dialogue_id: r.category for r in records}  # for the suites' headlines
     references = {label: references_of(run.manifest) for run in runs for label in run.labels.values()}
     return ReportData(runs=runs, records=records, rows=rows, systems=systems, metrics=metrics,

@@ -291,10 +291,27 @@ def _notes(data: ReportData, columns: list[Column]) -> list[str]:
         if stale:
             notes.append(f"{run.name} was scored before its last records ({'; '.join(stale)}): "
                          f"`ivbench score {run.path}` scores it as it is now.")
+    mixed = _mixed_tasks_note(data)
+    if mixed:
+        notes.append(mixed)
     wording = _wording_only_note(data)
     if wording:
         notes.append(wording)
     return notes
+
+
+def _mixed_tasks_note(data: ReportData) -> Optional[str]:
+    """Runs of different tasks share the columns: say that their numbers are over other dialogues."""
+    systems: dict[str, list[str]] = {}
+    for record in data.records:
+        systems.setdefault(record.task, [])
+        if record.system not in systems[record.task]:
+            systems[record.task].append(record.system)
+    if len(systems) < 2:
+        return None
+    each = "; ".join(f"{task}: {', '.join(names)}" for task, names in systems.items())
+    return (f"These runs are of different tasks ({each}): the numbers in a column are over different "
+            "dialogues, and paired tests compare systems of the same task only.")
 
 
 def _wording_only_note(data: ReportData) -> Optional[str]:

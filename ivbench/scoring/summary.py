@@ -186,6 +186,9 @@ def pairwise_tests(frame: pd.DataFrame, metrics: Metrics) -> pd.DataFrame:
 
     out: list[dict[str, Any]] = []
     systems = sorted(frame["system"].unique())
+    # A report of runs of several tasks gives each system its task: systems of different tasks
+    # are never paired, though their dialogue ids may coincide (d0, d1… of two task files).
+    task = dict(zip(frame["system"], frame["task"])) if "task" in frame.columns else {}
     for (metric, name), values in frame.groupby(["metric", "field"], sort=True):
         info = metrics[metric].fields.get(name) if metric in metrics else None
         if info is None or info.higher_is_better is None:
@@ -195,7 +198,7 @@ def pairwise_tests(frame: pd.DataFrame, metrics: Metrics) -> pd.DataFrame:
         by_system = {s: dict(zip(zip(g["dialogue_id"], g["turn_index"]), g["value"]))
                      for s, g in values.dropna(subset=["value"]).groupby("system")}
         for a, b in combinations(systems, 2):
-            if a not in by_system or b not in by_system:
+            if a not in by_system or b not in by_system or task.get(a) != task.get(b):
                 continue
             a_values, b_values = by_system[a], by_system[b]
             shared = [key for key in a_values if key in b_values]
