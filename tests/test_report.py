@@ -255,6 +255,10 @@ def test_report_command_and_default_path(runs, tmp_path, monkeypatch):
     assert result.exit_code == 0 and Path("x/y.md").read_text().startswith("# ivbench report: run1")
     result = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert result.exit_code != 0 and "not a run directory" in result.output
+    # -o under a file (or anywhere it cannot be written) was a traceback "bug in ivbench".
+    Path("afile").write_text("x")
+    result = CliRunner().invoke(main, ["report", str(runs[0]), "--format", "md", "-o", "afile/r.md"])
+    assert_user_error(result, "report: cannot write afile/r.md (afile: ", "give another path with -o")
     # The same run twice (a repeated path, a trailing slash) was compared with itself as two systems.
     for twice in ([str(runs[0]), str(runs[0]) + "/"], [str(runs[0]), str(runs[1]), os.path.relpath(runs[0])]):
         result = CliRunner().invoke(main, ["report", *twice, "--format", "md", "-o", "twice.md"])
