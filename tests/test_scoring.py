@@ -175,3 +175,26 @@ def test_a_metric_named_twice_is_scored_once(tmp_path):
     assert len(rows) == 10  # 2 systems × 5 turns
     summary = {(r["system"], r["field"]): r for r in csv.DictReader((run / "summary.csv").read_text().splitlines())}
     assert summary[("two", "end_ms")]["n"] == "5"
+
+
+def test_a_read_only_run_directory_is_an_error_before_any_work(tmp_path):
+    """A run on a read-only copy (a share mounted read-only): scoring ended in a traceback
+    (OSError on scores.jsonl.tmp) after all its work. (Root writes anywhere: the check is then
+    made by hand, e.g. `setpriv --reuid=65534`, or on a read-only mount.)"""
+    import os
+
+    import pytest
+
+    from ivbench.errors import RunDirError
+
+    if os.geteuid() == 0:
+        pytest.skip("root may write into a folder without write permission")
+    run = _run(tmp_path)
+    config = ScoreConfig(metrics=_metrics(tmp_path, "Length"), cache_dir=tmp_path / "c")
+    run.chmod(0o555)
+    try:
+        with pytest.raises(RunDirError, match="cannot write scores.jsonl and summary.csv here"):
+            score_run(run, config, progress=False)
+    finally:
+        run.chmod(0o755)
+    assert not (run / "scores.jsonl").exists()

@@ -240,6 +240,7 @@ def score_run(run_dir: Path, config: Optional[ScoreConfig] = None, progress: boo
     store = RunStore(run_dir)
     manifest = store.read_manifest()
     records = store.records()
+    store.check_writable("scores.jsonl and summary.csv")  # now, not after the scoring's work
     with _workers(config, run_dir, echo) as workers:
         device = workers.device if workers is not None else config.device
         return _score(run_dir, manifest, records, config, device, workers, progress, echo)

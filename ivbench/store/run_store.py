@@ -118,6 +118,17 @@ class RunStore:
         formats.check(manifest, formats.MANIFEST_FORMAT, str(self.manifest_path))
         return manifest
 
+    def check_writable(self, what: str) -> None:
+        """Raise RunDirError, before any work, when files cannot be written here (a read-only copy)."""
+        import tempfile
+
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".ivbench-write-check-"):
+                pass
+        except OSError as exc:
+            raise RunDirError(f"{self.root}: cannot write {what} here ({exc.strerror or exc}); copy the run "
+                              "directory somewhere writable and give that copy") from None
+
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.manifest_path, formats.stamp(manifest, formats.MANIFEST_FORMAT))
