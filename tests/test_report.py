@@ -301,6 +301,23 @@ def test_unscored_run_reads_latency_off_the_records(tmp_path):
     assert "read off the records: its scores.jsonl has no latency" in page and "not scored" not in page
 
 
+@pytest.mark.parametrize("damage, why", [
+    (b'{"metric": "latency", "sys', "Unterminated string"),  # torn: a copy cut short
+    (b"\xff\xfe\x00garbage\n", "'utf-8' codec can't decode byte 0xff"),  # was a traceback
+    (b'{"metric": "latency", "system": "alpha", "dialogue_id": "d0", "turn_index": 0, "mode": "t2t", '
+     b'"values": [1], "status": "ok"}\n', "'values' is list, not an object"),  # was a traceback
+])
+def test_a_damaged_scores_file_is_one_line_naming_its_line(runs, tmp_path, damage, why):
+    run = tmp_path / "damaged"
+    shutil.copytree(runs[1], run)
+    n = len((run / "scores.jsonl").read_bytes().splitlines())
+    with open(run / "scores.jsonl", "ab") as f:
+        f.write(damage)
+    result = CliRunner().invoke(main, ["report", str(run), "--format", "md", "-o", str(tmp_path / "r.md")])
+    assert_user_error(result, f"{run}/scores.jsonl:{n + 1}: corrupt score line", why,
+                      f"the file was edited or damaged: `ivbench score {run}` rewrites it")
+
+
 def test_turns_recorded_after_scoring_are_missing_not_left_out(tmp_path, monkeypatch):
     """`ivbench eval --limit 2 --no-score` on a run scored at --limit 1: the leaderboard showed
     the new turns in its turn count but took every number from the old scores alone, without a
