@@ -198,3 +198,18 @@ def test_a_read_only_run_directory_is_an_error_before_any_work(tmp_path):
     finally:
         run.chmod(0o755)
     assert not (run / "scores.jsonl").exists()
+
+
+def test_a_score_with_fewer_metrics_says_which_results_it_drops(tmp_path):
+    """`ivbench score RUN --metrics utmos` after eval's defaults writes only utmos: the judge's
+    results (paid for, and not in this machine's cache when the run was scored elsewhere) went
+    without a word."""
+    run = _run(tmp_path)
+    said: list[str] = []
+    both = ScoreConfig(metrics=_metrics(tmp_path, "Length") + [parse_spec("latency")], cache_dir=tmp_path / "c")
+    score_run(run, both, progress=False, echo=said.append)
+    assert not any("no longer holds" in line for line in said), said
+    score_run(run, ScoreConfig(metrics=[parse_spec("latency")], cache_dir=tmp_path / "c"), progress=False,
+              echo=said.append)
+    assert said == [f"note: {run}/scores.jsonl no longer holds {tmp_path}/metrics.py:Length (scored before, not "
+                    "asked for now); name them in --metrics too to keep them (read from the cache where it has them)"]

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ..cache import SqliteCache, content_key, default_cache_dir
 from ..metrics.base import DialogueItem, Metric, MetricResult, Need, ScoreItem, Status
+from ..errors import RunDirError
 from ..registry import Spec
 from ..store import RunStore
 from ..store.judge_usage import JudgeUsage, remove_judge_usage, write_judge_usage
-from ..store.scores import ScoreRow, write_scores
+from ..store.scores import SCORES, ScoreRow, read_scores, write_scores
 from ..types import TurnRecord
 from .context import ScoringContext
 from .plan import TRANSCRIPT_METRICS, default_metric_specs, plan_metrics, specs_by_label
@@ -290,6 +291,21 @@ def _close_judge(run_dir: Path, context: ScoringContext) -> None:
         client.close()
 
 
+def _dropped(run_dir: Path, rows: list[ScoreRow]) -> list[str]:
+    """What the scores.jsonl being replaced held that this score does not: a score writes the
+    metrics it is given, so `--metrics utmos` after eval's defaults leaves only utmos, and the
+    user should hear which results went (the cache may not have them: a run scored elsewhere)."""
+    try:
+        before = {row.metric for row in read_scores(run_dir)}
+    except RunDirError:
+        return []  # a damaged scores.jsonl: nothing to tell about
+    gone = sorted(before - {row.metric for row in rows})
+    if not gone:
+        return []
+    return [f"{run_dir / SCORES} no longer holds {', '.join(gone)} (scored before, not asked for now); "
+            "name them in --metrics too to keep them (read from the cache where it has them)"]
+
+
 def _score(run_dir: Path, manifest: dict[str, Any], records: list[TurnRecord], config: ScoreConfig,
            device: str, workers: Any, progress: bool, echo: Callable[[str], None]) -> ScoreOutcome:
     from tqdm import tqdm
@@ -327,6 +343,7 @@ def _score(run_dir: Path, manifest: dict[str, Any], records: list[TurnRecord], c
         used_judge = context.judge_client is not None
         _close_judge(run_dir, context)
     rows.sort(key=lambda r: r.sort_key)
+    notes += _dropped(run_dir, rows)
     write_scores(run_dir, rows)
     if not used_judge:
         remove_judge_usage(run_dir)  # an older score's judge.json would describe other scores
