@@ -340,6 +340,25 @@ def test_a_damaged_scores_file_is_one_line_naming_its_line(runs, tmp_path, damag
                       f"the file was edited or damaged: `ivbench score {run}` rewrites it")
 
 
+def test_a_run_without_its_summary_keeps_the_directions_of_built_in_metrics(runs, tmp_path):
+    """summary.csv gone or cut short (scoring interrupted after scores.jsonl, a partial copy): the
+    columns lost which way is better, so no best and no paired test; a header without "metric"
+    was a KeyError traceback."""
+    from ivbench.report import write_report
+
+    expected = write_report([runs[0]], tmp_path / "whole.md", fmt="md").read_text().splitlines()[4]
+    assert "DNSMOS ↑" in expected and "1st audio p50 ms ↓" in expected
+    for damage in (None, b"system,metri", b"a,b\n1,2\n"):
+        run = tmp_path / f"damaged{len(damage or b'')}"
+        shutil.copytree(runs[0], run)
+        if damage is None:
+            (run / "summary.csv").unlink()
+        else:
+            (run / "summary.csv").write_bytes(damage)
+        page = write_report([run], tmp_path / "r.md", fmt="md").read_text().splitlines()
+        assert page[4] == expected, (damage, page[4])
+
+
 def test_turns_recorded_after_scoring_are_missing_not_left_out(tmp_path, monkeypatch):
     """`ivbench eval --limit 2 --no-score` on a run scored at --limit 1: the leaderboard showed
     the new turns in its turn count but took every number from the old scores alone, without a

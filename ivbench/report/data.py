@@ -184,7 +184,27 @@ def _metric_infos(labels: list[str], runs: list[Run]) -> dict[str, MetricInfo]:
         if run.derived_latency and "latency" not in known:
             known["latency"] = MetricInfo(LatencyMetric.name, dict(LatencyMetric.fields))
     # A metric that gave no number (a transcript) is in no summary: its name is its label's.
-    return {label: known.get(label) or MetricInfo(label.split(":", 1)[0], {}) for label in labels}
+    return {label: known.get(label) or _builtin_info(label) or MetricInfo(label.split(":", 1)[0], {})
+            for label in labels}
+
+
+def _builtin_info(label: str) -> Optional[MetricInfo]:
+    """A built-in metric's name and fields, for a run whose summary.csv is missing or was cut short
+    (scoring interrupted between scores.jsonl and summary.csv, a partial copy): without them its
+    columns lost which way is better, and with it the best and the paired tests. Built-in metric
+    modules import nothing heavy; a plugin's is never imported here."""
+    from ..errors import IvbenchError
+    from ..registry import BUILTINS, parse_spec
+    from ..scoring.plan import instantiate
+
+    try:
+        spec = parse_spec(label)
+        if spec.ref not in BUILTINS["metrics"]:
+            return None
+        metric = instantiate(spec)
+    except (IvbenchError, ImportError):
+        return None
+    return MetricInfo(metric.name, dict(metric.fields)) if metric.fields else None
 
 
 def _refuse_repeats(paths: list[Path]) -> None:

@@ -171,9 +171,11 @@ def read_metric_infos(path: Path) -> dict[str, MetricInfo]:
         return {}
     names: dict[str, str] = {}
     fields: dict[str, dict[str, FieldInfo]] = {}
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
         for row in csv.DictReader(f):
-            label = row["metric"]
+            label = row.get("metric")
+            if not label or not row.get("field"):  # a file cut short or damaged: what it lacks is not known
+                continue
             names.setdefault(label, row.get("metric_name") or label.split(":", 1)[0])
             hib = {"True": True, "False": False}.get(row.get("higher_is_better") or "")
             fields.setdefault(label, {})[row["field"]] = FieldInfo(hib, row.get("unit") or "",
