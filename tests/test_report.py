@@ -540,6 +540,15 @@ def test_console_leaderboard_follows_the_task_header(reference_runs):
 
 # -- plots ------------------------------------------------------------------------------------
 
+def test_a_small_value_is_not_shown_as_zero():
+    """An RTF of 0.0025 (a system that answers at once) read "0.00" in the leaderboard."""
+    from ivbench.report.leaderboard import fmt
+
+    assert [fmt(0.0025), fmt(-0.004), fmt(0.0), fmt(0.123), fmt(0.0025, "rtf", "x")] == \
+        ["0.0025", "-0.004", "0.00", "0.12", "0.0025"]
+    assert fmt(0.00004, "wer") == "0.0%" and fmt(0.4, "first_audio_ms", "ms") == "0.40"
+
+
 def test_log_axis_labels_are_plain_numbers_at_1_2_5():
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

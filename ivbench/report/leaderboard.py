@@ -78,6 +78,8 @@ def fmt(value: Optional[float], field_name: str = "", unit: str = "") -> str:
         return f"{value:.0f}"
     if size >= 10 or unit == "ms" and size >= 1:
         return f"{value:.1f}"
+    if 0 < size < 0.01:  # two decimals would show it as 0.00 (an RTF of 0.0025): a zero it is not
+        return f"{value:.2g}"
     return f"{value:.2f}"
 
 
