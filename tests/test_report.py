@@ -359,6 +359,20 @@ def test_a_run_without_its_summary_keeps_the_directions_of_built_in_metrics(runs
         assert page[4] == expected, (damage, page[4])
 
 
+def test_a_run_with_no_turn_recorded_yet_says_so(runs, tmp_path):
+    """A run cut before its first turn, reported with another: its line read "systems , created"."""
+    from ivbench.report import write_report
+
+    empty = tmp_path / "empty"
+    shutil.copytree(runs[1], empty)
+    for name in ("records.jsonl", "scores.jsonl", "summary.csv"):
+        (empty / name).unlink()
+    page = write_report([empty, runs[0]], tmp_path / "r.md", fmt="md").read_text()
+    assert "- run empty: task tiny&lt;b&gt;, systems none yet (no turn recorded), created" in page, page
+    page = write_report([empty, runs[0]], tmp_path / "r.html", audio="none").read_text()
+    assert "none yet (no turn recorded)" in page
+
+
 def test_turns_recorded_after_scoring_are_missing_not_left_out(tmp_path, monkeypatch):
     """`ivbench eval --limit 2 --no-score` on a run scored at --limit 1: the leaderboard showed
     the new turns in its turn count but took every number from the old scores alone, without a

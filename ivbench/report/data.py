@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ..store.scores import ScoreRow
 
 TRANSCRIPT_METRICS = ("transcript", "user_transcript")
+NO_TURNS = "none yet (no turn recorded)"  # a run's systems, before its first record
 
 
 @dataclass
