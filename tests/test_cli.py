@@ -287,6 +287,8 @@ def test_config_file_chooses_metrics_and_judge_and_flags_override_it(here, monke
     # a list left every transcript missing ("unhashable type: 'list'"); a number was taken as a language
     ("transcript:language=[en]", "give a language code such as en"),
     ("transcript:language=5", "whisper language=5: give a language code"),
+    # CTranslate2 refused it at load time only: every transcript missing, and the run went on
+    ("transcript:compute_type=fp16", "whisper compute_type='fp16': use one of default, auto, int8"),
     # no metric at all (`--metrics "$UNSET"`) scored nothing and wiped scores.jsonl
     ("", "--metrics: no metric named in ''"),
     (" ; ", "--metrics: no metric named in ' ; '"),
