@@ -213,3 +213,19 @@ def test_a_score_with_fewer_metrics_says_which_results_it_drops(tmp_path):
               echo=said.append)
     assert said == [f"note: {run}/scores.jsonl no longer holds {tmp_path}/metrics.py:Length (scored before, not "
                     "asked for now); name them in --metrics too to keep them (read from the cache where it has them)"]
+
+
+def test_a_cache_folder_that_cannot_be_made_is_a_user_error(tmp_path):
+    """IVBENCH_CACHE_DIR / --cache-dir under a file (or read-only): a FileNotFoundError or
+    sqlite3.OperationalError traceback; --no-cache scores without it."""
+    import pytest
+
+    from ivbench.errors import ConfigError
+
+    run = _run(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    config = ScoreConfig(metrics=_metrics(tmp_path, "Length"), cache_dir=tmp_path / "afile" / "cache")
+    with pytest.raises(ConfigError, match=r"cache .*afile/cache/scores.sqlite: cannot be opened .*--no-cache"):
+        score_run(run, config, progress=False)
+    config.use_cache = False
+    assert len(score_run(run, config, progress=False).rows) == 10
