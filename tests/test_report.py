@@ -301,28 +301,6 @@ def test_unscored_run_reads_latency_off_the_records(tmp_path):
     assert "read off the records: its scores.jsonl has no latency" in page and "not scored" not in page
 
 
-def test_scores_of_a_dialogue_since_redone_are_left_out(tmp_path, monkeypatch):
-    """`ivbench eval --retry-failed --no-score` redoes a dialogue (attempt 2) under the same keys:
-    the old attempt's scores were shown as the new records' numbers."""
-    from ivbench.report.data import load_report_data
-
-    monkeypatch.chdir(tmp_path)
-    write_task(tmp_path, [["Hello there.", "Second turn."], ["Third turn."]])
-    base = ["eval", "--task", "tiny.yaml", "--system", "ivbench.testing:Scripted:raise_in=respond,dialogue=d0,turn=1",
-            "--mode", "t2t", "--out", "run", "--no-progress", "--warmup", "0"]
-    assert CliRunner().invoke(main, base).exit_code == 0  # scored (latency), d0 turn 1 failed
-    (run,) = load_report_data([Path("run")]).runs
-    assert (run.unscored_turns, run.gone_rows) == (0, 0)
-    assert {r.attempt for r in run.rows} == {1}
-    result = CliRunner().invoke(main, [*base, "--retry-failed", "--no-score"])
-    assert result.exit_code == 0, result.output
-    (run,) = load_report_data([Path("run")]).runs
-    assert (run.unscored_turns, run.gone_rows) == (2, 2)  # d0's two turns: attempt 2 now
-    assert {(r.dialogue_id, r.turn_index, r.result.status) for r in run.rows if r.dialogue_id == "d0"} == {
-        ("d0", 0, "missing"), ("d0", 1, "missing")}
-    assert "2 score rows of records since redone or removed are left out" in result.output
-
-
 @pytest.mark.parametrize("damage, why", [
     (b'{"metric": "latency", "sys', "Unterminated string"),  # torn: a copy cut short
     (b"\xff\xfe\x00garbage\n", "'utf-8' codec can't decode byte 0xff"),  # was a traceback

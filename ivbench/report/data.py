@@ -46,7 +46,7 @@ class Run:
     derived_latency: bool = False  # latency read off the records (no latency in its scores.jsonl)
     scored: bool = False  # it has a scores.jsonl with rows (perhaps of other metrics than latency)
     unscored_turns: int = 0  # turns recorded after scores.jsonl was written (missing in its metrics)
-    gone_rows: int = 0  # score rows of records since redone or removed (left out)
+    gone_rows: int = 0  # score rows of turns no longer recorded (left out)
     judge: Optional[JudgeUsage] = None  # judge.json: what its scoring asked of the judge
 
 
@@ -114,22 +114,15 @@ def _with_records(rows: list[ScoreRow], records: list[TurnRecord], run_dir: Path
     `ivbench eval --no-score` on a scored run (more dialogues, `--limit` raised, a resume) leaves
     scores.jsonl as it was: the new turns have no rows, and were silently left out of every
     number. Each of them is a missing value, for each metric the run was scored with, with the
-    reason and what to do; rows of records since redone (a later attempt of the dialogue) or
-    removed are left out."""
+    reason and what to do; rows of records that are gone (redone, or moved to
+    records.partial.jsonl) are left out."""
     from ..store.scores import ScoreRow
     from ..types import Status
 
     turns = {(r.system, r.dialogue_id, r.turn_index): r for r in records}
     dialogues = {(r.system, r.dialogue_id): r for r in records}
-
-    def current(row: ScoreRow) -> bool:  # it scored a record the run holds now (not one since redone)
-        if row.turn_index is None:
-            record = dialogues.get((row.system, row.dialogue_id))
-        else:
-            record = turns.get((row.system, row.dialogue_id, row.turn_index))
-        return record is not None and row.attempt in (None, record.attempt)
-
-    kept = [row for row in rows if current(row)]
+    kept = [row for row in rows if (row.system, row.dialogue_id, row.turn_index) in turns
+            or (row.turn_index is None and (row.system, row.dialogue_id) in dialogues)]
     have = {(row.metric, row.system, row.dialogue_id, row.turn_index) for row in kept}
     fields: dict[tuple[str, bool], list[str]] = {}
     for row in rows:  # every metric the run was scored with, even where all its rows are gone
@@ -218,14 +211,8 @@ def _refuse_repeats(paths: list[Path]) -> None:
             raise ConfigError(f"report: the run directory {first} is named twice{also}; name each run once")
 
 
-def _with_tasks(frame: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
-    """Runs of several tasks: each system's task in a "task" column (pairwise_tests pairs systems
-    of one task only); one task: the frame as summary.csv's is."""
-    tasks = {label: str((run.manifest.get("task") or {}).get("name") or (run.manifest.get("config") or {}).get("task"))
-             for run in runs for label in run.labels.values()}
-    if len(set(tasks.values())) > 1:
-        frame["task"] = frame["system"].map(tasks)
-    return frame
+def _task_of(run: Run) -> str:
+    return str((run.manifest.get("task") or {}).get("name") or (run.manifest.get("config") or {}).get("task"))
 
 
 def load_report_data(paths: list[Path]) -> ReportData:
@@ -259,7 +246,10 @@ def load_report_data(paths: list[Path]) -> ReportData:
         rows += [dataclasses.replace(r, system=run.labels[r.system]) for r in run.rows]
     labels = list(dict.fromkeys(r.metric for r in rows))
     metrics = _metric_infos(labels, runs)
-    frame = _with_tasks(score_frame(rows), runs)
+    frame = score_frame(rows)
+    tasks = {label: _task_of(run) for run in runs for label in run.labels.values()}
+    if len(set(tasks.values())) > 1:
+        frame["task"] = frame["system"].map(tasks)
     categories = {r.dialogue_id: r.category for r in records}  # for the suites' headlines
     references = {label: references_of(run.manifest) for run in runs for label in run.labels.values()}
     return ReportData(runs=runs, records=records, rows=rows, systems=systems, metrics=metrics,

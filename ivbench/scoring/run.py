@@ -273,8 +273,7 @@ def _rows(label: str, targets: list[Target], results: dict[Key, MetricResult]) -
     for target in targets:
         first = target.record if isinstance(target, ScoreItem) else target.turns[0].record
         turn_index = target.record.turn_index if isinstance(target, ScoreItem) else None
-        rows.append(ScoreRow(label, first.system, first.dialogue_id, turn_index, first.mode, results[target.key],
-                             first.attempt))
+        rows.append(ScoreRow(label, first.system, first.dialogue_id, turn_index, first.mode, results[target.key]))
     return rows
 
 

@@ -28,24 +28,17 @@ class ScoreRow:
     turn_index: Optional[int]  # None: a dialogue-level metric
     mode: str
     result: MetricResult
-    # The attempt of the dialogue's records it scored (a dialogue redone after an interruption or
-    # with --retry-failed is a new attempt): a report leaves out rows of records since redone.
-    # None: not known (rows written before it was kept, or made by hand); older readers ignore it.
-    attempt: Optional[int] = None
 
     def to_json(self) -> dict[str, Any]:
-        attempt = {} if self.attempt is None else {"attempt": self.attempt}
         return formats.stamp({"metric": self.metric, "system": self.system, "dialogue_id": self.dialogue_id,
-                              "turn_index": self.turn_index, "mode": self.mode, **attempt, **self.result.to_json()},
+                              "turn_index": self.turn_index, "mode": self.mode, **self.result.to_json()},
                              formats.SCORES_FORMAT)
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: str = SCORES) -> ScoreRow:
         data = formats.check(data, formats.SCORES_FORMAT, where)
-        attempt = data.get("attempt")
         return cls(data["metric"], data["system"], data["dialogue_id"], data.get("turn_index"),
-                   data.get("mode", ""), MetricResult.from_json(data),
-                   attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None)
+                   data.get("mode", ""), MetricResult.from_json(data))
 
     @property
     def sort_key(self) -> tuple[str, str, str, int]:
