@@ -351,32 +351,6 @@ def test_a_run_with_no_turn_recorded_yet_says_so(runs, tmp_path):
     assert "none yet (no turn recorded)" in page
 
 
-def test_turns_recorded_after_scoring_are_missing_not_left_out(tmp_path, monkeypatch):
-    """`ivbench eval --limit 2 --no-score` on a run scored at --limit 1: the leaderboard showed
-    the new turns in its turn count but took every number from the old scores alone, without a
-    word. Now they are missing, with the reason and what to do; rows of records that are gone
-    are left out."""
-    monkeypatch.chdir(tmp_path)
-    write_task(tmp_path, [["Hello there.", "Second turn."], ["Third turn."]])
-    base = ["eval", "--task", "tiny.yaml", "--system", "ivbench.testing:Scripted", "--mode", "t2s",
-            "--out", "run", "--no-progress", "--warmup", "0"]
-    assert CliRunner().invoke(main, [*base, "--limit", "1"]).exit_code == 0  # scored: latency
-    result = CliRunner().invoke(main, [*base, "--limit", "2", "--no-score"])
-    assert result.exit_code == 0, result.output
-    assert "run was scored before its last records (1 turns recorded since are missing" in result.output
-    result = CliRunner().invoke(main, ["report", "run", "--format", "md", "-o", "r.md"])
-    page = Path("r.md").read_text()
-    assert "(1 missing" in page and "recorded after the run was scored: \\`ivbench score run\\`" in page, page
-    # Records of the first dialogue gone (moved away by hand): their score rows are left out.
-    lines = Path("run/records.jsonl").read_text().splitlines(keepends=True)
-    Path("run/records.jsonl").write_text("".join(line for line in lines if '"dialogue_id": "d0"' not in line))
-    from ivbench.report.data import load_report_data
-
-    (run,) = load_report_data([Path("run")]).runs
-    assert (run.unscored_turns, run.gone_rows) == (1, 2)
-    assert {(r.dialogue_id, r.result.status) for r in run.rows} == {("d1", "missing")}
-
-
 def test_runs_of_different_tasks_are_never_paired(tmp_path):
     """Two task files both number their dialogues d0, d1: a report of a run of each paired
     unrelated turns by (dialogue id, turn) in its paired tests (and its significance marks)."""

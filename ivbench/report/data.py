@@ -21,7 +21,6 @@ from ..types import (
     REFERENCES_ANSWERS,
     REFERENCES_EXPECTED_WORDS,
     MetricInfo,
-    MetricResult,
     TurnRecord,
 )
 
@@ -45,8 +44,6 @@ class Run:
     labels: dict[str, str] = field(default_factory=dict)  # system label in the run -> in the report
     derived_latency: bool = False  # latency read off the records (no latency in its scores.jsonl)
     scored: bool = False  # it has a scores.jsonl with rows (perhaps of other metrics than latency)
-    unscored_turns: int = 0  # turns recorded after scores.jsonl was written (missing in its metrics)
-    gone_rows: int = 0  # score rows of turns no longer recorded (left out)
     judge: Optional[JudgeUsage] = None  # judge.json: what its scoring asked of the judge
 
 
@@ -107,43 +104,6 @@ def _latency_rows(records: list[TurnRecord], run_dir: Path) -> list[ScoreRow]:
             for record, result in zip(records, results)]
 
 
-def _with_records(rows: list[ScoreRow], records: list[TurnRecord], run_dir: Path) -> tuple[list[ScoreRow], int, int]:
-    """The score rows of the turns and dialogues the records hold now, and how many turns were
-    recorded after the run was scored and how many score rows describe turns no longer recorded.
-
-    `ivbench eval --no-score` on a scored run (more dialogues, `--limit` raised, a resume) leaves
-    scores.jsonl as it was: the new turns have no rows, and were silently left out of every
-    number. Each of them is a missing value, for each metric the run was scored with, with the
-    reason and what to do; rows of records that are gone (redone, or moved to
-    records.partial.jsonl) are left out."""
-    from ..store.scores import ScoreRow
-    from ..types import Status
-
-    turns = {(r.system, r.dialogue_id, r.turn_index): r for r in records}
-    dialogues = {(r.system, r.dialogue_id): r for r in records}
-    kept = [row for row in rows if (row.system, row.dialogue_id, row.turn_index) in turns
-            or (row.turn_index is None and (row.system, row.dialogue_id) in dialogues)]
-    have = {(row.metric, row.system, row.dialogue_id, row.turn_index) for row in kept}
-    fields: dict[tuple[str, bool], list[str]] = {}
-    for row in rows:  # every metric the run was scored with, even where all its rows are gone
-        fields.setdefault((row.metric, row.turn_index is None), list(row.result.values))
-    reason = f"recorded after the run was scored: `ivbench score {run_dir}` scores it"
-    added: list[ScoreRow] = []
-    unscored: set[tuple[str, str, int]] = set()
-    for (label, per_dialogue), names in fields.items():
-        targets = ([(key, None) for key in dialogues] if per_dialogue
-                   else [((s, d), t) for s, d, t in turns])
-        for (system, dialogue_id), turn in targets:
-            if (label, system, dialogue_id, turn) in have:
-                continue
-            record = dialogues[(system, dialogue_id)] if turn is None else turns[(system, dialogue_id, turn)]
-            added.append(ScoreRow(label, system, dialogue_id, turn, record.mode,
-                                  MetricResult.unavailable(names, Status.MISSING, reason)))
-            if turn is not None:
-                unscored.add((system, dialogue_id, turn))
-    return kept + added, len(unscored), len(rows) - len(kept)
-
-
 def load_run(path: Path, name: str) -> Run:
     from ..store.judge_usage import read_judge_usage
     from ..store.scores import read_scores
@@ -153,14 +113,12 @@ def load_run(path: Path, name: str) -> Run:
     records = store.records()
     rows = read_scores(path)
     scored = bool(rows)
-    rows, unscored, gone = _with_records(rows, records, Path(path))
     derived = False
     if records and not any(r.metric == "latency" for r in rows):
         rows = rows + _latency_rows(records, path)
         derived = True
     return Run(path=Path(path), name=name, manifest=manifest, records=records, rows=rows,
-               derived_latency=derived, scored=scored, unscored_turns=unscored, gone_rows=gone,
-               judge=read_judge_usage(path))
+               derived_latency=derived, scored=scored, judge=read_judge_usage(path))
 
 
 def _metric_infos(labels: list[str], runs: list[Run]) -> dict[str, MetricInfo]:

@@ -287,12 +287,6 @@ def _notes(data: ReportData, columns: list[Column]) -> list[str]:
         derived = [run.name for run in data.runs if run.derived_latency and run.scored == scored]
         if derived:
             notes.append(f"Latency of {', '.join(derived)} is read off the records: {why}.")
-    for run in data.runs:
-        stale = [f"{run.unscored_turns} turns recorded since are missing in its scores"] if run.unscored_turns else []
-        stale += [f"{run.gone_rows} score rows of turns no longer recorded are left out"] if run.gone_rows else []
-        if stale:
-            notes.append(f"{run.name} was scored before its last records ({'; '.join(stale)}): "
-                         f"`ivbench score {run.path}` scores it as it is now.")
     mixed = _mixed_tasks_note(data)
     if mixed:
         notes.append(mixed)
