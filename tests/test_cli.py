@@ -238,45 +238,6 @@ def test_show_on_a_folder_that_is_not_a_run(here):
     assert missing.exit_code != 0 and "does not exist" in missing.output
 
 
-def test_config_file_chooses_metrics_and_judge_and_flags_override_it(here, monkeypatch):
-    monkeypatch.delenv("IVBENCH_METRICS")  # the suite's default would win over the file
-    (here / "run.yaml").write_text(
-        "task: tiny.yaml\nsystems: [./shout.py:Shout]\nwarmup: 0\nlimit: 1\nout: runs/scored\n"
-        "metrics: [latency, judge]\n"
-        # Nothing listens on port 9: the judge is configured, so its turns fail to connect
-        # (status failed), instead of being missing for want of a judge.
-        "judge: {model: test-judge, base_url: 'http://127.0.0.1:9/v1', retries: 0, timeout: 5}\n")
-    result = _ivbench("eval", "-c", "run.yaml", "--no-progress", "--device", "cpu")
-    # Every judge request failed: the terminal says why, and the command fails (exit 2) after
-    # writing the scores it has.
-    assert_user_error(result, "every judge request failed (2)", "unreachable (connection refused)")
-    assert "2 × http://127.0.0.1:9/v1 is unreachable (connection refused)" in result.output
-    assert (here / "runs/scored/summary.csv").exists()
-    scores = [json.loads(line) for line in (here / "runs/scored/scores.jsonl").read_text().splitlines()]
-    # The judge reads transcripts, so they are scored too (not applicable to a text-only turn).
-    assert {s["metric"] for s in scores} == {"latency", "judge", "transcript", "user_transcript"}
-    assert all(s["status"] == "not_applicable" for s in scores if s["metric"].endswith("transcript"))
-    judged = [s for s in scores if s["metric"] == "judge"]
-    assert judged and all(s["status"] == "failed" and s["values"]["score"] is None for s in judged)
-
-    result = _ivbench("eval", "-c", "run.yaml", "--no-progress", "--device", "cpu", "--out", "runs/flag",
-                      "--metrics", "latency")
-    assert result.exit_code == 0, result.output
-    scores = [json.loads(line) for line in (here / "runs/flag/scores.jsonl").read_text().splitlines()]
-    assert {s["metric"] for s in scores} == {"latency"}
-
-    (here / "bad.yaml").write_text("task: tiny.yaml\njudge: {model: x, api_key: secret}\n")
-    result = _ivbench("eval", "-c", "bad.yaml", "--no-progress")
-    assert result.exit_code != 0 and "environment only" in result.output
-    # A misspelt judge option stops the run before anything is generated.
-    (here / "bad.yaml").write_text("task: tiny.yaml\nsystems: [./shout.py:Shout]\nout: runs/typo\n"
-                                   "judge: {model: x, temprature: 0}\n")
-    result = _ivbench("eval", "-c", "bad.yaml", "--no-progress")
-    assert result.exit_code == 2 and "bad.yaml:4: field 'judge.temprature'" in result.output
-    assert "did you mean 'temperature'" in result.output
-    assert not (here / "runs/typo").exists()
-
-
 @pytest.mark.parametrize("spec, fragment", [
     # float() named no option ("could not convert string to float: 'abc'"), or was a traceback
     ("first_speech:min_speech_ms=abc", "first_speech min_speech_ms='abc': give a number"),
@@ -330,3 +291,43 @@ def test_show_progress_of_a_run_in_two_modes_and_of_an_older_manifest(here):
     (here / "run" / "manifest.json").write_text(json.dumps(manifest))
     out = _ivbench("show", "run").output
     assert re.search(r"^\s+ivbench.testing:Scripted@t2t\s+1/\? dialogues$", out, re.M), out
+
+
+def test_config_file_chooses_metrics_and_judge_and_flags_override_it(here, monkeypatch):
+    monkeypatch.delenv("IVBENCH_METRICS")  # the suite's default would win over the file
+    (here / "run.yaml").write_text(
+        "task: tiny.yaml\nsystems: [./shout.py:Shout]\nwarmup: 0\nlimit: 1\nout: runs/scored\n"
+        "metrics: [latency, judge]\n"
+        # Nothing listens on port 9: the judge is configured, so its turns fail to connect
+        # (status failed), instead of being missing for want of a judge.
+        "judge: {model: test-judge, base_url: 'http://127.0.0.1:9/v1', retries: 0, timeout: 5}\n")
+    result = _ivbench("eval", "-c", "run.yaml", "--no-progress", "--device", "cpu")
+    # Every judge request failed: the terminal says why, and the command fails (exit 2) after
+    # writing the scores it has.
+    assert_user_error(result, "every judge request failed (2)", "unreachable (connection refused)")
+    assert "2 × http://127.0.0.1:9/v1 is unreachable (connection refused)" in result.output
+    assert (here / "runs/scored/summary.csv").exists()
+    scores = [json.loads(line) for line in (here / "runs/scored/scores.jsonl").read_text().splitlines()]
+    # The judge reads transcripts, so they are scored too (not applicable to a text-only turn).
+    assert {s["metric"] for s in scores} == {"latency", "judge", "transcript", "user_transcript"}
+    assert all(s["status"] == "not_applicable" for s in scores if s["metric"].endswith("transcript"))
+    judged = [s for s in scores if s["metric"] == "judge"]
+    assert judged and all(s["status"] == "failed" and s["values"]["score"] is None for s in judged)
+
+    result = _ivbench("eval", "-c", "run.yaml", "--no-progress", "--device", "cpu", "--out", "runs/flag",
+                      "--metrics", "latency")
+    assert result.exit_code == 0, result.output
+    scores = [json.loads(line) for line in (here / "runs/flag/scores.jsonl").read_text().splitlines()]
+    assert {s["metric"] for s in scores} == {"latency"}
+
+    (here / "bad.yaml").write_text("task: tiny.yaml\njudge: {model: x, api_key: secret}\n")
+    result = _ivbench("eval", "-c", "bad.yaml", "--no-progress")
+    assert result.exit_code != 0 and "environment only" in result.output
+    # A misspelt judge option stops the run before anything is generated.
+    (here / "bad.yaml").write_text("task: tiny.yaml\nsystems: [./shout.py:Shout]\nout: runs/typo\n"
+                                   "judge: {model: x, temprature: 0}\n")
+    result = _ivbench("eval", "-c", "bad.yaml", "--no-progress")
+    assert result.exit_code == 2 and "bad.yaml:4: field 'judge.temprature'" in result.output
+    assert "did you mean 'temperature'" in result.output
+    assert not (here / "runs/typo").exists()
+
