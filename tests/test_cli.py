@@ -330,4 +330,3 @@ def test_config_file_chooses_metrics_and_judge_and_flags_override_it(here, monke
     assert result.exit_code == 2 and "bad.yaml:4: field 'judge.temprature'" in result.output
     assert "did you mean 'temperature'" in result.output
     assert not (here / "runs/typo").exists()
-
