@@ -277,15 +277,14 @@ def _rows(label: str, targets: list[Target], results: dict[Key, MetricResult]) -
     return rows
 
 
-def _close_judge(run_dir: Path, context: ScoringContext) -> None:
-    """Record what the run's judge client was asked (judge.json) and close it."""
+def _close_judge(context: ScoringContext) -> Optional[JudgeUsage]:
+    """What the run's judge client was asked (for judge.json), closing it; None without a judge."""
     client = context.judge_client
     if client is None:
-        return
+        return None
     context.judge_client = None
     try:
-        write_judge_usage(run_dir, JudgeUsage(settings=client.settings.to_json(),
-                                              usage=client.stats.to_json(client.settings)))
+        return JudgeUsage(settings=client.settings.to_json(), usage=client.stats.to_json(client.settings))
     finally:
         client.close()
 
@@ -339,13 +338,15 @@ def _score(run_dir: Path, manifest: dict[str, Any], records: list[TurnRecord], c
     finally:
         bar.close()
         cache.close()
-        used_judge = context.judge_client is not None
-        _close_judge(run_dir, context)
+        judge = _close_judge(context)
     rows.sort(key=lambda r: r.sort_key)
     notes += _dropped(run_dir, rows)
     write_scores(run_dir, rows)
-    if not used_judge:
+    # judge.json goes with the scores.jsonl it describes: a score cut short (Ctrl-C) writes neither.
+    if judge is None:
         remove_judge_usage(run_dir)  # an older score's judge.json would describe other scores
+    else:
+        write_judge_usage(run_dir, judge)
     metrics = {label: metric for label, metric in planned}
     summary.write_summary(run_dir, records, rows, metrics, manifest)
     for note in notes:
