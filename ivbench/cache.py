@@ -56,11 +56,17 @@ class SqliteCache:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
-            conn.commit()
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+                conn.commit()
+            except (OSError, sqlite3.Error) as exc:  # a cache folder that cannot be written: the user's to fix
+                from .errors import ConfigError
+
+                raise ConfigError(f"cache {self.path}: cannot be opened ({exc}); give --cache-dir (or "
+                                  "IVBENCH_CACHE_DIR) a folder that can be written, or --no-cache") from None
             self._conn = conn
         return self._conn
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 from collections.abc import Callable
 
 import click
@@ -38,10 +38,15 @@ class _Main(click.Group):
     are appended one by one and every other file is replaced atomically."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        import functools
+        import warnings
+
         from .errors import IvbenchError
 
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = functools.partial(_show_warning, set())
+                return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except IvbenchError as exc:
@@ -57,6 +62,16 @@ class _Main(click.Group):
             click.echo(f"\nthis is a bug in {_blame(exc)}, not something you did: please report it with the "
                        "traceback above", err=True)
             ctx.exit(EXIT_BUG)
+
+
+def _show_warning(shown: set[str], message: Union[Warning, str], category: type[Warning], filename: str,
+                  lineno: int, file: Any = None, line: Optional[str] = None) -> None:
+    """A warning as one line `warning: …`, once per command (not Python's file:line and source
+    line, again each time a file is read)."""
+    text = str(message)
+    if text not in shown:
+        shown.add(text)
+        click.echo(f"warning: {text}", err=True)
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
@@ -372,18 +387,34 @@ def show_command(run_dir: Path, as_json: bool) -> None:
     _show_workers(manifest)
     if judge is not None:
         click.echo(f"judge:    {judge.describe()}")
-    total = task.get("n_dialogues") or 0
+    total = task.get("n_dialogues")
     done = store.completed_dialogues()
     systems_done: dict[str, int] = {}
     for system, _ in done:
         systems_done[system] = systems_done.get(system, 0) + 1
     click.echo("\nprogress:")
-    for system in sorted({r.system for r in records} | set(config.get("systems", []))):
-        click.echo(f"  {system:<24} {systems_done.get(system, 0)}/{total} dialogues")
+    for system in _progress_labels(manifest, records):
+        click.echo(f"  {system:<24} {systems_done.get(system, 0)}/{'?' if total is None else total} dialogues")
     if records:
         click.echo("")
         print_leaderboard(run_dir)
     _show_failures(records)
+
+
+def _progress_labels(manifest: dict[str, Any], records: list[Any]) -> list[str]:
+    """The labels the run records under: a system run in several modes records as `label@mode`
+    (ivbench.runner), so its bare label, which records nothing, is not listed as 0 done."""
+    from .config import ALL_MODES
+
+    config = manifest.get("config") or {}
+    modes = (manifest.get("identity") or {}).get("mode") or config.get("mode")
+    labels = {str(s) for s in config.get("systems") or []}
+    if isinstance(modes, list) and len(modes) > 1 and ALL_MODES not in modes:
+        labels = {f"{label}@{mode}" for label in labels for mode in modes}
+    recorded = {r.system for r in records}
+    # With mode "all" the modes are each system's own: a label shows up through its records.
+    labels = {label for label in labels if not any(r.startswith(f"{label}@") for r in recorded)}
+    return sorted(labels | recorded)
 
 
 def _show_failures(records: list[Any]) -> None:

@@ -250,7 +250,11 @@ def read_metrics(value: Any, where: Place) -> Optional[list[Spec]]:
         return None
     if isinstance(value, str):
         separator = ";" if ";" in value else ","
-        value = [m for m in value.split(separator) if m.strip()]
+        names = [m for m in value.split(separator) if m.strip()]
+        if not names:  # `--metrics "$UNSET"`: scoring nothing would wipe the run's scores.jsonl
+            raise where.error(ConfigError, f"no metric named in {value!r}: give at least one (`ivbench list "
+                                           "metrics`), or leave the option out for the default metrics")
+        value = names
     if not isinstance(value, (list, tuple)):
         raise where.error(ConfigError, f"expected a list of metric names or mappings, {got(value)}")
     specs = [read_plugin(m, where.at(i)) for i, m in enumerate(value)]
@@ -261,6 +265,12 @@ def read_metrics(value: Any, where: Place) -> Optional[list[Spec]]:
             registry.create("metrics", spec)
         except IvbenchError as exc:
             raise where.at(i).error(ConfigError, str(exc)) from None
+    from .scoring.plan import plan_metrics
+
+    try:  # and together (two transcript metrics for one reader), before anything is generated
+        plan_metrics(specs)
+    except IvbenchError as exc:
+        raise where.error(ConfigError, str(exc)) from None
     return specs
 
 

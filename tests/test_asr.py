@@ -200,6 +200,13 @@ def test_options_are_checked():
         WhisperASR(pack="yes")
 
 
+def test_a_model_path_that_does_not_exist_says_so(tmp_path):
+    """It was sent to the hub as a repo id: "HFValidationError: Repo id must use alphanumeric chars…"."""
+    for model in (str(tmp_path / "nowhere"), "./models/nowhere", "~/nowhere"):
+        with pytest.raises(ModelFileError, match=f"whisper model {model}: no such folder; give a CTranslate2"):
+            WhisperASR(model=model).load()
+
+
 def test_transcript_json_round_trip():
     t = Transcript("Hello there.", [(" Hello", 0.0, 0.4), (" there.", 0.4, 0.9)], "en")
     assert Transcript.from_json(t.to_json()) == t

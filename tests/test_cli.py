@@ -238,6 +238,61 @@ def test_show_on_a_folder_that_is_not_a_run(here):
     assert missing.exit_code != 0 and "does not exist" in missing.output
 
 
+@pytest.mark.parametrize("spec, fragment", [
+    # float() named no option ("could not convert string to float: 'abc'"), or was a traceback
+    ("first_speech:min_speech_ms=abc", "first_speech min_speech_ms='abc': give a number"),
+    ("first_speech:threshold=null", "first_speech threshold=None: give a number"),
+    ("first_speech:threshold=[1]", "first_speech threshold=[1]: give a number"),
+    # bool('maybe') is True: any string chose the personalised DNSMOS model
+    ("dnsmos:personalized=maybe", "dnsmos personalized='maybe': give true or false"),
+    # a list left every transcript missing ("unhashable type: 'list'"); a number was taken as a language
+    ("transcript:language=[en]", "give a language code such as en"),
+    ("transcript:language=5", "whisper language=5: give a language code"),
+    # CTranslate2 refused it at load time only: every transcript missing, and the run went on
+    ("transcript:compute_type=fp16", "whisper compute_type='fp16': use one of default, auto, int8"),
+    # no metric at all (`--metrics "$UNSET"`) scored nothing and wiped scores.jsonl
+    ("", "--metrics: no metric named in ''"),
+    (" ; ", "--metrics: no metric named in ' ; '"),
+    # which of the two transcripts asr_wer read was an accident of the order
+    ("transcript;transcript:language=en;asr_wer", "transcript and transcript:language=en are both transcript metrics"),
+])
+def test_score_refuses_bad_metric_options_in_one_line(here, spec, fragment):
+    (here / "run").mkdir()  # options are checked before the run directory is read
+    result = CliRunner().invoke(main, ["score", "run", "--metrics", spec, "--no-progress"])
+    assert_user_error(result, fragment)
+
+
+def test_a_torn_last_record_is_one_warning_line_saying_what_to_do(here):
+    """It was Python's `…/run_store.py:166: UserWarning: …` with a source line, twice."""
+    assert _ivbench("eval", "--task", "tiny.yaml", "--system", "./shout.py:Shout", "--out", "run",
+                    "--no-progress", "--warmup", "0", "--limit", "1").exit_code == 0
+    records = here / "run" / "records.jsonl"
+    records.write_bytes(records.read_bytes() + b'{"system": "shout", "dialo')
+    result = _ivbench("show", "run")
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.output.splitlines() if "torn" in line]
+    assert warned == ["warning: run/records.jsonl:3: skipping a torn last line (the run was interrupted while "
+                      "writing it); the same `ivbench eval` command redoes its dialogue"], result.output
+    assert "UserWarning" not in result.output
+
+
+def test_show_progress_of_a_run_in_two_modes_and_of_an_older_manifest(here):
+    """Run in two modes, a system records as label@mode: show listed its bare label too, as
+    '0/1 dialogues' (nothing done). A manifest without the task's size showed '1/0'."""
+    assert _ivbench("eval", "--task", "tiny.yaml", "--system", "ivbench.testing:Scripted", "--mode", "t2t",
+                    "--mode", "t2s", "--out", "run", "--no-progress", "--warmup", "0", "--limit", "1").exit_code == 0
+    lines = _ivbench("show", "run").output.splitlines()
+    progress = lines[lines.index("progress:") + 1:]
+    progress = [line.split() for line in progress[:progress.index("")]]
+    assert progress == [["ivbench.testing:Scripted@t2s", "1/1", "dialogues"],
+                        ["ivbench.testing:Scripted@t2t", "1/1", "dialogues"]], lines
+    manifest = json.loads((here / "run" / "manifest.json").read_text())
+    del manifest["task"]["n_dialogues"]
+    (here / "run" / "manifest.json").write_text(json.dumps(manifest))
+    out = _ivbench("show", "run").output
+    assert re.search(r"^\s+ivbench.testing:Scripted@t2t\s+1/\? dialogues$", out, re.M), out
+
+
 def test_config_file_chooses_metrics_and_judge_and_flags_override_it(here, monkeypatch):
     monkeypatch.delenv("IVBENCH_METRICS")  # the suite's default would win over the file
     (here / "run.yaml").write_text(

@@ -725,6 +725,24 @@ def test_score_writes_judge_json_and_leaves_the_manifest_alone(server, parrot_ru
     page = Path("r.html").read_text()
     assert f"<th>judge usage</th><td>{line}</td>" in page
 
+    # The same score again: every judgement from the score cache. judge.json said "0 judgements
+    # (0 from the cache…)" for scores holding 3 judgements.
+    again = parrot_run("--judge-model", "fake-judge", "--judge-base-url", server.url)
+    assert again.exit_code == 0, again.output
+    usage = json.loads((Path("run") / "judge.json").read_text())["usage"]
+    assert (usage["calls"], usage["cache_hits"], usage["http_requests"]) == (3, 3, 0)
+    assert "fake-judge: 3 judgements (3 from the cache, 0 failed), 0 HTTP requests" in \
+        CliRunner().invoke(main, ["show", "run"]).output
+
+    # Ctrl-C in a later metric: scores.jsonl is not rewritten, and neither is judge.json (it was,
+    # describing a score that never landed).
+    before = (Path("run") / "judge.json").read_bytes(), (Path("run") / "scores.jsonl").read_bytes()
+    plugin = Path(__file__).resolve().parent / "plugins" / "scoring_metrics.py"
+    cut = parrot_run("--metrics", f"judge;{plugin}:Interrupted", "--judge-model", "fake-judge",
+                     "--judge-base-url", server.url, "--judge-temperature", "0.5")  # 3 new judgements
+    assert cut.exit_code == 130, cut.output
+    assert ((Path("run") / "judge.json").read_bytes(), (Path("run") / "scores.jsonl").read_bytes()) == before
+
     rescored = parrot_run("--metrics", "latency")  # no judge asked: its judge.json would describe other scores
     assert rescored.exit_code == 0, rescored.output
     assert not (Path("run") / "judge.json").exists()

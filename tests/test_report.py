@@ -8,13 +8,14 @@ import csv
 import html
 import io
 import json
+import os
 import re
 import shutil
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import rewrite_summary, write_task
+from conftest import assert_user_error, rewrite_summary, write_task
 
 from ivbench.cli import main
 from ivbench.config import EvalConfig, SystemConfig
@@ -254,6 +255,15 @@ def test_report_command_and_default_path(runs, tmp_path, monkeypatch):
     assert result.exit_code == 0 and Path("x/y.md").read_text().startswith("# ivbench report: run1")
     result = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert result.exit_code != 0 and "not a run directory" in result.output
+    # -o under a file (or anywhere it cannot be written) was a traceback "bug in ivbench".
+    Path("afile").write_text("x")
+    result = CliRunner().invoke(main, ["report", str(runs[0]), "--format", "md", "-o", "afile/r.md"])
+    assert_user_error(result, "report: cannot write afile/r.md (afile: ", "give another path with -o")
+    # The same run twice (a repeated path, a trailing slash) was compared with itself as two systems.
+    for twice in ([str(runs[0]), str(runs[0]) + "/"], [str(runs[0]), str(runs[1]), os.path.relpath(runs[0])]):
+        result = CliRunner().invoke(main, ["report", *twice, "--format", "md", "-o", "twice.md"])
+        assert_user_error(result, f"the run directory {runs[0]} is named twice", "name each run once")
+        assert not Path("twice.md").exists()
 
 
 def test_eval_writes_the_report_and_prints_its_path(tmp_path, monkeypatch):
@@ -283,7 +293,84 @@ def test_unscored_run_reads_latency_off_the_records(tmp_path):
     data = load_report_data([tmp_path / "run"])
     assert data.runs[0].derived_latency and {r.metric for r in data.rows} == {"latency"}
     page = write_report([tmp_path / "run"], tmp_path / "r.html", audio="none").read_text()
-    assert "read off the records" in page
+    assert "read off the records: the run was not scored" in page
+    # Scored, but without latency (`ivbench score RUN --metrics judge`): the note used to say
+    # the run was not scored.
+    score_run(tmp_path / "run", ScoreConfig(metrics=[parse_spec("judge")]), progress=False)
+    page = write_report([tmp_path / "run"], tmp_path / "r.html", audio="none").read_text()
+    assert "read off the records: its scores.jsonl has no latency" in page and "not scored" not in page
+
+
+@pytest.mark.parametrize("damage, why", [
+    (b'{"metric": "latency", "sys', "Unterminated string"),  # torn: a copy cut short
+    (b"\xff\xfe\x00garbage\n", "'utf-8' codec can't decode byte 0xff"),  # was a traceback
+    (b'{"metric": "latency", "system": "alpha", "dialogue_id": "d0", "turn_index": 0, "mode": "t2t", '
+     b'"values": [1], "status": "ok"}\n', "'values' is list, not an object"),  # was a traceback
+])
+def test_a_damaged_scores_file_is_one_line_naming_its_line(runs, tmp_path, damage, why):
+    run = tmp_path / "damaged"
+    shutil.copytree(runs[1], run)
+    n = len((run / "scores.jsonl").read_bytes().splitlines())
+    with open(run / "scores.jsonl", "ab") as f:
+        f.write(damage)
+    result = CliRunner().invoke(main, ["report", str(run), "--format", "md", "-o", str(tmp_path / "r.md")])
+    assert_user_error(result, f"{run}/scores.jsonl:{n + 1}: corrupt score line", why,
+                      f"the file was edited or damaged: `ivbench score {run}` rewrites it")
+
+
+def test_a_run_without_its_summary_keeps_the_directions_of_built_in_metrics(runs, tmp_path):
+    """summary.csv gone or cut short (scoring interrupted after scores.jsonl, a partial copy): the
+    columns lost which way is better, so no best and no paired test; a header without "metric"
+    was a KeyError traceback."""
+    from ivbench.report import write_report
+
+    expected = write_report([runs[0]], tmp_path / "whole.md", fmt="md").read_text().splitlines()[4]
+    assert "DNSMOS ↑" in expected and "1st audio p50 ms ↓" in expected
+    for damage in (None, b"system,metri", b"a,b\n1,2\n"):
+        run = tmp_path / f"damaged{len(damage or b'')}"
+        shutil.copytree(runs[0], run)
+        if damage is None:
+            (run / "summary.csv").unlink()
+        else:
+            (run / "summary.csv").write_bytes(damage)
+        page = write_report([run], tmp_path / "r.md", fmt="md").read_text().splitlines()
+        assert page[4] == expected, (damage, page[4])
+
+
+def test_a_run_with_no_turn_recorded_yet_says_so(runs, tmp_path):
+    """A run cut before its first turn, reported with another: its line read "systems , created"."""
+    from ivbench.report import write_report
+
+    empty = tmp_path / "empty"
+    shutil.copytree(runs[1], empty)
+    for name in ("records.jsonl", "scores.jsonl", "summary.csv"):
+        (empty / name).unlink()
+    page = write_report([empty, runs[0]], tmp_path / "r.md", fmt="md").read_text()
+    assert "- run empty: task tiny&lt;b&gt;, systems none yet (no turn recorded), created" in page, page
+    page = write_report([empty, runs[0]], tmp_path / "r.html", audio="none").read_text()
+    assert "none yet (no turn recorded)" in page
+
+
+def test_runs_of_different_tasks_are_never_paired(tmp_path):
+    """Two task files both number their dialogues d0, d1: a report of a run of each paired
+    unrelated turns by (dialogue id, turn) in its paired tests (and its significance marks)."""
+    from ivbench.report.data import load_report_data
+    from ivbench.report.leaderboard import build_leaderboard
+
+    for name, texts in (("ta", [["Hello there."], ["Good morning."]]), ("tb", [["What time is it?"], ["Bye."]])):
+        task = write_task(tmp_path / name, texts, name=name)
+        for label in ("x", "y"):
+            out = tmp_path / f"{name}-{label}"
+            run_eval(EvalConfig(task=parse_spec(str(task)), warmup=0, out=out, modes=["t2t"],
+                                systems=[SystemConfig(Spec("parrot"), f"{label}-{name}")]), progress=False)
+            score_run(out, ScoreConfig(metrics=[parse_spec("latency")]), progress=False)
+    data = load_report_data([tmp_path / "ta-x", tmp_path / "tb-x", tmp_path / "ta-y"])
+    pairs = {(t["system_a"], t["system_b"]) for t in data.pairwise.to_dict("records")}
+    assert pairs == {("x-ta", "y-ta")}, pairs
+    notes = build_leaderboard(data).notes
+    assert any("different tasks (ta: x-ta, y-ta; tb: x-tb)" in note for note in notes), notes
+    # One task: nothing changes (summary.csv's own pairwise.csv has no task column either).
+    assert "task" not in load_report_data([tmp_path / "ta-x", tmp_path / "ta-y"]).frame.columns
 
 
 # -- what a task's references are: ref-WER is a headline only against the words to say ------
@@ -418,6 +505,15 @@ def test_console_leaderboard_follows_the_task_header(reference_runs):
 
 
 # -- plots ------------------------------------------------------------------------------------
+
+def test_a_small_value_is_not_shown_as_zero():
+    """An RTF of 0.0025 (a system that answers at once) read "0.00" in the leaderboard."""
+    from ivbench.report.leaderboard import fmt
+
+    assert [fmt(0.0025), fmt(-0.004), fmt(0.0), fmt(0.123), fmt(0.0025, "rtf", "x")] == \
+        ["0.0025", "-0.004", "0.00", "0.12", "0.0025"]
+    assert fmt(0.00004, "wer") == "0.0%" and fmt(0.4, "first_audio_ms", "ms") == "0.40"
+
 
 def test_log_axis_labels_are_plain_numbers_at_1_2_5():
     from matplotlib.backends.backend_agg import FigureCanvasAgg

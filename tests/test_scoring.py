@@ -144,3 +144,88 @@ def test_transcripts_do_not_depend_on_which_replies_are_scored_together(tmp_path
         assert sum(db.execute("DELETE FROM cache WHERE key = ?", (k,)).rowcount for k in keys) == 2
     score_run(run, config, progress=False)
     assert (run / "scores.jsonl").read_bytes() == first
+
+
+def test_a_missing_audio_file_fails_its_turn_not_the_run(tmp_path):
+    """A run copied without one of its WAVs: the metrics that hash audio for their cache key
+    (dnsmos, transcript) used to crash the whole score with FileNotFoundError (a traceback);
+    now that turn fails with the file named, and the other turns are scored."""
+    task_dir = tmp_path / "task"
+    task_dir.mkdir()
+    (task_dir / "t.jsonl").write_text(json.dumps({"id": "d0", "turns": ["Hello there.", "Good morning."]}) + "\n")
+    run_eval(EvalConfig(task=parse_spec(str(task_dir / "t.jsonl")), modes=["t2s"], out=tmp_path / "run", warmup=0,
+                        systems=[SystemConfig(parse_spec("ivbench.testing:Scripted:audio_s=1.0"), "s")]),
+             progress=False)
+    run = tmp_path / "run"
+    gone = run / json.loads((run / "records.jsonl").read_text().splitlines()[1])["reply_audio"]
+    gone.unlink()
+    rows = score_run(run, ScoreConfig(metrics=[parse_spec("dnsmos"), parse_spec("transcript")],
+                                      cache_dir=tmp_path / "c"), progress=False).rows
+    by = {(r.metric, r.turn_index): r.result for r in rows}
+    for metric in ("dnsmos", "transcript"):
+        assert by[(metric, 0)].status == "ok", by[(metric, 0)]
+        assert by[(metric, 1)].status == "failed" and str(gone.name) in by[(metric, 1)].reason, by[(metric, 1)]
+
+
+def test_a_metric_named_twice_is_scored_once(tmp_path):
+    """`--metrics latency,latency` wrote every row twice: n doubled in summary.csv, a narrower CI."""
+    run = _run(tmp_path)
+    config = ScoreConfig(metrics=[parse_spec("latency"), parse_spec("latency")], cache_dir=tmp_path / "c")
+    rows = score_run(run, config, progress=False).rows
+    assert len(rows) == 10  # 2 systems × 5 turns
+    summary = {(r["system"], r["field"]): r for r in csv.DictReader((run / "summary.csv").read_text().splitlines())}
+    assert summary[("two", "end_ms")]["n"] == "5"
+
+
+def test_a_read_only_run_directory_is_an_error_before_any_work(tmp_path):
+    """A run on a read-only copy (a share mounted read-only): scoring ended in a traceback
+    (OSError on scores.jsonl.tmp) after all its work. (Root writes anywhere: the check is then
+    made by hand, e.g. `setpriv --reuid=65534`, or on a read-only mount.)"""
+    import os
+
+    import pytest
+
+    from ivbench.errors import RunDirError
+
+    if os.geteuid() == 0:
+        pytest.skip("root may write into a folder without write permission")
+    run = _run(tmp_path)
+    config = ScoreConfig(metrics=_metrics(tmp_path, "Length"), cache_dir=tmp_path / "c")
+    run.chmod(0o555)
+    try:
+        with pytest.raises(RunDirError, match="cannot write scores.jsonl and summary.csv here"):
+            score_run(run, config, progress=False)
+    finally:
+        run.chmod(0o755)
+    assert not (run / "scores.jsonl").exists()
+
+
+def test_a_score_with_fewer_metrics_says_which_results_it_drops(tmp_path):
+    """`ivbench score RUN --metrics utmos` after eval's defaults writes only utmos: the judge's
+    results (paid for, and not in this machine's cache when the run was scored elsewhere) went
+    without a word."""
+    run = _run(tmp_path)
+    said: list[str] = []
+    both = ScoreConfig(metrics=_metrics(tmp_path, "Length") + [parse_spec("latency")], cache_dir=tmp_path / "c")
+    score_run(run, both, progress=False, echo=said.append)
+    assert not any("no longer holds" in line for line in said), said
+    score_run(run, ScoreConfig(metrics=[parse_spec("latency")], cache_dir=tmp_path / "c"), progress=False,
+              echo=said.append)
+    assert said == [f"note: {run}/scores.jsonl no longer holds {tmp_path}/metrics.py:Length (scored before, not "
+                    "asked for now); name them in --metrics too to keep them (read from the cache where it has them)"]
+
+
+def test_a_cache_folder_that_cannot_be_made_is_a_user_error(tmp_path):
+    """IVBENCH_CACHE_DIR / --cache-dir under a file (or read-only): a FileNotFoundError or
+    sqlite3.OperationalError traceback; --no-cache scores without it."""
+    import pytest
+
+    from ivbench.errors import ConfigError
+
+    run = _run(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    config = ScoreConfig(metrics=_metrics(tmp_path, "Length"), cache_dir=tmp_path / "afile" / "cache")
+    with pytest.raises(ConfigError, match=r"cache .*afile/cache/scores.sqlite: cannot be opened .*--no-cache"):
+        score_run(run, config, progress=False)
+    config.use_cache = False
+    assert len(score_run(run, config, progress=False).rows) == 10

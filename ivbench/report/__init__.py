@@ -55,10 +55,15 @@ def write_report(runs: Sequence[Union[str, Path]], out: Optional[Union[str, Path
         from .render_text import render_csv
 
         text = render_csv(data, board)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out)
+    except OSError as exc:  # a folder that is a file, no permission, a full disk: the user's to fix
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise ConfigError(f"report: cannot write {out} ({where}{exc.strerror or exc}); give another path with -o"
+                          ) from None
     return out
 
 

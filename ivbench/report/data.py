@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ..store.scores import ScoreRow
 
 TRANSCRIPT_METRICS = ("transcript", "user_transcript")
+NO_TURNS = "none yet (no turn recorded)"  # a run's systems, before its first record
 
 
 @dataclass
@@ -41,7 +42,8 @@ class Run:
     records: list[TurnRecord]
     rows: list[ScoreRow]
     labels: dict[str, str] = field(default_factory=dict)  # system label in the run -> in the report
-    derived_latency: bool = False  # latency read off the records (the run was not scored)
+    derived_latency: bool = False  # latency read off the records (no latency in its scores.jsonl)
+    scored: bool = False  # it has a scores.jsonl with rows (perhaps of other metrics than latency)
     judge: Optional[JudgeUsage] = None  # judge.json: what its scoring asked of the judge
 
 
@@ -110,12 +112,13 @@ def load_run(path: Path, name: str) -> Run:
     manifest = store.read_manifest()
     records = store.records()
     rows = read_scores(path)
+    scored = bool(rows)
     derived = False
     if records and not any(r.metric == "latency" for r in rows):
         rows = rows + _latency_rows(records, path)
         derived = True
     return Run(path=Path(path), name=name, manifest=manifest, records=records, rows=rows,
-               derived_latency=derived, judge=read_judge_usage(path))
+               derived_latency=derived, scored=scored, judge=read_judge_usage(path))
 
 
 def _metric_infos(labels: list[str], runs: list[Run]) -> dict[str, MetricInfo]:
@@ -133,7 +136,41 @@ def _metric_infos(labels: list[str], runs: list[Run]) -> dict[str, MetricInfo]:
         if run.derived_latency and "latency" not in known:
             known["latency"] = MetricInfo(LatencyMetric.name, dict(LatencyMetric.fields))
     # A metric that gave no number (a transcript) is in no summary: its name is its label's.
-    return {label: known.get(label) or MetricInfo(label.split(":", 1)[0], {}) for label in labels}
+    return {label: known.get(label) or _builtin_info(label) or MetricInfo(label.split(":", 1)[0], {})
+            for label in labels}
+
+
+def _builtin_info(label: str) -> Optional[MetricInfo]:
+    """A built-in metric's name and fields, for a run whose summary.csv is missing or was cut short
+    (scoring interrupted between scores.jsonl and summary.csv, a partial copy): without them its
+    columns lost which way is better, and with it the best and the paired tests. Built-in metric
+    modules import nothing heavy; a plugin's is never imported here."""
+    from ..errors import IvbenchError
+    from ..registry import BUILTINS, parse_spec
+    from ..scoring.plan import instantiate
+
+    try:
+        spec = parse_spec(label)
+        if spec.ref not in BUILTINS["metrics"]:
+            return None
+        metric = instantiate(spec)
+    except (IvbenchError, ImportError):
+        return None
+    return MetricInfo(metric.name, dict(metric.fields)) if metric.fields else None
+
+
+def _refuse_repeats(paths: list[Path]) -> None:
+    """One run named twice would be compared with itself as two systems (paired tests of p = 1)."""
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        first = seen.setdefault(path.resolve(), path)
+        if first is not path:
+            also = "" if str(first) == str(path) else f" (as {first} and as {path})"
+            raise ConfigError(f"report: the run directory {first} is named twice{also}; name each run once")
+
+
+def _task_of(run: Run) -> str:
+    return str((run.manifest.get("task") or {}).get("name") or (run.manifest.get("config") or {}).get("task"))
 
 
 def load_report_data(paths: list[Path]) -> ReportData:
@@ -148,6 +185,7 @@ def load_report_data(paths: list[Path]) -> ReportData:
     paths = [Path(p) for p in paths]
     if not paths:
         raise ConfigError("report: name at least one run directory")
+    _refuse_repeats(paths)
     runs = [load_run(p, name) for p, name in zip(paths, _run_names(paths))]
     owners: dict[str, list[str]] = defaultdict(list)
     for run in runs:
@@ -167,6 +205,9 @@ def load_report_data(paths: list[Path]) -> ReportData:
     labels = list(dict.fromkeys(r.metric for r in rows))
     metrics = _metric_infos(labels, runs)
     frame = score_frame(rows)
+    tasks = {label: _task_of(run) for run in runs for label in run.labels.values()}
+    if len(set(tasks.values())) > 1:
+        frame["task"] = frame["system"].map(tasks)
     categories = {r.dialogue_id: r.category for r in records}  # for the suites' headlines
     references = {label: references_of(run.manifest) for run in runs for label in run.labels.values()}
     return ReportData(runs=runs, records=records, rows=rows, systems=systems, metrics=metrics,

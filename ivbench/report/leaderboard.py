@@ -78,6 +78,8 @@ def fmt(value: Optional[float], field_name: str = "", unit: str = "") -> str:
         return f"{value:.0f}"
     if size >= 10 or unit == "ms" and size >= 1:
         return f"{value:.1f}"
+    if 0 < size < 0.01:  # two decimals would show it as 0.00 (an RTF of 0.0025): a zero it is not
+        return f"{value:.2g}"
     return f"{value:.2f}"
 
 
@@ -280,13 +282,32 @@ def _notes(data: ReportData, columns: list[Column]) -> list[str]:
     missing = [n for n in ("asr_wer", "dnsmos", "distillmos", "utmos", "first_speech") if n not in names]
     if missing:
         notes.append(f"Not scored: {', '.join(missing)}.")
-    derived = [run.name for run in data.runs if run.derived_latency]
-    if derived:
-        notes.append(f"Latency of {', '.join(derived)} is read off the records: the run was not scored.")
+    for scored, why in ((False, "the run was not scored"),
+                        (True, "its scores.jsonl has no latency (scored with --metrics without latency)")):
+        derived = [run.name for run in data.runs if run.derived_latency and run.scored == scored]
+        if derived:
+            notes.append(f"Latency of {', '.join(derived)} is read off the records: {why}.")
+    mixed = _mixed_tasks_note(data)
+    if mixed:
+        notes.append(mixed)
     wording = _wording_only_note(data)
     if wording:
         notes.append(wording)
     return notes
+
+
+def _mixed_tasks_note(data: ReportData) -> Optional[str]:
+    """Runs of different tasks share the columns: say that their numbers are over other dialogues."""
+    systems: dict[str, list[str]] = {}
+    for record in data.records:
+        systems.setdefault(record.task, [])
+        if record.system not in systems[record.task]:
+            systems[record.task].append(record.system)
+    if len(systems) < 2:
+        return None
+    each = "; ".join(f"{task}: {', '.join(names)}" for task, names in systems.items())
+    return (f"These runs are of different tasks ({each}): the numbers in a column are over different "
+            "dialogues, and paired tests compare systems of the same task only.")
 
 
 def _wording_only_note(data: ReportData) -> Optional[str]:

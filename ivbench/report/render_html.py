@@ -23,7 +23,7 @@ from .. import __version__
 from ..types import REFERENCES_EXPECTED_WORDS
 from .assets import CSS, JS
 from .audio import AudioSources
-from .data import TRANSCRIPT_METRICS, ReportData, Run, details_text, judge_models
+from .data import NO_TURNS, TRANSCRIPT_METRICS, ReportData, Run, details_text, judge_models
 from .leaderboard import ARROWS, Cell, Column, Leaderboard, fmt, metric_rank
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def _run_html(run: Run, references: str) -> str:
     last = sessions[-1].get("started") if sessions else None
     rows = [("path", esc(run.path)),
             ("task", _task_html(m.get("task") or {}, config, references)),
-            ("systems", ", ".join(esc(label) for label in run.labels.values())),
+            ("systems", ", ".join(esc(label) for label in run.labels.values()) or NO_TURNS),
             ("modes", esc(", ".join(sorted({r.mode for r in run.records})))),
             ("user voice", esc(config.get("voice"))),
             ("turns", f"{len(run.records)} ({sum(1 for r in run.records if not r.ok)} failed)"),

@@ -10,7 +10,7 @@ import html
 import io
 import re
 
-from .data import ReportData
+from .data import NO_TURNS, ReportData
 from .leaderboard import ARROWS, Cell, Column, Leaderboard, fmt
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
@@ -48,8 +48,8 @@ def render_markdown(data: ReportData, board: Leaderboard, title: str) -> str:
     lines = [f"# {md_escape(title)}", ""]
     for run in data.runs:
         task = (run.manifest.get("task") or {}).get("name") or (run.manifest.get("config") or {}).get("task")
-        lines.append(f"- run {md_escape(run.name)}: task {md_escape(task)}, systems "
-                     f"{', '.join(md_escape(s) for s in run.labels.values())}, created "
+        systems = ", ".join(md_escape(s) for s in run.labels.values()) or NO_TURNS
+        lines.append(f"- run {md_escape(run.name)}: task {md_escape(task)}, systems {systems}, created "
                      f"{md_escape(run.manifest.get('created'))}")
     header = ["system"] + [md_escape(c.title) + ARROWS[c.higher_is_better] for c in board.columns]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -10,6 +10,7 @@ from typing import Any
 from collections.abc import Iterable
 
 from .. import registry
+from ..errors import ConfigError
 from ..metrics.base import Metric, Need
 from ..registry import Spec, parse_spec
 
@@ -47,10 +48,13 @@ def instantiate(spec: Spec) -> Metric:
 
 def plan_metrics(specs: Iterable[Spec]) -> list[tuple[str, Metric]]:
     """Instantiate the metrics, adding the transcript metrics that others need, first."""
-    chosen = [(s.label, instantiate(s)) for s in specs]
+    # A metric named twice (`latency,latency`) is scored once: twice, every row was counted twice.
+    unique = list({s.label: s for s in reversed(list(specs))}.values())[::-1]
+    chosen = [(s.label, instantiate(s)) for s in unique]
     names = {m.name for _, m in chosen}
     prerequisites: list[tuple[str, Metric]] = []
     needs = set().union(*(m.needs for _, m in chosen)) if chosen else set()
+    _one_transcript_each(chosen, needs)
     for need, name in TRANSCRIPT_METRICS.items():
         if need in needs and name not in names:
             spec = parse_spec(name)
@@ -59,6 +63,18 @@ def plan_metrics(specs: Iterable[Spec]) -> list[tuple[str, Metric]]:
     # Transcript metrics always run before the metrics that read them.
     ordered.sort(key=lambda lm: 0 if lm[1].name in TRANSCRIPT_METRICS.values() else 1)
     return ordered
+
+
+def _one_transcript_each(chosen: list[tuple[str, Metric]], needs: set[Need]) -> None:
+    """The metrics that read a transcript read the one transcript metric of its kind: with two
+    (other options), which one they read would be an accident of the order."""
+    for need, name in TRANSCRIPT_METRICS.items():
+        labels = [label for label, metric in chosen if metric.name == name]
+        if need in needs and len(labels) > 1:
+            readers = sorted({m.name for _, m in chosen if need in m.needs})
+            raise ConfigError(f"{' and '.join(labels)} are both {name} metrics, and {', '.join(readers)} "
+                              f"read{'s' if len(readers) == 1 else ''} one: keep one {name} in --metrics, and "
+                              "score the other in an `ivbench score` of its own (on a copy of the run)")
 
 
 def specs_by_label(specs: Iterable[Spec]) -> dict[str, Spec]:

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ..cache import SqliteCache, content_key, default_cache_dir
 from ..metrics.base import DialogueItem, Metric, MetricResult, Need, ScoreItem, Status
+from ..errors import RunDirError
 from ..registry import Spec
 from ..store import RunStore
 from ..store.judge_usage import JudgeUsage, remove_judge_usage, write_judge_usage
-from ..store.scores import ScoreRow, write_scores
+from ..store.scores import SCORES, ScoreRow, read_scores, write_scores
 from ..types import TurnRecord
 from .context import ScoringContext
 from .plan import TRANSCRIPT_METRICS, default_metric_specs, plan_metrics, specs_by_label
@@ -70,6 +71,7 @@ class MetricRun:
 
     results: dict[Key, MetricResult] = field(default_factory=dict)
     unloadable: Optional[str] = None
+    cached: int = 0  # results read from the score cache
 
 
 def _encode(result: MetricResult) -> bytes:
@@ -179,11 +181,18 @@ def _from_cache(metric: Metric, identity: Any, targets: list[Target], cache: Sql
         if early is not None:
             run.results[target.key] = early
             continue
-        inputs = metric.cache_inputs(target)
+        try:
+            inputs = metric.cache_inputs(target)
+        except OSError:
+            # An input file that cannot be read (a run copied without its audio/, a deleted
+            # WAV) cannot be hashed: the item is not cached, and the metric's own scoring fails
+            # it with its reason, as it fails any unreadable file, instead of the whole run.
+            inputs = None
         key = None if inputs is None else content_key("metric", identity, inputs)
         cached = cache.get(key) if key is not None else None
         if cached is not None:
             run.results[target.key] = _decode(cached)
+            run.cached += 1
         else:
             pending.append((target, key))
     return pending
@@ -205,6 +214,8 @@ def _run_metric(label: str, metric: Metric, targets: list[Target], context: Scor
         return _unloaded(metric, targets, f"{label} could not be loaded: {exc}")
     run = MetricRun()
     pending = _from_cache(metric, identity, targets, cache, transcripts, run)
+    if Need.JUDGE in metric.needs and context.judge_client is not None:
+        context.judge_client.count_cached(run.cached)  # judge.json counts them (they cost nothing)
     progress(len(targets) - len(pending))
     batches = [pending[start:start + BATCH_SIZE] for start in range(0, len(pending), BATCH_SIZE)]
     for index, computed, unloadable in _scored(label, metric, [[t for t, _ in b] for b in batches], workers, spec):
@@ -230,6 +241,7 @@ def score_run(run_dir: Path, config: Optional[ScoreConfig] = None, progress: boo
     store = RunStore(run_dir)
     manifest = store.read_manifest()
     records = store.records()
+    store.check_writable("scores.jsonl and summary.csv")  # now, not after the scoring's work
     with _workers(config, run_dir, echo) as workers:
         device = workers.device if workers is not None else config.device
         return _score(run_dir, manifest, records, config, device, workers, progress, echo)
@@ -265,17 +277,31 @@ def _rows(label: str, targets: list[Target], results: dict[Key, MetricResult]) -
     return rows
 
 
-def _close_judge(run_dir: Path, context: ScoringContext) -> None:
-    """Record what the run's judge client was asked (judge.json) and close it."""
+def _close_judge(context: ScoringContext) -> Optional[JudgeUsage]:
+    """What the run's judge client was asked (for judge.json), closing it; None without a judge."""
     client = context.judge_client
     if client is None:
-        return
+        return None
     context.judge_client = None
     try:
-        write_judge_usage(run_dir, JudgeUsage(settings=client.settings.to_json(),
-                                              usage=client.stats.to_json(client.settings)))
+        return JudgeUsage(settings=client.settings.to_json(), usage=client.stats.to_json(client.settings))
     finally:
         client.close()
+
+
+def _dropped(run_dir: Path, rows: list[ScoreRow]) -> list[str]:
+    """What the scores.jsonl being replaced held that this score does not: a score writes the
+    metrics it is given, so `--metrics utmos` after eval's defaults leaves only utmos, and the
+    user should hear which results went (the cache may not have them: a run scored elsewhere)."""
+    try:
+        before = {row.metric for row in read_scores(run_dir)}
+    except RunDirError:
+        return []  # a damaged scores.jsonl: nothing to tell about
+    gone = sorted(before - {row.metric for row in rows})
+    if not gone:
+        return []
+    return [f"{run_dir / SCORES} no longer holds {', '.join(gone)} (scored before, not asked for now); "
+            "name them in --metrics too to keep them (read from the cache where it has them)"]
 
 
 def _score(run_dir: Path, manifest: dict[str, Any], records: list[TurnRecord], config: ScoreConfig,
@@ -312,12 +338,15 @@ def _score(run_dir: Path, manifest: dict[str, Any], records: list[TurnRecord], c
     finally:
         bar.close()
         cache.close()
-        used_judge = context.judge_client is not None
-        _close_judge(run_dir, context)
+        judge = _close_judge(context)
     rows.sort(key=lambda r: r.sort_key)
+    notes += _dropped(run_dir, rows)
     write_scores(run_dir, rows)
-    if not used_judge:
+    # judge.json goes with the scores.jsonl it describes: a score cut short (Ctrl-C) writes neither.
+    if judge is None:
         remove_judge_usage(run_dir)  # an older score's judge.json would describe other scores
+    else:
+        write_judge_usage(run_dir, judge)
     metrics = {label: metric for label, metric in planned}
     summary.write_summary(run_dir, records, rows, metrics, manifest)
     for note in notes:

@@ -169,9 +169,11 @@ def read_metric_infos(path: Path) -> dict[str, MetricInfo]:
         return {}
     names: dict[str, str] = {}
     fields: dict[str, dict[str, FieldInfo]] = {}
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
         for row in csv.DictReader(f):
-            label = row["metric"]
+            label = row.get("metric")
+            if not label or not row.get("field"):  # a file cut short or damaged: what it lacks is not known
+                continue
             names.setdefault(label, row.get("metric_name") or label.split(":", 1)[0])
             hib = {"True": True, "False": False}.get(row.get("higher_is_better") or "")
             fields.setdefault(label, {})[row["field"]] = FieldInfo(hib, row.get("unit") or "",
@@ -184,6 +186,9 @@ def pairwise_tests(frame: pd.DataFrame, metrics: Metrics) -> pd.DataFrame:
 
     out: list[dict[str, Any]] = []
     systems = sorted(frame["system"].unique())
+    # A report of runs of several tasks gives each system its task: systems of different tasks
+    # are never paired, though their dialogue ids may coincide (d0, d1… of two task files).
+    task = dict(zip(frame["system"], frame["task"])) if "task" in frame.columns else {}
     for (metric, name), values in frame.groupby(["metric", "field"], sort=True):
         info = metrics[metric].fields.get(name) if metric in metrics else None
         if info is None or info.higher_is_better is None:
@@ -193,7 +198,7 @@ def pairwise_tests(frame: pd.DataFrame, metrics: Metrics) -> pd.DataFrame:
         by_system = {s: dict(zip(zip(g["dialogue_id"], g["turn_index"]), g["value"]))
                      for s, g in values.dropna(subset=["value"]).groupby("system")}
         for a, b in combinations(systems, 2):
-            if a not in by_system or b not in by_system:
+            if a not in by_system or b not in by_system or task.get(a) != task.get(b):
                 continue
             a_values, b_values = by_system[a], by_system[b]
             shared = [key for key in a_values if key in b_values]

@@ -65,7 +65,8 @@ def read_jsonl_records(path: Path) -> list[TurnRecord]:
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
             is_last = all(not rest.strip() for rest in lines[i:])
             if is_last:
-                warnings.warn(f"{path}:{i}: skipping a torn last line (the run was interrupted)", stacklevel=2)
+                warnings.warn(f"{path}:{i}: skipping a torn last line (the run was interrupted while writing it); "
+                              "the same `ivbench eval` command redoes its dialogue", stacklevel=2)
                 continue
             raise RunDirError(f"{path}:{i}: corrupt record ({exc}); the file was edited or damaged") from None
     return records
@@ -118,6 +119,17 @@ class RunStore:
             raise RunDirError(f"{self.manifest_path}: a manifest is a JSON object; the file was edited or damaged")
         formats.check(manifest, formats.MANIFEST_FORMAT, str(self.manifest_path))
         return manifest
+
+    def check_writable(self, what: str) -> None:
+        """Raise RunDirError, before any work, when files cannot be written here (a read-only copy)."""
+        import tempfile
+
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".ivbench-write-check-"):
+                pass
+        except OSError as exc:
+            raise RunDirError(f"{self.root}: cannot write {what} here ({exc.strerror or exc}); copy the run "
+                              "directory somewhere writable and give that copy") from None
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

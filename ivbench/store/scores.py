@@ -55,19 +55,21 @@ def read_scores(run_dir: Path) -> list[ScoreRow]:
     if not path.exists():
         return []
     rows = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             where = f"{path}:{line_no}"
             try:
-                data = json.loads(line)
+                data = json.loads(line.decode("utf-8"))
                 if not isinstance(data, dict):
                     raise TypeError(f"a JSON {type(data).__name__}, not an object")
+                if not isinstance(data.get("values"), dict):
+                    raise TypeError(f"'values' is {type(data.get('values')).__name__}, not an object")
                 rows.append(ScoreRow.from_json(data, where))
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise RunDirError(f"{where}: corrupt score line ({exc}); "
-                                  "re-run `ivbench score` to rewrite it") from None
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+                raise RunDirError(f"{where}: corrupt score line ({exc}); the file was edited or damaged: "
+                                  f"`ivbench score {run_dir}` rewrites it") from None
     return rows
 
 

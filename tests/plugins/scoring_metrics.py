@@ -34,3 +34,15 @@ class Broken(Length):
 
     def load(self, context: ScoringContext) -> None:
         raise ImportError("this metric needs pip install something-absent")
+
+
+class Interrupted(Length):
+    """Ctrl-C while it scores."""
+
+    name = "interrupted"
+
+    def cache_inputs(self, item: ScoreItem) -> Optional[dict[str, Any]]:
+        return None
+
+    def score(self, items: list[ScoreItem]) -> list[MetricResult]:
+        raise KeyboardInterrupt

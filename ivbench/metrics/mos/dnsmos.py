@@ -54,6 +54,8 @@ class DNSMOS(Metric):
         for name, value in (("workers", workers), ("threads", threads)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"dnsmos {name}={value!r}: give an integer, 0 for the default")
+        if not isinstance(personalized, bool):  # bool("no") is True: "no" would pick the other model
+            raise ValueError(f"dnsmos personalized={personalized!r}: give true or false")
         # workers and threads change the speed, not the numbers: they stay out of the identity.
         super().__init__(backend=backend, personalized=bool(personalized))
         self.backend = backend
