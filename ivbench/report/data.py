@@ -173,20 +173,9 @@ def _task_of(run: Run) -> str:
     return str((run.manifest.get("task") or {}).get("name") or (run.manifest.get("config") or {}).get("task"))
 
 
-def load_report_data(paths: list[Path]) -> ReportData:
-    from ..scoring.summary import (
-        crossmodal,
-        pairwise_tests,
-        references_of,
-        score_frame,
-        summarize_scores,
-    )
-
-    paths = [Path(p) for p in paths]
-    if not paths:
-        raise ConfigError("report: name at least one run directory")
-    _refuse_repeats(paths)
-    runs = [load_run(p, name) for p, name in zip(paths, _run_names(paths))]
+def _relabel(runs: list[Run]) -> tuple[list[str], list[TurnRecord], list[ScoreRow]]:
+    """The report's system labels (a system of several runs is told apart by its run's name),
+    and every run's records and score rows under them."""
     owners: dict[str, list[str]] = defaultdict(list)
     for run in runs:
         for system in dict.fromkeys(r.system for r in run.records):
@@ -202,6 +191,24 @@ def load_report_data(paths: list[Path]) -> ReportData:
                 systems.append(label)
         records += [dataclasses.replace(r, system=run.labels[r.system]) for r in run.records]
         rows += [dataclasses.replace(r, system=run.labels[r.system]) for r in run.rows]
+    return systems, records, rows
+
+
+def load_report_data(paths: list[Path]) -> ReportData:
+    from ..scoring.summary import (
+        crossmodal,
+        pairwise_tests,
+        references_of,
+        score_frame,
+        summarize_scores,
+    )
+
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise ConfigError("report: name at least one run directory")
+    _refuse_repeats(paths)
+    runs = [load_run(p, name) for p, name in zip(paths, _run_names(paths))]
+    systems, records, rows = _relabel(runs)
     labels = list(dict.fromkeys(r.metric for r in rows))
     metrics = _metric_infos(labels, runs)
     frame = score_frame(rows)

@@ -157,10 +157,7 @@ def run_eval(config: EvalConfig, progress: bool = True, argv: Optional[list[str]
 
     todo = [(u, d) for u in units for d in dialogues if (u.label, d.id) not in done]
     if todo:
-        stale = discard_scores(out)
-        if stale:
-            echo(f"{out}: removed the scores of its earlier records ({', '.join(stale)}): this session adds "
-                 f"records; scoring the run (`ivbench score {out}`) writes them again, from the cache")
+        _discard_stale_scores(out, echo)
     bar = _progress(total=len(units) * len(dialogues), initial=len(units) * len(dialogues) - len(todo),
                     enabled=progress)
     ids = Ids()
@@ -180,6 +177,14 @@ def run_eval(config: EvalConfig, progress: bool = True, argv: Optional[list[str]
         bar.close()
         cache.close()
     return EvalResult(run_dir=out, records=store.records(), resumed=resumed)
+
+
+def _discard_stale_scores(out: Path, echo: Callable[[str], None]) -> None:
+    """This session adds records: the scores of the earlier ones would be shown as the run's."""
+    stale = discard_scores(out)
+    if stale:
+        echo(f"{out}: removed the scores of its earlier records ({', '.join(stale)}): this session adds "
+             f"records; scoring the run (`ivbench score {out}`) writes them again, from the cache")
 
 
 @contextmanager

@@ -122,11 +122,8 @@ class RunStore:
 
     def check_writable(self, what: str) -> None:
         """Raise RunDirError, before any work, when files cannot be written here (a read-only copy)."""
-        import tempfile
-
         try:
-            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".ivbench-write-check-"):
-                pass
+            self._probe_write()
         except OSError as exc:
             raise RunDirError(f"{self.root}: cannot write {what} here ({exc.strerror or exc}); copy the run "
                               "directory somewhere writable and give that copy") from None
@@ -149,11 +146,15 @@ class RunStore:
             if fresh and self.exists():
                 shutil.rmtree(root)
             root.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=root):  # writable, now rather than after the first dialogue
-                pass
+            self._probe_write()  # writable, now rather than after the first dialogue
         except OSError as exc:  # a parent that is a file, a read-only or missing mount, no permission
             raise RunDirError(f"{root}: cannot be made or written as the run directory "
                               f"({exc.strerror or exc}); give --out (or out:) a folder you can write") from None
+
+    def _probe_write(self) -> None:
+        """Write and remove a scratch file here; OSError when files cannot be written."""
+        with tempfile.NamedTemporaryFile(dir=self.root, prefix=".ivbench-write-check-"):
+            pass
 
     def open(self, manifest: dict[str, Any]) -> bool:
         """Create the run, or check that `manifest` may resume it; True when resuming."""
