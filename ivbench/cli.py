@@ -307,6 +307,10 @@ def score_command(ctx: click.Context, run_dir: Path, no_progress: bool, **params
 
     config = EvalConfig(**merge_flags({}, _given(ctx, params), score_only=True))
     RunStore(run_dir).read_manifest()  # not a run directory: say so before loading any metric
+    if config.judge is not None:
+        from .judge.client import preflight
+
+        preflight(config.judge)  # as eval does: a missing key or an unserved model fails before any metric runs
     _score_and_print(run_dir, config, not no_progress)
     click.echo(f"\nscores: {run_dir / 'scores.jsonl'}\nsummary: {run_dir / 'summary.csv'}")
 

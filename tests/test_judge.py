@@ -748,3 +748,13 @@ def test_score_writes_judge_json_and_leaves_the_manifest_alone(server, parrot_ru
     assert not (Path("run") / "judge.json").exists()
     assert (Path("run") / "manifest.json").read_bytes() == manifest
     assert "judge:" not in CliRunner().invoke(main, ["show", "run"]).output
+
+
+def test_score_checks_the_judge_model_before_any_metric_runs(parrot_run, keys):
+    """As eval does: an unserved model is one line before any scoring, and the run's scores stay."""
+    before = (Path("run") / "scores.jsonl").read_bytes()
+    with FakeOpenAIServer(models=["judge-a", "judge-b"]) as server:
+        result = parrot_run("--judge-model", "judge-c", "--judge-base-url", server.url)
+        assert not server.requests
+    assert_user_error(result, "model 'judge-c' is not served by", "judge-a, judge-b")
+    assert (Path("run") / "scores.jsonl").read_bytes() == before
