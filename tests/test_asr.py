@@ -432,3 +432,12 @@ def test_ctranslate2_encoder_is_another_transcript_identity(single_asr, speech):
     assert not hasattr(own._model, "ivbench_encoder")
     out = own.transcribe_batch(speech[:2])
     assert all(wer(s, t.text) <= 0.25 for s, t in zip(SENTENCES, out))
+
+
+def test_the_identity_names_what_ctranslate2_made_of_the_request_on_this_device(single_asr):
+    """"int8" is int8_float32 on a CPU and int8_float16 on a GPU: a cache shared between machines
+    must not hand one device's transcripts to the other, and two spellings of one computation share."""
+    ident = single_asr.identity()
+    assert (ident["compute_type"], ident["device"]) == ("int8_float32", "cpu")
+    spelled = WhisperASR(compute_type="int8_float32", cpu_threads=1)
+    assert spelled.identity() == ident

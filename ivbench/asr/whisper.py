@@ -337,6 +337,11 @@ class WhisperASR:
         }
         if self.backend == "faster-whisper":
             ident["ctranslate2_version"] = package_version("ctranslate2")
+            # What CTranslate2 made of the request on this device ("int8" is int8_float32 on a CPU,
+            # int8_float16 on a GPU): the same request gives other transcripts on another device,
+            # so a cache shared between machines must tell them apart.
+            ident["compute_type"] = str(getattr(self._model.model, "compute_type", self.compute_type))
+            ident["device"] = str(getattr(self._model.model, "device", _split_device(self.device)[0]))
         return ident
 
     def _encoder_identity(self) -> str:
