@@ -234,7 +234,10 @@ def test_markdown_and_csv(runs, tmp_path):
     table = list(csv.DictReader(io.StringIO(write_report(list(runs), tmp_path / "r.csv", fmt="csv").read_text())))
     assert [r["system"] for r in table] == ["alpha [run1]", "beta", "alpha [run2]"]
     assert float(table[0]["judge"]) == pytest.approx(4.5) and table[1]["judge"] == ""
-    assert "no judge configured" in table[1]["judge missing"]
+    assert "no judge configured" in table[1]["judge why"]
+    # Each column holds one type: counts in "missing", reasons in "why".
+    assert all(r[f"{c} missing"].isdigit() for r in table for c in ("judge", "ASR-WER"))
+    assert table[0]["judge missing"] == "1" and "1 of 3 results have no value" in table[0]["judge why"]
     assert float(table[1]["ASR-WER"]) == pytest.approx(1 / 12, rel=1e-4)
 
 

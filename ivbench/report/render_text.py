@@ -88,7 +88,8 @@ def render_csv(data: ReportData, board: Leaderboard) -> str:
         if col.stat == "mean":
             header += [f"{col.title} ci_low", f"{col.title} ci_high"]
         if col.metric is not None and col.stat != "gap":
-            header.append(f"{col.title} missing")
+            # a number of items and a text apart, so a spreadsheet reads each column as one type
+            header += [f"{col.title} missing", f"{col.title} why"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([_defuse(h) for h in header])
@@ -100,7 +101,8 @@ def render_csv(data: ReportData, board: Leaderboard) -> str:
             if col.stat == "mean":
                 row += ["" if v is None else f"{v:.6g}" for v in cell.ci]
             if col.metric is not None and col.stat != "gap":
-                row.append(cell.missing if cell.value is not None else (cell.note or "no value"))
+                why = cell.note or ("" if cell.value is not None else "no value")
+                row += [cell.missing, why]
         writer.writerow([_defuse(v) for v in row])
     return buf.getvalue()
 
