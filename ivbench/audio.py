@@ -111,17 +111,20 @@ def to_pcm16(samples: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(samples, dtype=np.float64) * _PCM16), -32768, 32767).astype(np.int16)
 
 
-def read_audio(path: Union[str, Path]) -> Audio:
+def read_audio(path: Union[str, Path], shown: Optional[str] = None) -> Audio:
+    """The file's samples; `shown` names the file in errors instead of `path` (a run's audio by its
+    place in the run, so a failure reads the same wherever the run directory lies)."""
     import soundfile
 
     path = Path(path)
+    name = shown or str(path)
     if not path.is_file():
-        raise AudioError(f"{path}: audio file not found")
+        raise AudioError(f"{name}: audio file not found")
     try:
         samples, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=False)
     except Exception as exc:  # libsndfile reports corrupt files in several exception types
-        raise AudioError(f"{path}: cannot be read as audio ({exc})") from None
-    return check_audio(samples, sample_rate, str(path))
+        raise AudioError(f"{name}: cannot be read as audio ({str(exc).replace(str(path), name)})") from None
+    return check_audio(samples, sample_rate, name)
 
 
 def resample(audio: Audio, sample_rate: int) -> Audio:

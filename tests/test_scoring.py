@@ -165,6 +165,8 @@ def test_a_missing_audio_file_fails_its_turn_not_the_run(tmp_path):
     for metric in ("dnsmos", "transcript"):
         assert by[(metric, 0)].status == "ok", by[(metric, 0)]
         assert by[(metric, 1)].status == "failed" and str(gone.name) in by[(metric, 1)].reason, by[(metric, 1)]
+        # named by its place in the run, so the failure reads the same wherever the run lies
+        assert str(tmp_path) not in by[(metric, 1)].reason and "(in the run directory)" in by[(metric, 1)].reason
 
 
 def test_a_metric_named_twice_is_scored_once(tmp_path):

@@ -87,7 +87,7 @@ class ScoreItem:
         if rel not in self._audio_cache:
             from ..audio import read_audio
 
-            self._audio_cache[rel] = read_audio(self.run_dir / rel)
+            self._audio_cache[rel] = read_audio(self.run_dir / rel, shown=f"{rel} (in the run directory)")
         return self._audio_cache[rel]
 
     def reply_audio(self) -> Optional[Audio]:
