@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, NoReturn, Optional, Union
 from collections.abc import Callable
 
 import click
@@ -14,6 +14,31 @@ from . import __version__
 EXIT_BUG = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
+EXIT_STDOUT_CLOSED = 141  # 128 + SIGPIPE, as shells report a command whose reader went away
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe (or socket) whose reader has closed it: poll reports an error on it."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no stdout, or not a real file
+        return False
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush at exit has nowhere to fail."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _blame(exc: BaseException) -> str:
@@ -55,13 +80,23 @@ class _Main(click.Group):
         except KeyboardInterrupt:
             click.echo("\ninterrupted: what was finished is saved; the same command resumes", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError as exc:
+            if not _stdout_gone():
+                _bug(ctx, exc)  # another pipe than stdout
+            # `ivbench show RUN | head`: the reader has all it wanted; end as a command killed by SIGPIPE.
+            _quiet_stdout()
+            ctx.exit(EXIT_STDOUT_CLOSED)
         except Exception as exc:  # noqa: BLE001 - a bug: show all of it
-            import traceback
+            _bug(ctx, exc)
 
-            traceback.print_exc()
-            click.echo(f"\nthis is a bug in {_blame(exc)}, not something you did: please report it with the "
-                       "traceback above", err=True)
-            ctx.exit(EXIT_BUG)
+
+def _bug(ctx: click.Context, exc: BaseException) -> NoReturn:
+    import traceback
+
+    traceback.print_exception(type(exc), exc, exc.__traceback__)
+    click.echo(f"\nthis is a bug in {_blame(exc)}, not something you did: please report it with the "
+               "traceback above", err=True)
+    ctx.exit(EXIT_BUG)
 
 
 def _show_warning(shown: set[str], message: Union[Warning, str], category: type[Warning], filename: str,
@@ -230,15 +265,19 @@ def eval_command(ctx: click.Context, config_file: Optional[Path], no_progress: b
         from .judge.client import preflight
 
         preflight(config.judge)  # a missing key or an unserved model fails now, not after generating
-    with _ray_cluster(config):  # one Ray cluster for generating and scoring, when workers are asked for
-        result = run_eval(config, progress=not no_progress, argv=sys.argv)
-        if no_score:
-            print_leaderboard(result.run_dir)
-        else:
-            _score_and_print(result.run_dir, config, not no_progress)
+    from .store.lock import keep_locks
+
+    # The run directory's lock, taken by run_eval, stays held until its scores and report are written.
+    with keep_locks():
+        with _ray_cluster(config):  # one Ray cluster for generating and scoring, when workers are asked for
+            result = run_eval(config, progress=not no_progress, argv=sys.argv)
+            if no_score:
+                print_leaderboard(result.run_dir)
+            else:
+                _score_and_print(result.run_dir, config, not no_progress)
+        click.echo(f"\nrun directory: {result.run_dir}")
+        _eval_report(result.run_dir, config.cache_dir, config.use_cache)
     failed = sum(1 for r in result.records if not r.ok)
-    click.echo(f"\nrun directory: {result.run_dir}")
-    _eval_report(result.run_dir, config.cache_dir, config.use_cache)
     if failed:
         click.echo(f"{failed} turns failed; `ivbench show {result.run_dir}` lists their errors, and the same "
                    "command with --retry-failed redoes their dialogues")

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from conftest import ROOT, SCRIPTED, TWO_BY_TWO, assert_user_error, write_task
 from ivbench.cli import main
+from ivbench.store.lock import LOCK
 from ivbench.store.run_store import RECORDS, RunStore, read_jsonl_records
 
 # Systems that misbehave in one way each (ivbench.testing.Scripted, told how); `Good` is the control.
@@ -257,7 +258,8 @@ def test_failed_invocations_leave_an_existing_run_untouched(here):
     first = _eval(task, "Good")
     assert first.exit_code == 0, first.output
     run = here / "run"
-    snapshot = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    # The lock file says who last held the run (ivbench/store/lock.py): not part of the run.
+    snapshot = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != LOCK}
     assert len(_records(run)) == 4
 
     bad_task_dir = here / "bad-task"
@@ -279,7 +281,7 @@ def test_failed_invocations_leave_an_existing_run_untouched(here):
         result = _ivbench(*args)
         assert result.exit_code != 0, (args, result.output)
         assert "Traceback" not in result.output
-        after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+        after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != LOCK}
         assert after == snapshot, args
     assert "holds a run with another 'task'" in result.output
 

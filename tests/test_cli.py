@@ -228,6 +228,23 @@ def test_show_prints_manifest_facts_and_progress(here):
     assert as_json.exit_code == 0 and json.loads(as_json.output) == manifest
 
 
+def test_show_into_a_reader_that_stops_early_is_no_bug(here):
+    """`ivbench show RUN | head -1`: the reader closes the pipe; ivbench ends as a command killed by
+    SIGPIPE would (141), without a traceback calling it a bug."""
+    task = write_task(here / "task", [["a"]])
+    assert _ivbench("eval", "--task", str(task), "--system", "parrot", "--out", "run", "--no-progress",
+                    "--warmup", "0").exit_code == 0
+    read, write = os.pipe()
+    os.close(read)  # a reader that has gone before the first line
+    try:
+        done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "show", "run"], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert done.returncode == 141, done.stderr
+    assert "Traceback" not in done.stderr and "bug" not in done.stderr, done.stderr
+
+
 def test_show_on_a_folder_that_is_not_a_run(here):
     (here / "empty").mkdir()
     result = _ivbench("show", "empty")

@@ -221,3 +221,42 @@ def test_resume_after_the_task_file_changed_a_recorded_dialogue_is_refused(tmp_p
                             "--no-score").exit_code == 0
     kept = json.loads((tmp_path / "run" / "manifest.json").read_text())["task"]["dialogue_digests"]
     assert sorted(kept) == ["d0", "d1"]
+
+
+# --- one writer per run directory ------------------------------------------------------------------
+
+def test_a_second_command_on_a_run_being_written_is_refused_and_the_lock_dies_with_its_holder(tmp_path,
+                                                                                                monkeypatch):
+    """Two `ivbench eval` on one --out would run the same dialogues twice and interleave their
+    records: the second (and a `score`) is refused in one line naming the first, and writes
+    nothing; `show` still reads the run; once the first is killed (-9), its lock is gone."""
+    from click.testing import CliRunner
+
+    from ivbench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    task = write_task(tmp_path / "task", [["a", "b"]])
+    stuck = "ivbench.testing:Scripted:hang_in=respond,hang_s=600,turn=1"  # turn 0 recorded, then it waits
+    command = ["eval", "--task", str(task), "--system", stuck, "--out", "run", "--warmup", "0", "--no-progress",
+               "--turn-timeout", "900", "--metrics", "latency"]
+    first = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *command], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not _records(tmp_path / "run") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        written = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+        assert len(_records(tmp_path / "run")) == 1, "the first command wrote no record"
+        second = CliRunner().invoke(main, [*command, "--turn-timeout", "1"])  # were it to run: 1 s, not 600
+        assert_user_error(second, "run: another ivbench command is writing this run directory",
+                          f"pid {first.pid}", "give another --out")
+        assert_user_error(CliRunner().invoke(main, ["score", "run", "--no-progress", "--metrics", "latency"]),
+                          "another ivbench command is writing", f"pid {first.pid}")
+        assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == written
+        shown = CliRunner().invoke(main, ["show", "run"])
+        assert shown.exit_code == 0 and "0/1 dialogues" in shown.output, shown.output
+    finally:
+        first.kill()
+        first.wait(timeout=30)
+    scored = CliRunner().invoke(main, ["score", "run", "--no-progress", "--metrics", "latency"])
+    assert scored.exit_code == 0, scored.output

@@ -181,6 +181,18 @@ def test_a_worker_times_turns_like_the_driver(here):
             assert 50 <= record["first_text_ms"] <= 60, record
 
 
+def test_a_resumed_run_gives_its_workers_ids_no_earlier_session_used(here):
+    """A record's `worker` names one worker of the whole run: the second session's first worker
+    is not another "w1", whose fingerprint (and the report's count of workers) it would replace."""
+    task = write_task(here / "task", [["a"], ["b"]])
+    assert _eval(task, SCRIPTED, extra=("--limit", "1")).exit_code == 0
+    result = _eval(task, SCRIPTED)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((here / "run" / "manifest.json").read_text())
+    assert [sorted(s["workers"]) for s in manifest["sessions"]] == [["w1"], ["w2"]]
+    assert {r["dialogue_id"]: r["worker"] for r in _records(here / "run")} == {"d0": "w1", "d1": "w2"}
+
+
 # --- a system in its own interpreter --------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ here, so resuming, `--retry-failed` and records.partial.jsonl mean the same with
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -145,22 +146,29 @@ def run_eval(config: EvalConfig, progress: bool = True, argv: Optional[list[str]
 
     out = Path(config.out) if config.out else default_out_dir(config)
     store = RunStore(out)
-    store.claim(config.fresh)
-    manifest = build_manifest(config, task, len(dialogues), device, systems, argv)
-    manifest["task"]["dialogue_ids"] = [d.id for d in dialogues]
-    manifest["task"]["dialogue_digests"] = {d.id: d.digest() for d in dialogues}
-    resumed = store.open(manifest)
-    done = _finished(store, config.retry_failed, echo)
+    # One writer at a time: a second command on this --out is refused (ivbench/store/lock.py).
+    with store.claim(config.fresh):
+        manifest = build_manifest(config, task, len(dialogues), device, systems, argv)
+        manifest["task"]["dialogue_ids"] = [d.id for d in dialogues]
+        manifest["task"]["dialogue_digests"] = {d.id: d.digest() for d in dialogues}
+        resumed = store.open(manifest)
+        _generate(config, store, task, dialogues, units, systems, device, progress, echo)
+        return EvalResult(run_dir=out, records=store.records(), resumed=resumed)
 
+
+def _generate(config: EvalConfig, store: RunStore, task: Task, dialogues: list[Dialogue], units: list[_Unit],
+              systems: dict[str, _SystemInfo], device: str, progress: bool, echo: Callable[[str], None]) -> None:
+    """Every record the run directory is missing (the dialogues of `units` not finished before)."""
+    done = _finished(store, config.retry_failed, echo)
     cache = SqliteCache((config.cache_dir or default_cache_dir()) / "tts.sqlite", enabled=config.use_cache)
     user_audio = UserAudioSource(config.voice, cache, device="cpu")
 
     todo = [(u, d) for u in units for d in dialogues if (u.label, d.id) not in done]
     if todo:
-        _discard_stale_scores(out, echo)
+        _discard_stale_scores(store.root, echo)
     bar = _progress(total=len(units) * len(dialogues), initial=len(units) * len(dialogues) - len(todo),
                     enabled=progress)
-    ids = Ids()
+    ids = Ids(first=_next_worker_number(store))
     try:
         with _cluster(config, echo) as cluster:
             for sc in config.systems:
@@ -176,7 +184,13 @@ def run_eval(config: EvalConfig, progress: bool = True, argv: Optional[list[str]
     finally:
         bar.close()
         cache.close()
-    return EvalResult(run_dir=out, records=store.records(), resumed=resumed)
+
+
+def _next_worker_number(store: RunStore) -> int:
+    """The first worker number no earlier session of the run used (their records keep theirs)."""
+    used = [int(match.group(1)) for session in store.read_manifest().get("sessions") or [] if isinstance(session, dict)
+            for name in session.get("workers") or {} if (match := re.fullmatch(r"w(\d+)", str(name)))]
+    return max(used, default=0) + 1
 
 
 def _discard_stale_scores(out: Path, echo: Callable[[str], None]) -> None:

@@ -22,6 +22,7 @@ from ..metrics.base import DialogueItem, Metric, MetricResult, Need, ScoreItem, 
 from ..errors import RunDirError
 from ..registry import Spec
 from ..store import RunStore
+from ..store.lock import writing
 from ..store.judge_usage import JudgeUsage, remove_judge_usage, write_judge_usage
 from ..store.scores import SCORES, ScoreRow, read_scores, write_scores
 from ..types import TurnRecord
@@ -239,10 +240,12 @@ def score_run(run_dir: Path, config: Optional[ScoreConfig] = None, progress: boo
     config = config or ScoreConfig()
     run_dir = Path(run_dir)
     store = RunStore(run_dir)
-    manifest = store.read_manifest()
-    records = store.records()
+    store.read_manifest()  # not a run directory: said before anything else
     store.check_writable("scores.jsonl and summary.csv")  # now, not after the scoring's work
-    with _workers(config, run_dir, echo) as workers:
+    # One writer at a time: an eval adding records (or another score) is refused (store/lock.py).
+    with writing(run_dir), _workers(config, run_dir, echo) as workers:
+        manifest = store.read_manifest()
+        records = store.records()
         device = workers.device if workers is not None else config.device
         return _score(run_dir, manifest, records, config, device, workers, progress, echo)
 

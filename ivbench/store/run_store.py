@@ -7,6 +7,7 @@ resume; its partial records are moved to records.partial.jsonl so none appears t
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,11 +17,12 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from ..errors import ConfigError, RunDirError, TaskFileError
 from ..types import TurnRecord
 from . import formats
+from .lock import LOCK, writing
 
 MANIFEST = "manifest.json"
 RECORDS = "records.jsonl"
@@ -132,24 +134,38 @@ class RunStore:
         self.root.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.manifest_path, formats.stamp(manifest, formats.MANIFEST_FORMAT))
 
-    def claim(self, fresh: bool) -> None:
-        """Make sure the run can be written at `root` before any system works: a new or empty folder,
-        or a run directory (discarded first with `fresh`). A folder holding other files is refused:
-        ivbench would mix its files with them, and `fresh` would delete them."""
+    @contextlib.contextmanager
+    def claim(self, fresh: bool) -> Iterator[None]:
+        """Make sure the run can be written at `root` before any system works, and hold its lock
+        (`lock.writing`) for the block: a new or empty folder, or a run directory (discarded first
+        with `fresh`, once the lock is held). A folder holding other files is refused: ivbench
+        would mix its files with them, and `fresh` would delete them."""
         root = self.root
         try:
             if root.exists() and not root.is_dir():
                 raise RunDirError(f"{root}: is a file, not a folder; give --out (or out:) a folder for the run")
-            if root.is_dir() and not self.exists() and any(root.iterdir()):
+            if root.is_dir() and not self.exists() and any(p.name != LOCK for p in root.iterdir()):
                 raise RunDirError(f"{root}: this folder holds other files and is not a run directory (no {MANIFEST}); "
                                   "give --out (or out:) a new or empty folder")
-            if fresh and self.exists():
-                shutil.rmtree(root)
             root.mkdir(parents=True, exist_ok=True)
             self._probe_write()  # writable, now rather than after the first dialogue
         except OSError as exc:  # a parent that is a file, a read-only or missing mount, no permission
             raise RunDirError(f"{root}: cannot be made or written as the run directory "
                               f"({exc.strerror or exc}); give --out (or out:) a folder you can write") from None
+        with writing(root):
+            if fresh and self.exists():
+                self._discard_run()
+            yield
+
+    def _discard_run(self) -> None:
+        """`--fresh`: everything in the run directory but the lock this command holds."""
+        for path in self.root.iterdir():
+            if path.name == LOCK:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
     def _probe_write(self) -> None:
         """Write and remove a scratch file here; OSError when files cannot be written."""

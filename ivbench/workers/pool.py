@@ -90,10 +90,12 @@ class Event:
 
 class Ids:
     """Worker ids of one session: w1, w2…, a fresh one for every worker started (a worker
-    restarted after a crash is another worker, with its own fingerprint)."""
+    restarted after a crash is another worker, with its own fingerprint). A resumed run's
+    session starts after the ids its earlier sessions used (`first`), so an id names one worker
+    of the whole run: a record's `worker` is never another session's worker of the same name."""
 
-    def __init__(self) -> None:
-        self._count = itertools.count(1)
+    def __init__(self, first: int = 1) -> None:
+        self._count = itertools.count(first)
         self._lock = threading.Lock()
 
     def next(self) -> str:
