@@ -411,6 +411,19 @@ def test_urobench_and_bba_layouts(tmp_path):
     assert d.metadata["official_answer"] == "Yes" and d.category == "navigate" and Path(d.turns[0].audio_path).is_file()
 
 
+def test_a_relative_dataset_path_as_the_readme_gives_it(tmp_path, monkeypatch):
+    """The README's commands name each dataset folder relative to where they run
+    (`path=URO-Bench-data`); URO-Bench's wavs are files beside test.jsonl, read from there."""
+    import soundfile
+
+    fx.urobench(tmp_path / "URO-Bench-data")
+    fx.big_bench_audio(tmp_path / "big_bench_audio")
+    monkeypatch.chdir(tmp_path)
+    for spec in ("urobench:subset=AlpacaEval,path=URO-Bench-data", "big-bench-audio:path=big_bench_audio"):
+        (first,) = task(spec).dialogues[:1]
+        assert soundfile.info(first.turns[0].audio_path).samplerate == 16000, spec
+
+
 def bad_copy(vb: Path, tmp_path: Path, subset: str, mutate: Any) -> Path:
     """A copy of the fixture whose `subset` parquet went through `mutate` (a pandas frame edit)."""
     root = tmp_path / "bad"
