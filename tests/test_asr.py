@@ -207,6 +207,22 @@ def test_a_model_path_that_does_not_exist_says_so(tmp_path):
             WhisperASR(model=model).load()
 
 
+def test_a_model_name_that_cannot_be_had_says_what_to_do(monkeypatch):
+    """The README's `asr_model=base.en` on an offline machine: it was the hub library's own
+    two-line "LocalEntryNotFoundError: Got: ConnectError…" (and openai-whisper's URLError)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as with no network, at once
+    with pytest.raises(ModelFileError, match=r"'ivbench-test/no-such-whisper' is not in the Hugging Face cache "
+                                             r"and could not be downloaded \(LocalEntryNotFoundError.*offline, "
+                                             r"download it once where there is a network"):
+        WhisperASR(model="ivbench-test/no-such-whisper").load()
+    with pytest.raises(ModelFileError, match="'base.enn': no such folder, and not a model name faster-whisper"):
+        WhisperASR(model="base.enn").load()
+    with pytest.raises(ModelFileError, match="'base.enn': no such file, and not a model name openai-whisper knows"):
+        WhisperASR(backend="openai-whisper", model="base.enn").load()
+
+
 def test_transcript_json_round_trip():
     t = Transcript("Hello there.", [(" Hello", 0.0, 0.4), (" there.", 0.4, 0.9)], "en")
     assert Transcript.from_json(t.to_json()) == t
