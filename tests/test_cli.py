@@ -84,7 +84,7 @@ def test_list_shows_the_four_kinds_with_origins():
     assert result.exit_code == 0, result.output
     sections: dict[str, list[str]] = {}
     current = None
-    options: dict[str, list[str]] = {}  # metric -> its option lines, indented under it
+    options: dict[str, list[str]] = {}  # plugin -> its option lines, indented under it
     for line in result.output.splitlines():
         if line and not line.startswith(" "):
             current = line.rstrip(":")
@@ -94,8 +94,15 @@ def test_list_shows_the_four_kinds_with_origins():
         elif line.strip():
             sections[current].append(line)
     assert list(sections) == ["tasks", "systems", "metrics", "voices"]
-    assert set(options) == {e.split()[0] for e in sections["metrics"]}  # every metric, and only metrics
-    assert options["latency"] == ["no options"] and "threshold=0.5" in options["first_speech"]
+    # every system, metric and voice (a task's options are in its description)
+    assert set(options) == {e.split()[0] for k in ("systems", "metrics", "voices") for e in sections[k]}
+    assert options["latency"] == ["no options"]
+    assert options["first_speech"] == ["threshold=0.5, min_speech_ms=250.0, min_silence_ms=100.0"]
+    assert options["dnsmos"][0].startswith("backend=fast  fast (default")  # described: one line each
+    cascade = ", ".join(options["cascade"])
+    assert cascade.startswith("theta=3, llm_backend=null,") and ", max_new_tokens=128," in cascade
+    assert 'system_prompt="You are a helpful voice assistant. Your…"' in cascade  # a paragraph, cut
+    assert options["parrot"] == ["voice=piper:joe"] and options["kokoro"] == ["variant=null, speed=1.0, lang=en-us"]
     entry = re.compile(r"\s+(\S+)\s+\[(built-in|package \S+|file .+|module .+)\].*")
     names: dict[str, dict[str, str]] = {}
     for kind, lines in sections.items():
