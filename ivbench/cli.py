@@ -80,9 +80,10 @@ def main() -> None:
     """Benchmark voice-interaction LLMs through multi-turn spoken dialogues.
 
     \b
-    ivbench eval                  the demo task through the parrot baseline
-    ivbench list                  tasks, systems, metrics and voices
+    ivbench eval                  the demo task through parrot and the offline cascade
+    ivbench list                  tasks, systems, metrics and voices, with their options
     ivbench show RUN              a run's manifest and progress
+    ivbench score RUN             (re)score a run made anywhere
     ivbench report RUN…           one HTML report comparing runs
     """
 

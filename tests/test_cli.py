@@ -57,9 +57,15 @@ def test_console_script_help_and_version():
 
 
 def test_every_subcommand_has_help():
+    from ivbench.config import DEFAULT_SYSTEMS
+
     assert {"eval", "list", "show"} <= set(main.commands)
     result = _ivbench("--help")
     assert result.exit_code == 0 and "Usage:" in result.output
+    # The overview's examples: every command, and what a bare `ivbench eval` runs (it said "the parrot baseline")
+    examples = dict(re.findall(r"^\s+ivbench (\w+).*?  +(\S.*)$", result.output, re.M))
+    assert set(examples) == set(main.commands), result.output
+    assert all(system in examples["eval"] for system in DEFAULT_SYSTEMS), examples["eval"]
     for name, command in main.commands.items():
         result = _ivbench(name, "--help")
         assert result.exit_code == 0, (name, result.output)
