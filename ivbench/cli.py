@@ -167,7 +167,8 @@ def config_options(score_only: bool = False) -> Callable[[Any], Any]:
         extra = dict(opt.click)
         extra["type"] = _click_type(extra.get("type"))
         shown = None if extra.get("is_flag") else _shown_default(opt.show(getattr(defaults, f.name)))
-        params.append(click.option(opt.flag, f.name, default=None, help=_with_default(opt.help, shown), **extra))
+        text = opt.score_help if score_only and opt.score_help else opt.help
+        params.append(click.option(opt.flag, f.name, default=None, help=_with_default(text, shown), **extra))
     for f in flag_fields():
         extra = dict(f.metadata["click"])
         extra["type"] = _click_type(extra.get("type"))

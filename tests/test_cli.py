@@ -75,6 +75,16 @@ def test_every_subcommand_has_help():
                 assert param.opts[-1] in result.output, (name, param.opts)
 
 
+def test_score_help_speaks_of_scoring():
+    """`ivbench score --help` said --device is where "systems" run and --no-cache recomputes "user-turn speech"."""
+    result = _ivbench("score", "--help")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "Where metrics run" in text and "Read the score caches" in text
+    assert "systems" not in text.split("--workers")[0] and "user-turn" not in text, text
+    assert "Where systems and metrics run" in " ".join(_ivbench("eval", "--help").output.split())
+
+
 def test_output_piped_to_a_reader_that_has_gone_is_no_bug():
     """`ivbench list | head -3`: it printed a BrokenPipeError traceback, "this is a bug in ivbench"."""
     read_end, write_end = os.pipe()
