@@ -17,7 +17,7 @@ from conftest import assert_user_error
 from fake_openai_server import FakeOpenAIServer
 from ivbench import registry
 from ivbench.cli import main
-from ivbench.errors import ConfigError, ModelFileError, TaskFileError
+from ivbench.errors import ConfigError, MissingDependency, ModelFileError, TaskFileError
 from ivbench.judge import JudgeSettings
 from ivbench.metrics.base import MetricResult, ScoreItem, ScoringContext
 from ivbench.suites import authors, catalog, rules
@@ -422,6 +422,16 @@ def test_a_relative_dataset_path_as_the_readme_gives_it(tmp_path, monkeypatch):
     for spec in ("urobench:subset=AlpacaEval,path=URO-Bench-data", "big-bench-audio:path=big_bench_audio"):
         (first,) = task(spec).dialogues[:1]
         assert soundfile.info(first.turns[0].audio_path).samplerate == 16000, spec
+
+
+def test_without_pyarrow_a_parquet_dataset_names_the_extra(vb, monkeypatch):
+    """After `make demo` (no suites extra) this was a ModuleNotFoundError traceback called a bug."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # what an import finds when it is not installed
+    with pytest.raises(MissingDependency, match=r"commoneval.*parquet files needs pyarrow: pip install "
+                                                r"'ivbench\[suites\]'"):
+        task(f"voicebench:subset=commoneval,path={vb}").dialogues[:1]
 
 
 def bad_copy(vb: Path, tmp_path: Path, subset: str, mutate: Any) -> Path:

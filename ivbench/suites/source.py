@@ -81,7 +81,11 @@ class Shard(ABC):
 
 class ParquetShard(Shard):
     def __init__(self, path: Path) -> None:
-        import pyarrow.parquet as pq
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:  # an extra that `make demo` does not install
+            raise MissingDependency(f"{path}: reading a suite's parquet files needs pyarrow: "
+                                    "pip install 'ivbench[suites]'") from None
 
         self.path = path
         try:
