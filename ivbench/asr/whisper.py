@@ -45,7 +45,7 @@ import numpy as np
 
 from ..audio import check_audio, resample
 from ..cache import sha256_file
-from ..errors import ModelFileError
+from ..errors import MissingDependency, ModelFileError
 from ..provenance import package_version
 from ..types import Audio
 from .packing import WordTiming, clean_words, join_window, plan_windows, split_words, words_text
@@ -290,8 +290,8 @@ class WhisperASR:
     def _load_faster(self) -> None:
         try:
             from faster_whisper import WhisperModel
-        except ImportError:
-            raise ImportError(f"the faster-whisper backend needs faster-whisper: {_ASR_EXTRA}") from None
+        except ImportError as exc:
+            raise MissingDependency(f"the faster-whisper backend needs faster-whisper ({exc}): {_ASR_EXTRA}") from None
         ref = self._resolve_faster()
         folder = ref if Path(ref).is_dir() else _download_faster(ref)
         kind, index = _split_device(self.device)
@@ -317,10 +317,9 @@ class WhisperASR:
     def _load_openai(self) -> None:
         try:
             import whisper
-        except ImportError:
-            raise ImportError(
-                "the openai-whisper backend needs openai-whisper: `pip install 'ivbench[whisper]'`"
-            ) from None
+        except ImportError as exc:  # not installed, or installed --no-deps (as `make demo` does) without its own
+            raise MissingDependency(f"the openai-whisper backend needs openai-whisper and its dependencies ({exc}): "
+                                    "`pip install 'ivbench[whisper]'`") from None
         ref = self._resolve_openai()
         named = not Path(ref).is_file()
         if named and ref not in whisper.available_models():
