@@ -85,6 +85,16 @@ def test_score_help_speaks_of_scoring():
     assert "Where systems and metrics run" in " ".join(_ivbench("eval", "--help").output.split())
 
 
+def test_judge_retries_help_names_every_status_retried():
+    """It said "after a 429, 5xx or timeout"; 408 and 409 are retried too, and so is a lost connection."""
+    from ivbench.openai_endpoint import RETRYABLE_STATUS
+
+    text = " ".join(_ivbench("score", "--help").output.split())
+    retries = text.split("--judge-retries INTEGER RANGE")[1].split("--judge-timeout FLOAT")[0]
+    assert all(str(status) in retries for status in RETRYABLE_STATUS) and "5xx" in retries, retries
+    assert "lost connection" in retries and "silence" in retries, retries
+
+
 def test_output_piped_to_a_reader_that_has_gone_is_no_bug():
     """`ivbench list | head -3`: it printed a BrokenPipeError traceback, "this is a bug in ivbench"."""
     read_end, write_end = os.pipe()
