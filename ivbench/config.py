@@ -386,7 +386,9 @@ class EvalConfig:
     ray_address: Optional[str] = option(
         None, flag="--ray-address", read=read_ray_address, score=True, click={"metavar": "ADDRESS"},
         help="Join an existing Ray cluster (auto, or ray://host:port). Without --workers: one worker per GPU for a "
-             "system on CUDA, one per node otherwise.")
+             "system on CUDA, one per node otherwise.",
+        score_help="Join an existing Ray cluster (auto, or ray://host:port). Without --workers: one scoring worker "
+                   "per GPU when scoring on CUDA, one per node otherwise.")
     in_process: bool = option(False, flag="--in-process", read=read_bool, click={"is_flag": True},
                               help="Run systems inside ivbench's own process, as a debugger sees them (default: each "
                                    "system runs in a worker process, so a crashing system fails only its dialogue).")
