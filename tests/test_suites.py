@@ -659,14 +659,18 @@ def test_where_the_copy_is_option_then_environment(tmp_path, monkeypatch):
     monkeypatch.setenv(authors.VOICEBENCH_ENV, str(fx.VOICEBENCH_CODE))
     assert VoiceBench().text.origin.path == str(fx.VOICEBENCH_CODE)
     monkeypatch.setenv(authors.VOICEBENCH_ENV, str(tmp_path / "nowhere"))
-    with pytest.raises(ConfigError, match=rf"IVBENCH_VOICEBENCH_CODE: {tmp_path}/nowhere is not a folder"):
+    # what to give, as the README's `code=VoiceBench` before the clone said only "VoiceBench is not a folder"
+    with pytest.raises(ConfigError, match=rf"IVBENCH_VOICEBENCH_CODE: {tmp_path}/nowhere is not a folder; give "
+                                          r"the folder of a clone of github\.com/MatthewCYM/VoiceBench "
+                                          r"\(README, 'Suites'\)$"):
         VoiceBench()
     assert VoiceBench(code=str(fx.VOICEBENCH_CODE)).text is not None  # the option wins over the environment
     with pytest.raises(ConfigError, match=r"urobench: code=.*mark_gpt\.py: .* is not a folder \(it is a file\)"):
         UroBench(code=str(fx.UROBENCH_CODE / "metrics" / "mark_gpt.py"))
     monkeypatch.setenv(authors.BBA_ENV, str(fx.BBA_PROMPT))
     assert BigBenchAudio().text.origin.path == str(fx.BBA_PROMPT)
-    with pytest.raises(ConfigError, match=r"big_bench_audio: prompt_file=.* is not a file \(it is a folder\)"):
+    with pytest.raises(ConfigError, match=r"big_bench_audio: prompt_file=.* is not a file \(it is a folder\); give the "
+                                          r"\"LLM Evaluator Prompt\" of huggingface\.co/blog/big-bench-audio-release"):
         BigBenchAudio(prompt_file=str(tmp_path))
 
 
