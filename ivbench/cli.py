@@ -380,8 +380,10 @@ def _option_lines(entry: Any, kind: str) -> list[str]:
         factory = load_target(entry.target, kind[:-1])
         options = (metric_options(factory) if inspect.isclass(factory) else []) if kind == "metrics" else \
             _factory_options(factory)
-    except (IvbenchError, ImportError) as exc:
+    except IvbenchError as exc:
         return [f"(options not shown: {exc})"]
+    except Exception as exc:  # noqa: BLE001 - a plugin that cannot be imported: the list still shows the rest
+        return [f"(options not shown: {entry.target} cannot be imported: {type(exc).__name__}: {exc})"]
     if not options:
         note = str(getattr(factory, "options_note", "")).replace("{name}", entry.name)
         return ["no options" + (f" ({note})" if note else "")]

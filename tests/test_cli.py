@@ -161,6 +161,17 @@ def test_list_shows_the_four_kinds_with_origins():
     assert bad.exit_code != 0 and "Invalid value" in bad.output
 
 
+def test_list_shows_a_plugin_that_cannot_be_imported_and_the_rest(tmp_path):
+    """`ivbench list` imports each system's module for its options: a half-written one must not stop it."""
+    from ivbench.cli import _option_lines
+    from ivbench.registry import Entry
+
+    shutil.copy(ROOT / "tests" / "data" / "half_written_plugin.py.txt", tmp_path / "half.py")
+    entry = Entry("systems", "half", f"{tmp_path / 'half.py'}:Half", "package half")
+    (line,) = _option_lines(entry, "systems")
+    assert line.startswith(f"(options not shown: {tmp_path / 'half.py'}:Half cannot be imported: SyntaxError: "), line
+
+
 # --- eval -c run.yaml, flags override -----------------------------------------------------------
 
 RUN_YAML = """\
