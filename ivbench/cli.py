@@ -261,7 +261,10 @@ def eval_command(ctx: click.Context, config_file: Optional[Path], no_progress: b
     if config.judge is not None and not no_score:
         from .judge.client import preflight
 
-        preflight(config.judge)  # a missing key or an unserved model fails now, not after generating
+        unreachable = preflight(config.judge)  # a missing key or an unserved model fails now, not after generating
+        if unreachable:  # not an error: it may be started while the systems run
+            click.echo(f"warning: the judge cannot be reached now ({unreachable}); generating anyway: start it "
+                       "before the scoring begins, or score later with `ivbench score RUN`", err=True)
     with _ray_cluster(config):  # one Ray cluster for generating and scoring, when workers are asked for
         result = run_eval(config, progress=not no_progress, argv=sys.argv)
         if no_score:

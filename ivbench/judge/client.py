@@ -211,14 +211,16 @@ class JudgeClient:
         return reply
 
 
-def preflight(settings: JudgeSettings) -> None:
+def preflight(settings: JudgeSettings) -> Optional[str]:
     """What can be checked of a judge before a long generation: its key (the key rule) and, where
-    the server lists its models, that it serves the model. Raises ConfigError / EndpointError; a
-    server that cannot be reached now is left for the scoring to report."""
+    the server lists its models, that it serves the model. Raises ConfigError / EndpointError. A
+    server that cannot be reached now is not an error (it may be started while the systems run):
+    the reason is returned, for the caller to warn about."""
     endpoint = ChatEndpoint(settings.base_url, settings.model, key=settings.api_key(),
                             timeout=min(settings.timeout, 10.0), retries=0, names=OPTION_NAMES)
     try:
         endpoint.check_model()
+        return endpoint.unreachable_at_check
     finally:
         endpoint.close()
 
