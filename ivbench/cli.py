@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -15,7 +14,6 @@ from . import __version__
 EXIT_BUG = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
-EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE, as shells report `ivbench list | head` for other tools
 
 
 def _blame(exc: BaseException) -> str:
@@ -57,41 +55,13 @@ class _Main(click.Group):
         except KeyboardInterrupt:
             click.echo("\ninterrupted: what was finished is saved; the same command resumes", err=True)
             ctx.exit(EXIT_INTERRUPTED)
-        except BrokenPipeError as exc:
-            if not _stdout_reader_gone():
-                _bug(ctx, exc)
-            # The reader of our output has gone (`| head`): nothing is wrong and nothing can be said.
-            # Python would also complain while flushing stdout at exit, so stdout goes nowhere.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            ctx.exit(EXIT_PIPE_CLOSED)
         except Exception as exc:  # noqa: BLE001 - a bug: show all of it
-            _bug(ctx, exc)
+            import traceback
 
-
-def _bug(ctx: click.Context, exc: BaseException) -> None:
-    import traceback
-
-    traceback.print_exception(exc)
-    click.echo(f"\nthis is a bug in {_blame(exc)}, not something you did: please report it with the "
-               "traceback above", err=True)
-    ctx.exit(EXIT_BUG)
-
-
-def _stdout_reader_gone() -> bool:
-    """Whether stdout is a pipe whose reading end is closed (poll reports an error on it): a
-    BrokenPipeError from anywhere else (a worker's pipe) is a bug."""
-    import select
-    import stat
-
-    try:
-        fd = sys.stdout.fileno()
-        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
-            return False
-        poller = select.poll()
-        poller.register(fd, select.POLLOUT)
-        return any(events & select.POLLERR for _, events in poller.poll(0))
-    except (OSError, ValueError):  # no real stdout (captured, closed): not a pipe to us
-        return False
+            traceback.print_exc()
+            click.echo(f"\nthis is a bug in {_blame(exc)}, not something you did: please report it with the "
+                       "traceback above", err=True)
+            ctx.exit(EXIT_BUG)
 
 
 def _show_warning(shown: set[str], message: Union[Warning, str], category: type[Warning], filename: str,
