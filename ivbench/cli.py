@@ -231,10 +231,7 @@ def eval_command(ctx: click.Context, config_file: Optional[Path], no_progress: b
     if config.judge is not None and not no_score:
         from .judge.client import preflight
 
-        unreachable = preflight(config.judge)  # a missing key or an unserved model fails now, not after generating
-        if unreachable:  # not an error: it may be started while the systems run
-            click.echo(f"warning: the judge cannot be reached now ({unreachable}); generating anyway: start it "
-                       "before the scoring begins, or score later with `ivbench score RUN`", err=True)
+        preflight(config.judge)  # a missing key or an unserved model fails now, not after generating
     with _ray_cluster(config):  # one Ray cluster for generating and scoring, when workers are asked for
         result = run_eval(config, progress=not no_progress, argv=sys.argv)
         if no_score:
@@ -315,7 +312,9 @@ def score_command(ctx: click.Context, run_dir: Path, no_progress: bool, **params
     if config.judge is not None:
         from .judge.client import preflight
 
-        preflight(config.judge)  # as eval does: a missing key or an unserved model fails before any metric runs
+        # As eval does: a missing key or an unserved model fails before any metric runs. A server that
+        # cannot be reached is not warned about: the scoring says so at once.
+        preflight(config.judge, warn_unreachable=False)
     _score_and_print(run_dir, config, not no_progress)
     click.echo(f"\nscores: {run_dir / 'scores.jsonl'}\nsummary: {run_dir / 'summary.csv'}")
 
