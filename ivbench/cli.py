@@ -115,9 +115,10 @@ def main() -> None:
     """Benchmark voice-interaction LLMs through multi-turn spoken dialogues.
 
     \b
-    ivbench eval                  the demo task through the parrot baseline
-    ivbench list                  tasks, systems, metrics and voices
+    ivbench eval                  the demo task through parrot and the offline cascade
+    ivbench list                  tasks, systems, metrics and voices, with their options
     ivbench show RUN              a run's manifest and progress
+    ivbench score RUN             (re)score a run made anywhere
     ivbench report RUN…           one HTML report comparing runs
     """
 
@@ -171,7 +172,8 @@ def config_options(score_only: bool = False) -> Callable[[Any], Any]:
         extra = dict(opt.click)
         extra["type"] = _click_type(extra.get("type"))
         shown = None if extra.get("is_flag") else _shown_default(opt.show(getattr(defaults, f.name)))
-        params.append(click.option(opt.flag, f.name, default=None, help=_with_default(opt.help, shown), **extra))
+        text = opt.score_help if score_only and opt.score_help else opt.help
+        params.append(click.option(opt.flag, f.name, default=None, help=_with_default(text, shown), **extra))
     for f in flag_fields():
         extra = dict(f.metadata["click"])
         extra["type"] = _click_type(extra.get("type"))
@@ -349,7 +351,9 @@ def score_command(ctx: click.Context, run_dir: Path, no_progress: bool, **params
     if config.judge is not None:
         from .judge.client import preflight
 
-        preflight(config.judge)  # as eval does: a missing key or an unserved model fails before any metric runs
+        # As eval does: a missing key or an unserved model fails before any metric runs. A server that
+        # cannot be reached is not warned about: the scoring says so at once.
+        preflight(config.judge, warn_unreachable=False)
     _score_and_print(run_dir, config, not no_progress)
     click.echo(f"\nscores: {run_dir / 'scores.jsonl'}\nsummary: {run_dir / 'summary.csv'}")
 
@@ -358,7 +362,7 @@ def score_command(ctx: click.Context, run_dir: Path, no_progress: bool, **params
 @click.argument("kind", required=False, type=click.Choice(["tasks", "systems", "metrics", "voices"]))
 def list_command(kind: Optional[str]) -> None:
     """Tasks, systems, metrics and voices, one line each, with where each comes from; each
-    metric's options below it (give them as name:key=value)."""
+    system's, metric's and voice's options below it (give them as name:key=value)."""
     from .registry import KINDS, entries
 
     for k in [kind] if kind else KINDS:
@@ -366,14 +370,17 @@ def list_command(kind: Optional[str]) -> None:
         for entry in entries(k):
             description = f"  {entry.description}" if entry.description else ""
             click.echo(f"  {entry.name:<20} [{entry.origin}]{description}")
-            if k == "metrics":
-                for line in _metric_option_lines(entry):
+            if k != "tasks":  # a task's options are in its description (and a task file has none)
+                for line in _option_lines(entry, k):
                     click.echo(f"  {'':<20} {line}")
 
 
-def _metric_option_lines(entry: Any) -> list[str]:
-    """`key=default  what it does` for each option of a metric (imports its module, which
-    holds no heavy imports by the metric rules)."""
+LONGEST_DEFAULT = 40  # characters of a default shown in `ivbench list` (a system prompt is a paragraph)
+
+
+def _option_lines(entry: Any, kind: str) -> list[str]:
+    """`key=default  what it does` for each option of a plugin (imports its module, which holds
+    no heavy imports by the plugin rules)."""
     import inspect
 
     from .errors import IvbenchError
@@ -381,19 +388,62 @@ def _metric_option_lines(entry: Any) -> list[str]:
     from .registry import load_target
 
     try:
-        cls = load_target(entry.target, "metric")
-        options = metric_options(cls) if inspect.isclass(cls) else []
-    except (IvbenchError, ImportError) as exc:
+        factory = load_target(entry.target, kind[:-1])
+        options = (metric_options(factory) if inspect.isclass(factory) else []) if kind == "metrics" else \
+            _factory_options(factory)
+    except IvbenchError as exc:
         return [f"(options not shown: {exc})"]
+    except Exception as exc:  # noqa: BLE001 - a plugin that cannot be imported: the list still shows the rest
+        return [f"(options not shown: {entry.target} cannot be imported: {type(exc).__name__}: {exc})"]
     if not options:
-        note = str(getattr(cls, "options_note", "")).replace("{name}", entry.name)
+        note = str(getattr(factory, "options_note", "")).replace("{name}", entry.name)
         return ["no options" + (f" ({note})" if note else "")]
-    lines = []
+    lines: list[str] = []
+    plain: list[str] = []  # options without a description, run together on wrapped lines
     for name, default, text in options:
-        shown = "required" if default is inspect.Parameter.empty else (
-            "null" if default is None else str(default).lower() if isinstance(default, bool) else default)
-        lines.append(f"{name}={shown}" + (f"  {text}" if text else ""))
-    return lines
+        if text:
+            lines += _wrapped(plain) + [f"{name}={_shown_option(default)}  {text}"]
+            plain = []
+        else:
+            plain.append(f"{name}={_shown_option(default)}")
+    return lines + _wrapped(plain)
+
+
+def _wrapped(options: list[str], width: int = 96) -> list[str]:
+    """`options` joined by ", " on lines of about `width` characters, never breaking one."""
+    lines: list[str] = []
+    for option in options:
+        if lines and len(lines[-1]) + 2 + len(option) <= width:
+            lines[-1] += f", {option}"
+        else:
+            lines.append(option)
+    return [line + ("," if n < len(lines) - 1 else "") for n, line in enumerate(lines)]
+
+
+def _factory_options(factory: Any) -> list[tuple[str, Any, str]]:
+    """(name, default, what it does) of each keyword a system's or voice's factory takes, as
+    `registry.create` binds them; what it does from the class's `option_help`, where it has one."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # no introspectable signature (a C callable)
+        return []
+    help_ = getattr(factory, "option_help", None) or {}
+    return [(p.name, p.default, help_.get(p.name, "")) for p in parameters
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def _shown_option(default: Any) -> str:
+    import inspect
+
+    if default is inspect.Parameter.empty:
+        return "required"
+    if default is None or isinstance(default, bool):
+        return "null" if default is None else str(default).lower()
+    text = str(default)
+    text = text if len(text) <= LONGEST_DEFAULT else text[:LONGEST_DEFAULT - 1].rstrip() + "…"
+    return f'"{text}"' if any(c.isspace() or c == "," for c in text) else text
 
 
 @main.command("show")

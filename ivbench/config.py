@@ -77,6 +77,7 @@ class Option:
     click: dict[str, Any] = field(default_factory=dict)  # type, multiple, metavar, envvar… for click
     identity: bool = False  # part of what the run measures: resuming must agree on it
     score: bool = False  # also an option of `ivbench score`
+    score_help: str = ""  # its help there, where `help` speaks of generating ("" -> `help`)
     yaml: bool = True  # False: an action of one command (--fresh), not a setting of the run
     show: Callable[[Any], Any] = lambda value: value  # the value as the manifest records it
 
@@ -355,14 +356,16 @@ class EvalConfig:
                                            help="Seconds a turn may take before it is recorded as timed out "
                                                 "(0: no limit).")
     device: str = option("auto", flag="--device", read=read_device, score=True,
-                         click={"type": ("choice", DEVICES)}, help="Where systems and metrics run.")
+                         click={"type": ("choice", DEVICES)}, help="Where systems and metrics run.",
+                         score_help="Where metrics run (auto: the GPU if there is one).")
     seed: int = option(0, flag="--seed", read=read_int(0), identity=True, click={"type": ("int", 0)},
                        help="Seed of every random choice (each dialogue gets its own, derived from it).")
     cache_dir: Optional[Path] = option(None, flag="--cache-dir", read=read_path, score=True,
                                        show=lambda p: None if p is None else str(p), click={"type": ("path", "dir")},
                                        help="Where caches live (default $IVBENCH_CACHE_DIR or ~/.cache/ivbench).")
     use_cache: bool = option(True, flag="--cache/--no-cache", read=read_bool, score=True,
-                             help="Read caches (user-turn speech, scores); --no-cache recomputes everything.")
+                             help="Read caches (user-turn speech, scores); --no-cache recomputes everything.",
+                             score_help="Read the score caches; --no-cache recomputes every metric.")
     metrics: Optional[list[Spec]] = option(
         None, flag="--metrics", read=read_metrics, score=True,
         show=lambda specs: None if specs is None else [s.label for s in specs],
@@ -383,7 +386,9 @@ class EvalConfig:
     ray_address: Optional[str] = option(
         None, flag="--ray-address", read=read_ray_address, score=True, click={"metavar": "ADDRESS"},
         help="Join an existing Ray cluster (auto, or ray://host:port). Without --workers: one worker per GPU for a "
-             "system on CUDA, one per node otherwise.")
+             "system on CUDA, one per node otherwise.",
+        score_help="Join an existing Ray cluster (auto, or ray://host:port). Without --workers: one scoring worker "
+                   "per GPU when scoring on CUDA, one per node otherwise.")
     in_process: bool = option(False, flag="--in-process", read=read_bool, click={"is_flag": True},
                               help="Run systems inside ivbench's own process, as a debugger sees them (default: each "
                                    "system runs in a worker process, so a crashing system fails only its dialogue).")

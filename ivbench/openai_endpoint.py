@@ -342,6 +342,7 @@ class ChatEndpoint:
         self._lock = threading.Lock()
         self._model_lock = threading.Lock()
         self._model_checked = False
+        self.unreachable_at_check: Optional[str] = None  # why `GET /models` found no server, if it did not
         self._fatal: Optional[str] = None
         self._idle: list[http.client.HTTPConnection] = []
         self._ssl: Optional[ssl.SSLContext] = None
@@ -392,7 +393,9 @@ class ChatEndpoint:
         route, or cannot be asked (the chat request will say why)."""
         try:
             status, raw = self._get("/models")
-        except _Failure:
+        except _Failure as exc:
+            if exc.unreachable:
+                self.unreachable_at_check = exc.reason
             return None
         if status != 200:
             return None

@@ -207,6 +207,37 @@ def test_a_model_path_that_does_not_exist_says_so(tmp_path):
             WhisperASR(model=model).load()
 
 
+def test_openai_whisper_without_its_dependencies_says_which_and_the_extra(monkeypatch):
+    """`make demo` installs openai-whisper --no-deps (for its normaliser): the backend then said it needed
+    openai-whisper, which was installed, and not that tiktoken was missing."""
+    import sys
+
+    from ivbench.errors import MissingDependency
+
+    for name in [m for m in sys.modules if m == "whisper" or m.startswith("whisper.")]:  # imported afresh
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "tiktoken", None)  # what an import finds when it is not installed
+    with pytest.raises(MissingDependency, match=r"needs openai-whisper and its dependencies \(.*tiktoken.*\): "
+                                                r"`pip install 'ivbench\[whisper\]'`"):
+        WhisperASR(backend="openai-whisper").load()
+
+
+def test_a_model_name_that_cannot_be_had_says_what_to_do(monkeypatch):
+    """The README's `asr_model=base.en` on an offline machine: it was the hub library's own
+    two-line "LocalEntryNotFoundError: Got: ConnectError…" (and openai-whisper's URLError)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as with no network, at once
+    with pytest.raises(ModelFileError, match=r"'ivbench-test/no-such-whisper' is not in the Hugging Face cache "
+                                             r"and could not be downloaded \(LocalEntryNotFoundError.*offline, "
+                                             r"download it once where there is a network"):
+        WhisperASR(model="ivbench-test/no-such-whisper").load()
+    with pytest.raises(ModelFileError, match="'base.enn': no such folder, and not a model name faster-whisper"):
+        WhisperASR(model="base.enn").load()
+    with pytest.raises(ModelFileError, match="'base.enn': no such file, and not a model name openai-whisper knows"):
+        WhisperASR(backend="openai-whisper", model="base.enn").load()
+
+
 def test_transcript_json_round_trip():
     t = Transcript("Hello there.", [(" Hello", 0.0, 0.4), (" there.", 0.4, 0.9)], "en")
     assert Transcript.from_json(t.to_json()) == t

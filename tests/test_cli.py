@@ -57,9 +57,15 @@ def test_console_script_help_and_version():
 
 
 def test_every_subcommand_has_help():
+    from ivbench.config import DEFAULT_SYSTEMS
+
     assert {"eval", "list", "show"} <= set(main.commands)
     result = _ivbench("--help")
     assert result.exit_code == 0 and "Usage:" in result.output
+    # The overview's examples: every command, and what a bare `ivbench eval` runs (it said "the parrot baseline")
+    examples = dict(re.findall(r"^\s+ivbench (\w+).*?  +(\S.*)$", result.output, re.M))
+    assert set(examples) == set(main.commands), result.output
+    assert all(system in examples["eval"] for system in DEFAULT_SYSTEMS), examples["eval"]
     for name, command in main.commands.items():
         result = _ivbench(name, "--help")
         assert result.exit_code == 0, (name, result.output)
@@ -67,6 +73,26 @@ def test_every_subcommand_has_help():
         for param in command.params:
             if isinstance(param, click.Option):
                 assert param.opts[-1] in result.output, (name, param.opts)
+
+
+def test_score_help_speaks_of_scoring():
+    """`ivbench score --help` said --device is where "systems" run and --no-cache recomputes "user-turn speech"."""
+    result = _ivbench("score", "--help")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "Where metrics run" in text and "Read the score caches" in text
+    assert "system" not in text and "user-turn" not in text, text
+    assert "Where systems and metrics run" in " ".join(_ivbench("eval", "--help").output.split())
+
+
+def test_judge_retries_help_names_every_status_retried():
+    """It said "after a 429, 5xx or timeout"; 408 and 409 are retried too, and so is a lost connection."""
+    from ivbench.openai_endpoint import RETRYABLE_STATUS
+
+    text = " ".join(_ivbench("score", "--help").output.split())
+    retries = text.split("--judge-retries INTEGER RANGE")[1].split("--judge-timeout FLOAT")[0]
+    assert all(str(status) in retries for status in RETRYABLE_STATUS) and "5xx" in retries, retries
+    assert "lost connection" in retries and "silence" in retries, retries
 
 
 def test_eval_help_lists_its_flags():
@@ -84,7 +110,7 @@ def test_list_shows_the_four_kinds_with_origins():
     assert result.exit_code == 0, result.output
     sections: dict[str, list[str]] = {}
     current = None
-    options: dict[str, list[str]] = {}  # metric -> its option lines, indented under it
+    options: dict[str, list[str]] = {}  # plugin -> its option lines, indented under it
     for line in result.output.splitlines():
         if line and not line.startswith(" "):
             current = line.rstrip(":")
@@ -94,8 +120,15 @@ def test_list_shows_the_four_kinds_with_origins():
         elif line.strip():
             sections[current].append(line)
     assert list(sections) == ["tasks", "systems", "metrics", "voices"]
-    assert set(options) == {e.split()[0] for e in sections["metrics"]}  # every metric, and only metrics
-    assert options["latency"] == ["no options"] and "threshold=0.5" in options["first_speech"]
+    # every system, metric and voice (a task's options are in its description)
+    assert set(options) == {e.split()[0] for k in ("systems", "metrics", "voices") for e in sections[k]}
+    assert options["latency"] == ["no options"]
+    assert options["first_speech"] == ["threshold=0.5, min_speech_ms=250.0, min_silence_ms=100.0"]
+    assert options["dnsmos"][0].startswith("backend=fast  fast (default")  # described: one line each
+    cascade = ", ".join(options["cascade"])
+    assert cascade.startswith("theta=3, llm_backend=null,") and ", max_new_tokens=128," in cascade
+    assert 'system_prompt="You are a helpful voice assistant. Your…"' in cascade  # a paragraph, cut
+    assert options["parrot"] == ["voice=piper:joe"] and options["kokoro"] == ["variant=null, speed=1.0, lang=en-us"]
     entry = re.compile(r"\s+(\S+)\s+\[(built-in|package \S+|file .+|module .+)\].*")
     names: dict[str, dict[str, str]] = {}
     for kind, lines in sections.items():
@@ -114,6 +147,17 @@ def test_list_shows_the_four_kinds_with_origins():
     assert only.output.splitlines()[0] == "voices:" and "tasks:" not in only.output
     bad = _ivbench("list", "judges")
     assert bad.exit_code != 0 and "Invalid value" in bad.output
+
+
+def test_list_shows_a_plugin_that_cannot_be_imported_and_the_rest(tmp_path):
+    """`ivbench list` imports each system's module for its options: a half-written one must not stop it."""
+    from ivbench.cli import _option_lines
+    from ivbench.registry import Entry
+
+    shutil.copy(ROOT / "tests" / "data" / "half_written_plugin.py.txt", tmp_path / "half.py")
+    entry = Entry("systems", "half", f"{tmp_path / 'half.py'}:Half", "package half")
+    (line,) = _option_lines(entry, "systems")
+    assert line.startswith(f"(options not shown: {tmp_path / 'half.py'}:Half cannot be imported: SyntaxError: "), line
 
 
 # --- eval -c run.yaml, flags override -----------------------------------------------------------

@@ -758,3 +758,29 @@ def test_score_checks_the_judge_model_before_any_metric_runs(parrot_run, keys):
         assert not server.requests
     assert_user_error(result, "model 'judge-c' is not served by", "judge-a, judge-b")
     assert (Path("run") / "scores.jsonl").read_bytes() == before
+
+
+def test_eval_warns_before_generating_when_the_judge_cannot_be_reached(tmp_path, monkeypatch, keys):
+    """It generated everything and only then said the judge was unreachable; generating still goes
+    on (the server may be started meanwhile), but the user knows at once."""
+    from click.testing import CliRunner
+
+    from conftest import write_task
+    from ivbench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    task = write_task(tmp_path, [["Hello there."]])
+
+    def run(url: str, out: str) -> Any:
+        return CliRunner().invoke(main, ["eval", "--task", str(task), "--system", "parrot", "--mode", "t2t",
+                                         "--warmup", "0", "--out", out, "--no-progress", "--device", "cpu",
+                                         "--metrics", "latency;judge", "--judge-model", "judge-a",
+                                         "--judge-base-url", url])
+
+    dead = run(f"http://127.0.0.1:{closed_port()}/v1", "dead")
+    first = dead.output.splitlines()[0]
+    assert first.startswith("warning: the judge cannot be reached now (") and "generating anyway" in first, dead.output
+    assert dead.exit_code == 2 and (tmp_path / "dead" / "records.jsonl").stat().st_size > 0  # generated all the same
+    with FakeOpenAIServer(models=["judge-a"]) as server:
+        alive = run(server.url, "alive")
+    assert alive.exit_code == 0 and "warning" not in alive.output, alive.output

@@ -1,4 +1,5 @@
-"""The README's promises: its plugin example runs as shown, and its two commands are the ones CI uses."""
+"""The README's promises: its plugin example runs as shown, its two commands are the ones CI uses,
+and what it says the command line shows, it shows."""
 import json
 import re
 import subprocess
@@ -42,3 +43,29 @@ def test_ci_runs_the_readme_test_command():
     assert recipe, makefile
     assert recipe.group(1).splitlines() == ["\t$(VENV)/bin/ruff check ivbench tests benchmarks", "\t$(VENV)/bin/mypy",
                                             "\t$(PY) -m pytest -q"]
+
+
+def test_ivbench_list_shows_every_option_the_readmes_system_entries_use():
+    """"`ivbench list` … show[s] every option" of the cascade: it listed metrics' options only."""
+    import yaml
+    from click.testing import CliRunner
+
+    from ivbench.cli import main
+
+    listing = CliRunner().invoke(main, ["list", "systems"])
+    assert listing.exit_code == 0, listing.output
+    shown: dict[str, set[str]] = {}
+    for line in listing.output.splitlines()[1:]:
+        if not line.startswith(" " * 4):
+            name = line.split()[0]
+            continue
+        shown.setdefault(name, set()).update(re.findall(r"(\w+)=", re.sub(r'"[^"]*"', "", line)))
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", README, flags=re.S)]
+    entries = [e for b in blocks for e in b.get("systems", []) if isinstance(e, dict) and ":" not in e["name"]]
+    assert entries, "the README's system entries"
+    for entry in entries:
+        for key in set(entry) - {"name", "label", "python", "resources"}:  # the run config's own keys
+            assert key in shown[entry["name"]], (entry, key)
+    # and the command-line form it shows: cascade:theta=1,voice=piper:joe,asr_model=base.en
+    (spec,) = re.findall(r"--system (cascade:[^`\s]+)", README)
+    assert {kv.split("=")[0] for kv in spec.split(":", 1)[1].split(",")} <= shown["cascade"]

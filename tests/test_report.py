@@ -559,3 +559,13 @@ def test_a_run_where_every_turn_failed_says_so_instead_of_plotting(tmp_path):
     plots, notes = all_plots(data, build_leaderboard(data))
     assert plots == [] and notes == ["No plots: every one of the 2 turns failed; the leaderboard's notes and the "
                                      "dialogues below give the errors."]
+
+
+def test_the_size_said_after_writing_a_small_report_is_not_zero(tmp_path):
+    """`ivbench report … --format md` said "(0.0 MB)" for its 1.7 KB."""
+    from ivbench.report import describe
+
+    small, large = tmp_path / "x.md", tmp_path / "x.html"
+    small.write_bytes(b"|" * 1741)
+    large.write_bytes(b"<" * (3 * 2**20 // 10))
+    assert describe(small) == f"{small} (1.7 KB)" and describe(large) == f"{large} (0.3 MB)"

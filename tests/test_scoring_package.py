@@ -41,3 +41,9 @@ def test_a_metric_that_cannot_load_is_noted_once_with_its_reason(tmp_path, monke
     assert {(r.metric, r.result.status, r.result.reason) for r in rows} == {
         (absent, "missing", reason), (reads, "missing", f"no transcript: {reason}")}
     assert len(rows) == 4
+    # At the command line too, once: it was also logged, and with no logging configured Python's
+    # last-resort handler printed it bare (a subprocess: pytest's own log handlers hide that).
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "score", "run", "--metrics", absent, "--no-progress"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (proc.stdout + proc.stderr).count(reason) == 1, proc.stderr

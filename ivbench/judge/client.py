@@ -18,6 +18,7 @@ import json
 import random
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,16 +212,20 @@ class JudgeClient:
         return reply
 
 
-def preflight(settings: JudgeSettings) -> None:
+def preflight(settings: JudgeSettings, *, warn_unreachable: bool = True) -> None:
     """What can be checked of a judge before a long generation: its key (the key rule) and, where
-    the server lists its models, that it serves the model. Raises ConfigError / EndpointError; a
-    server that cannot be reached now is left for the scoring to report."""
+    the server lists its models, that it serves the model. Raises ConfigError / EndpointError. A
+    server that cannot be reached now is not an error (it may be started while the systems run),
+    but is warned about, so the user knows before the generation rather than after it."""
     endpoint = ChatEndpoint(settings.base_url, settings.model, key=settings.api_key(),
                             timeout=min(settings.timeout, 10.0), retries=0, names=OPTION_NAMES)
     try:
         endpoint.check_model()
     finally:
         endpoint.close()
+    if warn_unreachable and endpoint.unreachable_at_check:
+        warnings.warn(f"the judge cannot be reached now ({endpoint.unreachable_at_check}); generating anyway: "
+                      "start it before the scoring begins, or score later with `ivbench score RUN`", stacklevel=2)
 
 
 def shared_client(context: ScoringContext) -> Optional[JudgeClient]:

@@ -54,9 +54,10 @@ class JudgeSettings:
     concurrency: int = field(default=4, metadata=_flag(
         "--judge-concurrency", "Judge requests at once (a server that answers one at a time gains nothing from more).",
         type=("int", 1)))
-    # Further attempts after a 429, a 5xx, a timeout or a connection error.
-    retries: int = field(default=5, metadata=_flag("--judge-retries", "Judge retries after a 429, 5xx or timeout.",
-                                                   type=("int", 0)))
+    # Further attempts after a retryable status (openai_endpoint.RETRYABLE_STATUS, 5xx), silence or a lost connection.
+    retries: int = field(default=5, metadata=_flag(
+        "--judge-retries", "Judge retries, with exponential backoff, after a 408, 409, 429 or 5xx answer, a silence "
+        "past --judge-timeout or a lost connection.", type=("int", 0)))
     # The longest silence (seconds) before a request is given up and tried again: to connect,
     # before the first streamed token, between two tokens; not the length of the whole reply.
     timeout: float = field(default=120.0, metadata=_flag(

@@ -70,7 +70,8 @@ def write_report(runs: Sequence[Union[str, Path]], out: Optional[Union[str, Path
 def describe(path: Path) -> str:
     """The report's path and size, with a hint when it is too large to e-mail."""
     size = Path(path).stat().st_size / 2**20
-    text = f"{path} ({size:.1f} MB)"
+    # A Markdown or CSV leaderboard is a few KB, which "0.0 MB" would hide.
+    text = f"{path} ({size:.1f} MB)" if size >= 0.1 else f"{path} ({size * 1024:.1f} KB)"
     if size > MAIL_MB:
         text += (f"\n  over {MAIL_MB} MB, too large for most e-mail: zip it (it shrinks by about 40%) "
                  "or render it with --audio link")

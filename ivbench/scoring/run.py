@@ -165,8 +165,7 @@ def _scored(label: str, metric: Metric, batches: list[list[Any]], workers: Any,
 
 def _unloaded(metric: Metric, targets: list[Target], reason: str) -> MetricRun:
     """A metric that cannot load is missing on every target (that its precheck does not settle),
-    not a crashed run."""
-    log.warning(reason)
+    not a crashed run. Not logged: the score prints the reason once, as a note (`MetricRun.unloadable`)."""
     results = {target.key: (metric.precheck(target) or MetricResult.unavailable(metric.fields, Status.MISSING, reason))
                for target in targets}
     return MetricRun(results, unloadable=reason)

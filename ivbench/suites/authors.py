@@ -131,8 +131,10 @@ class BigBenchAudioText:
 # -- where the copy is -----------------------------------------------------------------------------
 
 
-def locate(option: Optional[str], env: str, metric: str, option_name: str, want_dir: bool) -> Optional[Path]:
-    """The metric option's path, else the environment variable's; None when neither is set."""
+def locate(option: Optional[str], env: str, metric: str, option_name: str, want_dir: bool,
+           what: str = "") -> Optional[Path]:
+    """The metric option's path, else the environment variable's; None when neither is set.
+    `what` says what the path should be, for the error when it is not there."""
     value, source = (option, f"{metric}: {option_name}={option}") if option else (os.environ.get(env), env)
     if not value:
         return None
@@ -140,7 +142,8 @@ def locate(option: Optional[str], env: str, metric: str, option_name: str, want_
     kind = "folder" if want_dir else "file"
     if not (path.is_dir() if want_dir else path.is_file()):
         raise ConfigError(f"{source}: {path} is not a {kind}" + (" (it is a file)" if want_dir and path.is_file()
-                                                                  else " (it is a folder)" if path.is_dir() else ""))
+                                                                  else " (it is a folder)" if path.is_dir() else "")
+                          + (f"; give {what} (README, 'Suites')" if what else ""))
     return path
 
 
@@ -310,18 +313,21 @@ class _Source:
     env: str
     folder: bool  # a checkout folder (else one file)
     load: Callable[[Path], Any]
+    what: str  # what the path should be, said when it is not there
 
 
-_SOURCES = {"voicebench": _Source("code", VOICEBENCH_ENV, True, load_voicebench),
-            "urobench": _Source("code", UROBENCH_ENV, True, load_urobench),
-            "big_bench_audio": _Source("prompt_file", BBA_ENV, False, load_big_bench_audio)}
+_SOURCES = {"voicebench": _Source("code", VOICEBENCH_ENV, True, load_voicebench,
+                                  f"the folder of a clone of {VOICEBENCH_REPO}"),
+            "urobench": _Source("code", UROBENCH_ENV, True, load_urobench, f"the folder of a clone of {UROBENCH_REPO}"),
+            "big_bench_audio": _Source("prompt_file", BBA_ENV, False, load_big_bench_audio,
+                                       f"the \"LLM Evaluator Prompt\" of {BBA_PAGE} saved as a text file")}
 
 
 def text_for(metric: str, value: Optional[str]) -> Any:
     """The authors' text for `metric` from the copy its option names (else its environment
     variable names); None when neither names one."""
     source = _SOURCES[metric]
-    path = locate(value, source.env, metric, source.option, source.folder)
+    path = locate(value, source.env, metric, source.option, source.folder, source.what)
     return None if path is None else source.load(path)
 
 

@@ -81,7 +81,11 @@ class Shard(ABC):
 
 class ParquetShard(Shard):
     def __init__(self, path: Path) -> None:
-        import pyarrow.parquet as pq
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:  # an extra that `make demo` does not install
+            raise MissingDependency(f"{path}: reading a suite's parquet files needs pyarrow: "
+                                    "pip install 'ivbench[suites]'") from None
 
         self.path = path
         try:
@@ -359,8 +363,11 @@ class AudioRef:
         assert self.file is not None
         if not self.file.is_file():
             raise TaskFileError(f"audio file {self.file} not found")
-        key = f"{_file_fingerprint(self.file)}{_digest(str(self.file.resolve()))[:8]}-{SAMPLE_RATE}"
-        return extract_audio(str(self.file), str(self.file), self.file.parent, root / "files" / f"{key}.wav")
+        # Absolute: `extract_audio` reads a relative path as relative to its base folder (a row's
+        # file inside a dataset), which would join a relative `path=` on to itself.
+        file = self.file.resolve()
+        key = f"{_file_fingerprint(file)}{_digest(str(file))[:8]}-{SAMPLE_RATE}"
+        return extract_audio(str(file), str(self.file), file.parent, root / "files" / f"{key}.wav")
 
 
 @dataclass
