@@ -28,7 +28,8 @@ _HOMES = {
     # metrics: what a metric plugin declares, reads and returns
     "Metric": "ivbench.metrics.base", "Need": "ivbench.metrics.base", "ScoreItem": "ivbench.metrics.base",
     "DialogueItem": "ivbench.metrics.base", "MetricResult": "ivbench.types", "FieldInfo": "ivbench.types",
-    "Status": "ivbench.types",
+    "Status": "ivbench.types", "Headline": "ivbench.metrics.base", "Ratio": "ivbench.metrics.base",
+    "ScoringContext": "ivbench.scoring.context",
     # voices: what a TTS plugin implements
     "Voice": "ivbench.voices.base",
     # errors: what the user can fix (the command line prints these as one line)
@@ -39,15 +40,16 @@ _HOMES = {
 
 # The same names as _HOMES (a literal, so linters and type checkers read it; a test compares them).
 __all__ = ["Audio", "AudioChunk", "AudioError", "ConfigError", "Dialogue", "DialogueItem", "EndpointError",
-           "FieldInfo", "IvbenchError", "Metric", "MetricResult", "MissingDependency", "Mode",
-           "ModelFileError", "Need", "PluginError", "ReplyEvent", "RunDirError", "ScoreItem", "Session",
-           "StageMark", "Status", "System", "Task", "TaskFileError", "TextDelta", "TurnInput", "UserTurn", "Voice",
-           "__version__"]
+           "FieldInfo", "Headline", "IvbenchError", "Metric", "MetricResult", "MissingDependency", "Mode",
+           "ModelFileError", "Need", "PluginError", "Ratio", "ReplyEvent", "RunDirError", "ScoreItem",
+           "ScoringContext", "Session", "StageMark", "Status", "System", "Task", "TaskFileError", "TextDelta",
+           "TurnInput", "UserTurn", "Voice", "__version__"]
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ imports on use
     from .errors import (AudioError, ConfigError, EndpointError, IvbenchError, MissingDependency,
                          ModelFileError, PluginError, RunDirError, TaskFileError)
-    from .metrics.base import DialogueItem, Metric, Need, ScoreItem
+    from .metrics.base import DialogueItem, Headline, Metric, Need, Ratio, ScoreItem
+    from .scoring.context import ScoringContext
     from .systems.base import Session, System
     from .types import (Audio, AudioChunk, Dialogue, FieldInfo, MetricResult, Mode, ReplyEvent, StageMark, Status,
                         Task, TextDelta, TurnInput, UserTurn)
