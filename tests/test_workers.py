@@ -72,6 +72,17 @@ def test_a_system_that_ends_its_process_fails_its_dialogue_and_the_run_goes_on(h
     assert workers <= set(_session(here / "run")["workers"])
 
 
+def test_no_fresh_worker_is_started_when_the_crashed_dialogue_was_the_last(here):
+    """A fresh worker loads the system (minutes for a large model): started after a crash with
+    no dialogue left, it would load only to close again."""
+    task = write_task(here / "task", TWO_BY_TWO)
+    result = _eval(task, f"{SCRIPTED}:crash_in=respond,crash=os_exit,dialogue=d1,turn=1")
+    _finished_with_table_and_report(result, here / "run")
+    turns = _by_turn(here / "run")
+    assert turns[("d1", 1)]["error"]["type"] == "WorkerDied" and turns[("d0", 1)]["status"] == "ok"
+    assert set(_session(here / "run")["workers"]) == {"w1"}
+
+
 def test_the_reason_carries_what_the_worker_printed_last(here):
     """A dying system's last words (a C library's abort message, a warning) are in the record."""
     task = write_task(here / "task", [["Hello."]])

@@ -254,18 +254,27 @@ class Pool:
         replacements = 0
         handle: Optional[WorkerHandle] = None
         job: Optional[DialogueJob] = None
+        pending: Optional[DialogueJob] = None  # taken from the queue for the fresh worker after a crash
         while True:
             try:
                 handle = self._start(slot, worker_id, handle)
                 if handle is None:
+                    if pending is not None:  # the system cannot load: the job is not run, as any queued
+                        self.events.put(Event("not_run", worker_id, pending, self._load_error))
                     return
-                job = self._serve_jobs(handle)
+                first, pending = pending, None
+                job = self._serve_jobs(handle, first)
                 if job is None:  # no more jobs: close the system and leave
                     self.events.put(Event("closed", handle.worker_id, payload=handle.close(self.turn_timeout)))
                     return
-                # `job` crashed its worker process: a fresh process on the same host takes the next.
+                # `job` crashed its worker process: a fresh process on the same host takes the next job,
+                # if there is one (started for none, it would load the system only to close it).
+                pending = self._next_job()
+                if pending is None:
+                    return
             except WorkerLost as exc:
-                job = exc.job
+                job = exc.job if exc.job is not None else pending  # lost while starting: the job it was to run
+                pending = None
                 if job is not None:
                     self.events.put(Event("lost", worker_id, job))
                 replacements += 1
@@ -277,12 +286,19 @@ class Pool:
             job = None
             worker_id = self.ids.next()
 
-    def _serve_jobs(self, handle: WorkerHandle) -> Optional[DialogueJob]:
-        """Jobs until none is left (None) or one crashes its worker (that job)."""
+    def _next_job(self) -> Optional[DialogueJob]:
+        """The next job, waiting for one; None when none is left."""
+        job = self.jobs.get()
+        if job is None:
+            self.jobs.put(None)  # for the other slots, and for one still loading
+        return job
+
+    def _serve_jobs(self, handle: WorkerHandle, first: Optional[DialogueJob] = None) -> Optional[DialogueJob]:
+        """Jobs (`first`, then the queue's) until none is left (None) or one crashes its worker (that job)."""
         while True:
-            job = self.jobs.get()
+            job = first if first is not None else self._next_job()
+            first = None
             if job is None:
-                self.jobs.put(None)  # for the slot that restarts after a crash, or is still loading
                 return None
             if self._load_error is not None:
                 self.events.put(Event("not_run", handle.worker_id, job, self._load_error))
