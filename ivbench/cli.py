@@ -385,12 +385,12 @@ def _option_lines(entry: Any, kind: str) -> list[str]:
 
     from .errors import IvbenchError
     from .metrics.base import metric_options
-    from .registry import load_target
+    from .registry import factory_options, load_target
 
     try:
         factory = load_target(entry.target, kind[:-1])
         options = (metric_options(factory) if inspect.isclass(factory) else []) if kind == "metrics" else \
-            _factory_options(factory)
+            factory_options(factory)
     except IvbenchError as exc:
         return [f"(options not shown: {exc})"]
     except Exception as exc:  # noqa: BLE001 - a plugin that cannot be imported: the list still shows the rest
@@ -418,20 +418,6 @@ def _wrapped(options: list[str], width: int = 96) -> list[str]:
         else:
             lines.append(option)
     return [line + ("," if n < len(lines) - 1 else "") for n, line in enumerate(lines)]
-
-
-def _factory_options(factory: Any) -> list[tuple[str, Any, str]]:
-    """(name, default, what it does) of each keyword a system's or voice's factory takes, as
-    `registry.create` binds them; what it does from the class's `option_help`, where it has one."""
-    import inspect
-
-    try:
-        parameters = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):  # no introspectable signature (a C callable)
-        return []
-    help_ = getattr(factory, "option_help", None) or {}
-    return [(p.name, p.default, help_.get(p.name, "")) for p in parameters
-            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
 def _shown_option(default: Any) -> str:

@@ -254,6 +254,19 @@ def plugin_of_file(filename: str) -> Optional[str]:
     return None
 
 
+def factory_options(factory: Any) -> list[tuple[str, Any, str]]:
+    """(name, default, what it does) of each keyword `create` binds to `factory`, in signature order;
+    what it does from the factory's `option_help`, where it has one. A default of
+    `inspect.Parameter.empty` means the option is required."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # no introspectable signature (a C callable)
+        return []
+    help_ = getattr(factory, "option_help", None) or {}
+    return [(p.name, p.default, help_.get(p.name, "")) for p in parameters
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
 def load_target(target: str, kind: str = "plugin") -> Any:
     """Import "module:attr" or "file.py:attr" and return the attribute."""
     module_part, sep, attr = target.rpartition(":")

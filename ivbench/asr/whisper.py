@@ -276,7 +276,9 @@ class WhisperASR:
         if self.backend == "openai-whisper":
             kind, _ = _split_device(self.device)
             return "float16" if kind == "cuda" and self.compute_type == "float16" else "float32"
-        return self.compute_type
+        # What CTranslate2 made of the request on this device, once loaded ("int8" is int8_float32 on
+        # a CPU, int8_float16 on a GPU): the same request gives other transcripts on another device.
+        return str(getattr(getattr(self._model, "model", None), "compute_type", self.compute_type))
 
     def load(self) -> None:
         with self._lock:
@@ -369,10 +371,7 @@ class WhisperASR:
         }
         if self.backend == "faster-whisper":
             ident["ctranslate2_version"] = package_version("ctranslate2")
-            # What CTranslate2 made of the request on this device ("int8" is int8_float32 on a CPU,
-            # int8_float16 on a GPU): the same request gives other transcripts on another device,
-            # so a cache shared between machines must tell them apart.
-            ident["compute_type"] = str(getattr(self._model.model, "compute_type", self.compute_type))
+            # With compute_type (what CTranslate2 chose here): a cache shared between machines tells them apart.
             ident["device"] = str(getattr(self._model.model, "device", _split_device(self.device)[0]))
         return ident
 

@@ -17,7 +17,6 @@ cannot be computed is None with a reason (`status` "missing", "not_applicable" o
 """
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum
@@ -191,12 +190,8 @@ class Metric(ABC):
 def metric_options(cls: type) -> list[tuple[str, Any, str]]:
     """(name, default, what it does) of each option a metric class takes, in signature order;
     a default of `inspect.Parameter.empty` means the option is required."""
+    from ..registry import factory_options
+
     if next((k for k in cls.__mro__ if "__init__" in vars(k)), None) is Metric:
-        return []
-    help_ = getattr(cls, "option_help", {}) or {}
-    out = []
-    for name, param in inspect.signature(cls).parameters.items():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        out.append((name, param.default, help_.get(name, "")))
-    return out
+        return []  # Metric's own **options, which it refuses
+    return factory_options(cls)

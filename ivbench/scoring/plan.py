@@ -49,7 +49,8 @@ def instantiate(spec: Spec) -> Metric:
 def plan_metrics(specs: Iterable[Spec]) -> list[tuple[str, Metric]]:
     """Instantiate the metrics, adding the transcript metrics that others need, first."""
     # A metric named twice (`latency,latency`) is scored once: twice, every row was counted twice.
-    unique = list({s.label: s for s in reversed(list(specs))}.values())[::-1]
+    # (A label is its spec written out, so one label is one spec; first mention keeps its place.)
+    unique = list({s.label: s for s in specs}.values())
     chosen = [(s.label, instantiate(s)) for s in unique]
     names = {m.name for _, m in chosen}
     prerequisites: list[tuple[str, Metric]] = []
